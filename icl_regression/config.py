@@ -1,0 +1,229 @@
+"""Typed, frozen, validated configuration: where a config file's dictionary enters the library.
+
+Experiment config files (`experiments/configs/*.py`) build ml_collections ConfigDicts for the command line;
+`run_config_from_dict` turns one into a `RunConfig` and rejects bad values with a message that names the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Any, Mapping
+
+INFINITE_TASKS = 0  # num_tasks = 0 (or "inf") means a fresh Gaussian task per sequence.
+
+MODEL_SIZES = {  # (num_layers, d_model, num_heads) of the study's models.
+    "small": (4, 64, 2),
+    "base": (8, 128, 2),
+    "large": (12, 256, 4),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names it and what is allowed."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_num_tasks(value: Any) -> int:
+    """M as an int, with 0 for M = ∞; accepts 0, "inf", "infinity", float('inf')."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("inf", "infinity", "∞"):
+            return INFINITE_TASKS
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"num_tasks={value!r} is not a number; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
+    if isinstance(value, float):
+        if math.isinf(value) and value > 0:
+            return INFINITE_TASKS
+        if not value.is_integer():
+            raise ConfigError(f"num_tasks={value!r} is not a whole number; allowed: an integer M >= 1, or 0 / 'inf'")
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"num_tasks={value!r} has type {type(value).__name__}; allowed: int >= 0 or 'inf'")
+    _require(value >= 0, f"num_tasks={value} is negative; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
+    return value
+
+
+def num_tasks_label(num_tasks: int) -> str:
+    return "inf" if num_tasks == INFINITE_TASKS else str(num_tasks)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dim: int = 8  # D, task and input dimension
+    context_len: int = 16  # K, (x, y) pairs per sequence
+    noise_std: float = 0.5  # σ (σ² = 0.25 in the paper)
+    task_scale: float = 1.0  # τ, tasks w ~ N(0, τ² I)
+    num_tasks: int = 0  # M, size of the pretraining pool; 0 = ∞
+    nested_pools: bool = True  # pool for M = first M rows of one pool per seed (else a fresh pool per M)
+
+    def __post_init__(self):
+        object.__setattr__(self, "num_tasks", parse_num_tasks(self.num_tasks))
+        _require(_is_int(self.dim) and self.dim >= 1, f"data.dim={self.dim!r}; allowed: an integer D >= 1")
+        _require(_is_int(self.context_len) and self.context_len >= 1,
+                 f"data.context_len={self.context_len!r}; allowed: an integer K >= 1")
+        _require(self.noise_std >= 0, f"data.noise_std={self.noise_std!r}; allowed: a float >= 0")
+        _require(self.task_scale > 0, f"data.task_scale={self.task_scale!r}; allowed: a float > 0")
+
+    @property
+    def ridge_lambda(self) -> float:
+        """λ = σ²/τ², the ridge penalty that makes ridge the Bayes estimator."""
+        return self.noise_std**2 / self.task_scale**2
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    num_layers: int = 8
+    d_model: int = 128
+    num_heads: int = 2
+    compute_dtype: str = "float32"  # "float32" or "bfloat16" (parameters stay float32)
+
+    def __post_init__(self):
+        _require(_is_int(self.num_layers) and self.num_layers >= 1,
+                 f"model.num_layers={self.num_layers!r}; allowed: an integer >= 1")
+        _require(_is_int(self.num_heads) and self.num_heads >= 1,
+                 f"model.num_heads={self.num_heads!r}; allowed: an integer >= 1")
+        _require(_is_int(self.d_model) and self.d_model >= 1 and self.d_model % self.num_heads == 0,
+                 f"model.d_model={self.d_model!r} must be a positive multiple of model.num_heads={self.num_heads}")
+        _require(self.compute_dtype in ("float32", "bfloat16"),
+                 f"model.compute_dtype={self.compute_dtype!r}; allowed: 'float32', 'bfloat16'")
+
+
+SCHEDULES = ("triangle", "cosine", "constant")
+ENSEMBLE_STRATEGIES = ("auto", "vmap", "map")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 500_000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    schedule: str = "triangle"  # "triangle" (warm-up then linear decay to 0), "cosine", "constant"
+    warmup_fraction: float = 0.5
+    weight_decay: float = 0.0  # decoupled, on attention and MLP matrices only
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    seed: int = 0
+    steps_per_call: int = 100  # training steps per compiled call
+    ensemble_strategy: str = "auto"  # how a group of models shares one program: auto / vmap / map
+
+    def __post_init__(self):
+        _require(_is_int(self.steps) and self.steps >= 1, f"train.steps={self.steps!r}; allowed: an integer >= 1")
+        _require(_is_int(self.batch_size) and self.batch_size >= 1,
+                 f"train.batch_size={self.batch_size!r}; allowed: an integer >= 1")
+        _require(self.learning_rate > 0, f"train.learning_rate={self.learning_rate!r}; allowed: a float > 0")
+        _require(self.schedule in SCHEDULES, f"train.schedule={self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        _require(0 <= self.warmup_fraction <= 1, f"train.warmup_fraction={self.warmup_fraction!r}; allowed: [0, 1]")
+        _require(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay!r}; allowed: a float >= 0")
+        _require(_is_int(self.seed) and self.seed >= 0, f"train.seed={self.seed!r}; allowed: an integer >= 0")
+        _require(_is_int(self.steps_per_call) and self.steps_per_call >= 1,
+                 f"train.steps_per_call={self.steps_per_call!r}; allowed: an integer >= 1")
+        _require(self.ensemble_strategy in ENSEMBLE_STRATEGIES,
+                 f"train.ensemble_strategy={self.ensemble_strategy!r}; allowed: {', '.join(ENSEMBLE_STRATEGIES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    interval: int = 5_000  # evaluate every this many steps (and at the last step)
+    num_sequences: int = 4_096  # evaluation sequences per distribution
+    batch_size: int = 1_024  # sequences per model forward pass during evaluation
+    dmmse_block: int = 1_024  # tasks per block when streaming dMMSE over the pool
+    num_bootstrap: int = 200  # bootstrap replicates of the final Δ over evaluation sequences
+    seed: int = 0  # seed of the evaluation streams (disjoint from every training stream)
+
+    def __post_init__(self):
+        for name in ("interval", "num_sequences", "batch_size", "dmmse_block"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"eval.{name}={value!r}; allowed: an integer >= 1")
+        _require(_is_int(self.num_bootstrap) and self.num_bootstrap >= 0,
+                 f"eval.num_bootstrap={self.num_bootstrap!r}; allowed: an integer >= 0")
+        _require(self.num_sequences % min(self.batch_size, self.num_sequences) == 0,
+                 f"eval.num_sequences={self.num_sequences} is not a multiple of eval.batch_size={self.batch_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    interval: int = 25_000  # steps between checkpoints (also written at each stop)
+    keep: int = 2  # newest checkpoints kept per run
+
+    def __post_init__(self):
+        _require(_is_int(self.interval) and self.interval >= 1,
+                 f"checkpoint.interval={self.interval!r}; allowed: an integer >= 1")
+        _require(_is_int(self.keep) and self.keep >= 1, f"checkpoint.keep={self.keep!r}; allowed: an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "RunConfig":
+        """A copy with fields replaced, e.g. `cfg.replace(data={"num_tasks": 4})`."""
+        return run_config_from_dict(_deep_update(self.to_dict(), sections))
+
+    @property
+    def short_hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+    @property
+    def run_name(self) -> str:
+        """Readable folder name plus a short hash of the whole config, e.g. `M=4096_B=256_seed=0-1a2b3c`."""
+        return (f"M={num_tasks_label(self.data.num_tasks)}_B={self.train.batch_size}_N={self.train.steps}"
+                f"_seed={self.train.seed}-{self.short_hash}")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+             "checkpoint": CheckpointConfig}
+
+
+def run_config_from_dict(config: Mapping[str, Any]) -> RunConfig:
+    """Builds a RunConfig from a (nested) mapping; unknown keys are errors, missing ones take defaults.
+
+    Extra top-level sections (for example `sweep`) are ignored here: they belong to the sweep.
+    """
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        values = dict(config.get(name, {}) or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        _require(not unknown, f"unknown {name} field(s) {unknown}; allowed: {sorted(known)}")
+        sections[name] = cls(**values)
+    return RunConfig(**sections)
+
+
+def model_size(name: str) -> dict:
+    """The model section for a named size of the study: small, base or large."""
+    _require(name in MODEL_SIZES, f"model size {name!r}; allowed: {', '.join(MODEL_SIZES)}")
+    layers, width, heads = MODEL_SIZES[name]
+    return {"num_layers": layers, "d_model": width, "num_heads": heads}
+
+
+def _deep_update(base: dict, updates: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out

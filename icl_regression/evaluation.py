@@ -1,0 +1,168 @@
+"""Fixed evaluation sets, estimator predictions computed once per pool, and the metrics of SPEC.md.
+
+Evaluation draws use the evaluation streams of `rng` (disjoint from training). The T_true set depends only on the
+evaluation seed, so every model of every sweep sharing that seed sees the same sequences; a T_pretrain set depends
+on (evaluation seed, pool, M), so every model sharing a pool sees the same sequences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from icl_regression import estimators, names, rng, tasks
+from icl_regression.config import INFINITE_TASKS, DataConfig, EvalConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolId:
+    """Which pool a model trains on: the seed's pool (nested), or an independent pool per M (salt = M)."""
+
+    seed: int
+    salt: int = 0
+
+
+@dataclasses.dataclass
+class EvalSet:
+    xs: jax.Array  # [N, K, D]
+    ys: jax.Array  # [N, K]
+    ridge: jax.Array  # [N, K]
+    dmmse: jax.Array  # [N, K]
+
+
+class EvalBank:
+    """Builds evaluation sets and estimator predictions on demand and keeps them for reuse."""
+
+    def __init__(self, data: DataConfig, eval_cfg: EvalConfig):
+        self.data, self.eval_cfg = data, eval_cfg
+        self._true_xs_ys = None
+        self._true_ridge = None
+        self._sets: dict = {}
+
+    def _draw(self, stream: rng.Stream, pool, num_tasks: int, *indices):
+        keys = tasks.evaluation_keys(self.eval_cfg.seed, stream, *indices)
+        xs, ys, _ = tasks.sample_sequences(keys, pool, num_tasks, self.eval_cfg.num_sequences,
+                                           self.data.context_len, self.data.noise_std, self.data.task_scale)
+        return xs, ys
+
+    def _ridge(self, xs, ys):
+        return _batched(functools.partial(estimators.ridge_preds, lam=self.data.ridge_lambda),
+                        xs, ys, self.eval_cfg.batch_size)
+
+    def _dmmse(self, xs, ys, pool):
+        fn = functools.partial(estimators.dmmse_preds, pool=pool, noise_std=self.data.noise_std,
+                               block_size=self.eval_cfg.dmmse_block)
+        return _batched(fn, xs, ys, self.eval_cfg.batch_size)
+
+    def true_set(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(xs, ys, ridge preds) of T_true."""
+        if self._true_xs_ys is None:
+            dummy_pool = jnp.zeros((1, self.data.dim))
+            self._true_xs_ys = self._draw(rng.Stream.EVAL_TRUE, dummy_pool, INFINITE_TASKS)
+            self._true_ridge = self._ridge(*self._true_xs_ys)
+        return (*self._true_xs_ys, self._true_ridge)
+
+    def sets_for(self, pool_id: PoolId, num_tasks: int) -> dict[str, EvalSet]:
+        """Both evaluation sets, with ridge and dMMSE predictions, for models trained on (pool_id, M)."""
+        cache_key = (pool_id, num_tasks)
+        if cache_key not in self._sets:
+            true_xs, true_ys, true_ridge = self.true_set()
+            if num_tasks == INFINITE_TASKS:  # T_pretrain = T_true, and the Bayes estimator is ridge
+                true = EvalSet(true_xs, true_ys, true_ridge, true_ridge)
+                self._sets[cache_key] = {names.PRETRAIN: true, names.TRUE: true}
+            else:
+                pool = tasks.make_pool(pool_id.seed, num_tasks, self.data.dim, self.data.task_scale,
+                                       pool_id.salt)
+                pre_xs, pre_ys = self._draw(rng.Stream.EVAL_PRETRAIN, pool, num_tasks, pool_id.seed,
+                                            pool_id.salt, num_tasks)
+                self._sets[cache_key] = {
+                    names.PRETRAIN: EvalSet(pre_xs, pre_ys, self._ridge(pre_xs, pre_ys),
+                                            self._dmmse(pre_xs, pre_ys, pool)),
+                    names.TRUE: EvalSet(true_xs, true_ys, true_ridge, self._dmmse(true_xs, true_ys, pool)),
+                }
+        return self._sets[cache_key]
+
+
+def _batched(fn: Callable, xs: jax.Array, ys: jax.Array, batch_size: int) -> jax.Array:
+    """fn over the sequences in chunks of `batch_size`, bounding peak memory."""
+    num = xs.shape[0]
+    size = min(batch_size, num)
+    outs = [fn(xs[i:i + size], ys[i:i + size]) for i in range(0, num, size)]
+    return jnp.concatenate(outs, axis=0)
+
+
+def predictor_metrics(preds: dict[str, jax.Array], ys: jax.Array, eval_set: str) -> dict[str, jax.Array]:
+    """Per-position metrics [K] of one evaluation set: L/D of each predictor, Δ of each pair (both / D)."""
+    dim_scale = 1.0 / preds["_dim"]
+    out = {}
+    for predictor in names.PREDICTORS:
+        out[names.loss_key(eval_set, predictor)] = dim_scale * jnp.mean(jnp.square(preds[predictor] - ys), axis=0)
+    for pair, f, g in names.PAIRS:
+        out[names.delta_key(eval_set, pair)] = dim_scale * jnp.mean(jnp.square(preds[f] - preds[g]), axis=0)
+    return out
+
+
+def per_sequence(preds: dict[str, jax.Array], key: str) -> jax.Array:
+    """[N] values of a Δ metric averaged over positions for each sequence (for bootstrapping)."""
+    _, kind, pair = key.split("/")
+    f, g = next((f, g) for name, f, g in names.PAIRS if name == pair)
+    return jnp.mean(jnp.square(preds[f] - preds[g]), axis=1) / preds["_dim"]
+
+
+def bootstrap_indices(eval_cfg: EvalConfig) -> jax.Array:
+    """[R, N] resampling indices, the same for every model (so bootstrap replicates align across a sweep)."""
+    key = rng.stream_key(eval_cfg.seed, rng.Stream.BOOTSTRAP)
+    return jax.random.randint(key, (eval_cfg.num_bootstrap, eval_cfg.num_sequences), 0, eval_cfg.num_sequences)
+
+
+def make_group_evaluator(model, eval_cfg: EvalConfig, strategy: str, with_bootstrap: bool):
+    """Jitted `(params [E,…], per_member, shared, boot_idx) → (metrics {key: [E, K]}, bootstrap {key: [E, R]})`.
+
+    `per_member` and `shared` come from `stack_member_sets`.
+    """
+
+    def member_metrics(params, member_arrays, shared, boot_idx):
+        true_xs, true_ys, true_ridge = shared
+        sets = {names.PRETRAIN: member_arrays[names.PRETRAIN],
+                names.TRUE: (true_xs, true_ys, true_ridge, member_arrays[names.TRUE])}
+        out, boot = {}, {}
+        for eval_set, (xs, ys, ridge, dmmse) in sets.items():
+            pt = _batched_apply(model, params, xs, ys, eval_cfg.batch_size)
+            preds = {names.PT: pt, names.RIDGE: ridge, names.DMMSE: dmmse, "_dim": xs.shape[-1]}
+            out.update(predictor_metrics(preds, ys, eval_set))
+            for key in names.BOOTSTRAP_KEYS:
+                if with_bootstrap and key.startswith(eval_set + "/"):
+                    boot[key] = per_sequence(preds, key)[boot_idx].mean(axis=1)
+        return out, boot
+
+    def evaluate(params, per_member, shared, boot_idx):
+        if strategy == "vmap":
+            return jax.vmap(member_metrics, in_axes=(0, 0, None, None))(params, per_member, shared, boot_idx)
+        return jax.lax.map(lambda a: member_metrics(a[0], a[1], shared, boot_idx), (params, per_member))
+
+    return jax.jit(evaluate)
+
+
+def _batched_apply(model, params, xs, ys, batch_size: int) -> jax.Array:
+    num, size = xs.shape[0], min(batch_size, xs.shape[0])
+    chunks = (xs.reshape(num // size, size, *xs.shape[1:]), ys.reshape(num // size, size, *ys.shape[1:]))
+    preds = jax.lax.map(lambda c: model.apply(params, c[0], c[1]), chunks)
+    return preds.reshape(num, -1)
+
+
+def stack_member_sets(sets: list[dict[str, EvalSet]]) -> tuple[dict, tuple]:
+    """Splits members' evaluation sets into arrays stacked per member and arrays shared by all.
+
+    T_true xs, ys and ridge predictions are the same for every model, so they are passed once; T_pretrain sets
+    and T_true dMMSE predictions depend on the pool and are stacked [E, …].
+    """
+    pretrain = tuple(jnp.stack([getattr(s[names.PRETRAIN], field) for s in sets])
+                     for field in ("xs", "ys", "ridge", "dmmse"))
+    per_member = {names.PRETRAIN: pretrain, names.TRUE: jnp.stack([s[names.TRUE].dmmse for s in sets])}
+    true = sets[0][names.TRUE]
+    return per_member, (true.xs, true.ys, true.ridge)
