@@ -227,3 +227,13 @@ def _deep_update(base: dict, updates: Mapping[str, Any]) -> dict:
         else:
             out[key] = value
     return out
+
+
+def base_config():
+    """The paper's defaults as an ml_collections ConfigDict (documented field by field in the dataclasses above).
+
+    Experiment config files start from this and override what they change.
+    """
+    import ml_collections
+
+    return ml_collections.ConfigDict(RunConfig().to_dict())

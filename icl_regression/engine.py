@@ -38,6 +38,7 @@ class Progress:
     total_steps: int
     num_members: int
     steps_per_second: float
+    steps_done: int  # steps trained since this call started (after any resume)
 
 
 def _pools_for(cfgs: Sequence[RunConfig]) -> tuple[list[evaluation.PoolId], np.ndarray, jax.Array]:
@@ -123,11 +124,15 @@ class GroupTrainer:
     def _place(self, tree):
         return tree if self.placement is None else self.placement.place_members(tree)
 
-    def run(self, progress: Callable[[Progress], None] | None = None, stop_after_step: int | None = None) -> None:
+    def run(self, progress: Callable[[Progress], None] | None = None, stop_after_step: int | None = None,
+            on_start: Callable[[], None] | None = None) -> None:
+        """Trains to the end, or returns after checkpointing at `stop_after_step` (a simulated interruption)."""
         cfg = self.cfg
         for run, member_cfg in zip(self.runs, self.cfgs):
             run.init(member_cfg.to_dict())
             run.mark_running()
+        if on_start is not None:
+            on_start()
         pool_ids, pool_index, pools = _pools_for(self.cfgs)
         seeds = np.array([c.train.seed for c in self.cfgs], np.int32)
         members = training.Members(jnp.asarray(seeds), jnp.asarray([c.data.num_tasks for c in self.cfgs],
@@ -169,7 +174,7 @@ class GroupTrainer:
                 _save_states(self.runs, states, step, cfg.checkpoint.keep)
             if progress is not None:
                 rate = (step - start_step) / max(time.perf_counter() - started, 1e-9)
-                progress(Progress(step, total, len(self.runs), rate))
+                progress(Progress(step, total, len(self.runs), rate, step - start_step))
             if stop_after_step is not None and step >= stop_after_step and not final:
                 return
 

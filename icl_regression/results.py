@@ -1,0 +1,92 @@
+"""Reading a sweep's results: rows of finished cells, the sweep summary with its threshold, tables.
+
+Numpy and JSON only (no jax), so notebooks and figure scripts can use it on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from icl_regression import names, threshold
+from icl_regression.config import num_tasks_label
+from icl_regression.store import RunStore, StoreError, iter_runs, read_json, write_json
+
+ROW_FIELDS = ("name", "status", "num_tasks", "num_tasks_label", "batch_size", "steps", "seed", "final", "bootstrap",
+              "train_loss")
+
+
+def summary_rows(run_dirs: Sequence[Path]) -> list[dict]:
+    """One row per finished run: its sweep values, final metrics and bootstrap replicates."""
+    rows = []
+    for run_dir in run_dirs:
+        summary = RunStore(run_dir).summary() if Path(run_dir).exists() else None
+        if summary is not None:
+            rows.append({k: summary[k] for k in ROW_FIELDS})
+    return rows
+
+
+def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None,
+              extra: Callable[[Path, list[dict]], dict] | None = None) -> dict:
+    """Writes `sweep_summary.json`: the threshold both ways with intervals, and one row per finished run.
+
+    `run_dirs` are the sweep's cells (finished or not); `extra(workdir, rows)` may add analyses.
+    """
+    rows = summary_rows(run_dirs)
+    summary = threshold.estimate_thresholds(rows, num_replicates)
+    summary.update({"complete": len(rows) == len(run_dirs), "num_cells": len(run_dirs), "cells": rows,
+                    "threshold_metric": names.THRESHOLD_METRIC})
+    if extra is not None:
+        summary.update(extra(workdir, rows))
+    write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
+    return summary
+
+
+def run_metrics(workdir: Path) -> dict[str, list[dict]]:
+    """{run name: metrics records} for every run under `workdir`."""
+    return {run.name: run.metrics() for run in iter_runs(Path(workdir) / names.RUNS_DIR)}
+
+
+def load_summary(workdir: Path) -> dict:
+    path = Path(workdir) / names.SWEEP_SUMMARY_FILE
+    if not path.exists():
+        raise StoreError(f"no {names.SWEEP_SUMMARY_FILE} in {workdir}: run the sweep (or --summarize) first")
+    return read_json(path)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The cells averaged over seeds: M, budget, L/D and Δ on both distributions."""
+    columns = [(names.loss_key(names.PRETRAIN, names.PT), "L/D PT pre"),
+               (names.loss_key(names.PRETRAIN, names.DMMSE), "L/D dMMSE pre"),
+               (names.delta_key(names.PRETRAIN, "pt_dmmse"), "Δ PT,dMMSE pre"),
+               (names.loss_key(names.TRUE, names.PT), "L/D PT true"),
+               (names.loss_key(names.TRUE, names.RIDGE), "L/D ridge true"),
+               (names.delta_key(names.TRUE, "pt_ridge"), "Δ PT,Ridge true"),
+               (names.delta_key(names.TRUE, "dmmse_ridge"), "Δ dMMSE,Ridge true")]
+    grouped: dict = {}
+    for row in rows:
+        grouped.setdefault((row["batch_size"], row["steps"], row["num_tasks"] or math.inf), []).append(row)
+    header = f"{'M':>7} {'B':>5} {'steps':>7} {'seeds':>5} " + " ".join(f"{label:>18}" for _, label in columns)
+    lines = [header, "-" * len(header)]
+    for (batch, steps, _), group in sorted(grouped.items()):
+        values = [sum(r["final"][key] for r in group) / len(group) for key, _ in columns]
+        flag = " diverged" if any(r["status"] == names.DIVERGED for r in group) else ""
+        lines.append(f"{num_tasks_label(group[0]['num_tasks']):>7} {batch:>5} {steps:>7} {len(group):>5} "
+                     + " ".join(f"{v:>18.4f}" for v in values) + flag)
+    return "\n".join(lines)
+
+
+def format_threshold(summary: Mapping[str, Any]) -> str:
+    lines = []
+    for method in ("crossing", "midpoint"):
+        for label, est in summary[method].items():
+            x, (lo, hi) = est["log2_num_tasks"], est["interval"]
+            lines.append(f"  {method:9s} {label:32s} log2 M* = {x:6.2f}  (M* ≈ {2**x if math.isfinite(x) else x:8.1f})"
+                         f"  95% interval [{lo:.2f}, {hi:.2f}]  ({est['replicates_with_estimate']}/"
+                         f"{est['replicates']} replicates)")
+    x = summary["threshold_log2_num_tasks"]
+    lo, hi = summary["threshold_interval"]
+    head = (f"threshold ({summary['method']}): log2 M* = {x:.2f}, interval [{lo:.2f}, {hi:.2f}]"
+            if math.isfinite(x) else f"threshold ({summary['method']}): not located in this range of M")
+    return "\n".join([head] + lines)

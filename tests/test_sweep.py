@@ -1,0 +1,216 @@
+"""Sweeps: grid expansion and shards, ensembles equal single runs, resume after a kill, threshold estimates."""
+
+import copy
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icl_regression import config, engine, names, results, sweep, threshold
+from icl_regression.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_sweep_config(num_tasks=(2, 16, "inf"), batch_sizes=(16,), seeds=(0,), steps=60):
+    cfg = {
+        "data": {"dim": 2, "context_len": 4},
+        "model": {"num_layers": 1, "d_model": 16, "num_heads": 2},
+        "train": {"steps": steps, "batch_size": 16, "steps_per_call": 10, "learning_rate": 3e-3},
+        "eval": {"interval": 20, "num_sequences": 64, "batch_size": 64, "num_bootstrap": 20},
+        "checkpoint": {"interval": 20},
+        "sweep": {"grid": {"data": {"num_tasks": num_tasks}, "train": {"batch_size": batch_sizes, "seed": seeds}}},
+    }
+    return cfg
+
+
+def test_grid_expands_every_combination_once(tmp_path):
+    cells = sweep.expand(tiny_sweep_config(batch_sizes=(16, 32), seeds=(0, 1)), tmp_path)
+    assert len(cells) == 3 * 2 * 2
+    assert len({c.name for c in cells}) == len(cells)
+    assert {(c.config.data.num_tasks, c.config.train.batch_size, c.config.train.seed) for c in cells} == {
+        (m, b, s) for m in (2, 16, 0) for b in (16, 32) for s in (0, 1)}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 13])
+def test_shards_cover_the_grid_exactly_once(tmp_path, count):
+    cells = sweep.expand(tiny_sweep_config(batch_sizes=(16, 32), seeds=(0, 1)), tmp_path)
+    taken = [c.name for i in range(count) for c in sweep.select(cells, (i, count))]
+    assert sorted(taken) == sorted(c.name for c in cells)
+
+
+@pytest.mark.parametrize("text", ["3/3", "-1/2", "a/b", "2", "0/0"])
+def test_bad_shard_is_a_clear_error(text):
+    with pytest.raises(config.ConfigError, match="shard"):
+        sweep.parse_shard(text)
+
+
+def test_unknown_cell_name_is_a_clear_error(tmp_path):
+    cells = sweep.expand(tiny_sweep_config(), tmp_path)
+    with pytest.raises(config.ConfigError, match="no_such_cell"):
+        sweep.select(cells, names_=["no_such_cell"])
+
+
+def test_empty_grid_axis_is_a_clear_error(tmp_path):
+    with pytest.raises(config.ConfigError, match="num_tasks"):
+        sweep.expand(tiny_sweep_config(num_tasks=()), tmp_path)
+
+
+def test_ensemble_equals_each_model_alone(tmp_path):
+    cells = sweep.expand(tiny_sweep_config(num_tasks=(2, 16, "inf"), seeds=(0, 1)), tmp_path / "group")
+    cells = cells[:3]
+    engine.GroupTrainer([c.config for c in cells], [c.run_dir for c in cells]).run()
+    for cell in cells:
+        alone = engine.train_run(cell.config, tmp_path / "alone" / cell.name)
+        together = RunStore(cell.run_dir).summary()
+        for key in names.all_metric_keys():
+            assert together["final"][key] == pytest.approx(alone["final"][key], rel=1e-4, abs=1e-6), key
+
+
+def test_diverging_cells_are_marked_and_do_not_stop_the_sweep(tmp_path):
+    cfg = tiny_sweep_config(num_tasks=(2,), steps=20)
+    cfg["train"]["learning_rate"] = 1e6
+    summary = sweep.run_sweep(cfg, tmp_path, print_fn=lambda *_: None)
+    index = json.loads((tmp_path / names.SWEEP_INDEX_FILE).read_text())
+    assert [c["state"] for c in index["cells"]] == [names.DIVERGED]
+    assert summary["cells"][0]["status"] == names.DIVERGED
+
+
+def test_dry_run_trains_nothing(tmp_path):
+    lines = []
+    assert sweep.run_sweep(tiny_sweep_config(), tmp_path, dry_run=True, print_fn=lines.append) is None
+    assert "3 cells" in lines[0] and "model-steps" in lines[0]
+    assert not (tmp_path / names.RUNS_DIR).exists()
+
+
+def _write_config_file(path: Path, cfg: dict) -> Path:
+    path.write_text("import ml_collections\n\ndef get_config():\n"
+                    f"    return ml_collections.ConfigDict({cfg!r})\n")
+    return path
+
+
+def _sweep_cmd(config_file, workdir):
+    return [sys.executable, str(REPO / "experiments" / "sweep.py"), f"--config={config_file}",
+            f"--workdir={workdir}", "--figure=false"]
+
+
+def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
+    cfg = tiny_sweep_config(num_tasks=(2, "inf"), batch_sizes=(16, 32), steps=200)
+    config_file = _write_config_file(tmp_path / "sweep_cfg.py", cfg)
+    workdir = tmp_path / "sweep"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen(_sweep_cmd(config_file, workdir), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    index_path = workdir / names.SWEEP_INDEX_FILE
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # wait until the first group (2 cells) is done, then kill mid-sweep
+            if index_path.exists():
+                counts = json.loads(index_path.read_text())["counts"]
+                if counts[names.DONE] >= 2:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the first group never finished")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    index = json.loads(index_path.read_text())
+    done_before = {c["name"]: (workdir / c["run_dir"] / names.METRICS_FILE).read_text()
+                   for c in index["cells"] if c["state"] == names.DONE}
+    assert 2 <= len(done_before) < 4, "kill should land mid-sweep"
+
+    rerun = subprocess.run(_sweep_cmd(config_file, workdir), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    index = json.loads(index_path.read_text())
+    assert index["counts"][names.DONE] == 4
+    for name, text in done_before.items():  # finished cells were skipped, not retrained
+        assert (workdir / names.RUNS_DIR / name / names.METRICS_FILE).read_text() == text
+    for cell in index["cells"]:
+        steps = [r["step"] for r in RunStore(workdir / cell["run_dir"]).metrics()]
+        assert steps == sorted(set(steps)) == list(range(0, 201, 20))
+    assert "threshold" in rerun.stdout
+    summary = results.load_summary(workdir)
+    assert summary["complete"] and len(summary["cells"]) == 4
+
+
+def _synthetic_rows(crossing_x, midpoint_x, noise=0.0, seed=0):
+    """Rows whose Δ curves cross at `crossing_x` (budget 2B vs B) and whose ratio to Δ_{dMMSE,Ridge} is 1/2 at
+    `midpoint_x` for the small budget."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for batch in (256, 512):
+        for log2m in range(1, 16):
+            scale = 1.0 / (1 + 0.2 * log2m)
+            ratio = 1 / (1 + np.exp(2.0 * (log2m - midpoint_x)))
+            delta = ratio * scale
+            if batch == 512:
+                delta *= np.exp(0.3 * np.tanh(crossing_x - log2m))  # above small below, below above
+            boot = list(delta * np.exp(noise * rng.standard_normal(50)))
+            rows.append({"name": f"M={2**log2m}_B={batch}", "status": names.DONE, "num_tasks": 2**log2m,
+                         "batch_size": batch, "steps": 1000, "seed": 0,
+                         "final": {names.THRESHOLD_METRIC: delta, names.THRESHOLD_SCALE: scale},
+                         "bootstrap": {names.THRESHOLD_METRIC: boot, names.THRESHOLD_SCALE: [scale] * 50}})
+    return rows
+
+
+def test_threshold_estimates_recover_known_crossings():
+    rows = _synthetic_rows(crossing_x=7.4, midpoint_x=9.3)
+    assert threshold.crossing_estimate(rows, (256, 1000), (512, 1000)) == pytest.approx(7.4, abs=0.05)
+    assert threshold.midpoint_estimate(rows, (256, 1000)) == pytest.approx(9.3, abs=0.05)
+    est = threshold.estimate_thresholds(rows, num_replicates=50)
+    assert est["method"] == "crossing"
+    assert est["threshold_log2_num_tasks"] == pytest.approx(7.4, abs=0.05)
+
+
+def test_threshold_interval_covers_the_truth_and_widens_with_noise():
+    quiet = threshold.estimate_thresholds(_synthetic_rows(6.5, 8.0, noise=0.02), num_replicates=50)
+    noisy = threshold.estimate_thresholds(_synthetic_rows(6.5, 8.0, noise=0.2), num_replicates=50)
+    for est in (quiet, noisy):
+        lo, hi = est["threshold_interval"]
+        assert lo <= 6.5 <= hi
+    width = lambda e: e["threshold_interval"][1] - e["threshold_interval"][0]
+    assert width(noisy) > width(quiet)
+
+
+def test_no_crossing_is_reported_as_nan():
+    rows = _synthetic_rows(crossing_x=40.0, midpoint_x=8.0)  # 2B is further from ridge everywhere
+    assert math.isnan(threshold.crossing_estimate(rows, (256, 1000), (512, 1000)))
+    est = threshold.estimate_thresholds(rows, num_replicates=10)
+    assert est["method"] == "midpoint"
+
+
+def test_cpu_main_job_config_runs_reduced(tmp_path):
+    """The README's main job, shrunk: same config file, fewer steps, M values and sequences."""
+    sys.path.insert(0, str(REPO / "experiments" / "configs"))
+    try:
+        import cpu_demo
+    finally:
+        sys.path.pop(0)
+    cfg = cpu_demo.get_config()
+    cfg.train.steps = 40
+    cfg.train.steps_per_call = 20
+    cfg.eval.interval = 20
+    cfg.eval.num_sequences = 128
+    cfg.eval.batch_size = 128
+    cfg.eval.num_bootstrap = 20
+    cfg.checkpoint.interval = 20
+    cfg.sweep.grid.data.num_tasks = (2, 16, "inf")
+    summary = sweep.run_sweep(cfg.to_dict(), tmp_path, print_fn=lambda *_: None)
+    for key in ("threshold_log2_num_tasks", "threshold_interval", "method", "cells", "crossing", "midpoint"):
+        assert key in summary
+    assert len(summary["cells"]) == 3 * len(cfg.sweep.grid.train.batch_size)
+    row = summary["cells"][0]
+    for key in (names.THRESHOLD_METRIC, names.delta_key(names.PRETRAIN, "pt_dmmse"),
+                names.loss_key(names.TRUE, names.PT)):
+        assert np.isfinite(row["final"][key])
+    stored = json.loads((tmp_path / names.SWEEP_SUMMARY_FILE).read_text())
+    assert stored["num_cells"] == len(summary["cells"])
+    assert "M" in results.format_table(summary["cells"])
