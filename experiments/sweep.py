@@ -14,7 +14,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from icl_regression import parallel, plotting, results, sweep
+from icl_regression import dynamics, parallel, plotting, results, sweep
 from icl_regression.config import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file (path[:variant]).", lock_config=True)
@@ -26,7 +26,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and its cost, tra
 _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only summarise what is on disk (no training).")
 _MAX_GROUP = flags.DEFINE_integer("max_group_size", 0, "Models per compiled program (0: all that fit a group).")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize(); each host takes its cells.")
-_FIGURE = flags.DEFINE_bool("figure", True, "Write sweep.png / sweep.pdf into the workdir.")
+_FIGURE = flags.DEFINE_bool("figure", True, "Write the sweep, dynamics and per-position figures (PNG, PDF) into "
+                             "<workdir>/figures.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -50,9 +51,10 @@ def main(argv):
         return
     print(results.format_table(summary["cells"]))
     print(results.format_threshold(summary))
+    print(dynamics.format_dynamics(summary))
     if _FIGURE.value and summary["cells"]:
-        paths = plotting.save(plotting.sweep_figure(summary), workdir / "sweep")
-        print("figure: " + ", ".join(str(p) for p in paths))
+        paths = plotting.write_all_figures(workdir)
+        print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
 
 
 if __name__ == "__main__":

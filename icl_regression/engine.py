@@ -73,16 +73,21 @@ def _save_states(runs, states, step: int, keep: int) -> None:
         checkpoint.save(run, step, _member(host, i), keep)
 
 
+def _float(value) -> float:
+    """A float32 result as JSON: its 8 significant digits (float32 carries about 7), not 17."""
+    return float(f"{float(value):.8g}")
+
+
 def _records(step: int, lr: float, train_loss, diverged, metrics: dict) -> list[dict]:
     """One metrics.jsonl record per member: every metric per position and averaged over positions."""
     records = []
     for i in range(len(diverged)):
-        per_position = {key: [float(v) for v in values[i]] for key, values in metrics.items()}
+        per_position = {key: [_float(v) for v in values[i]] for key, values in metrics.items()}
         records.append({
             "step": step, "learning_rate": lr,
-            "train_loss": None if train_loss is None else float(train_loss[i]),
+            "train_loss": None if train_loss is None else _float(train_loss[i]),
             "diverged": bool(diverged[i]),
-            "mean": {key: float(np.mean(values)) for key, values in per_position.items()},
+            "mean": {key: _float(np.mean(metrics[key][i])) for key in per_position},
             "per_position": per_position,
         })
     return records
@@ -185,7 +190,8 @@ class GroupTrainer:
         for i, (run, record) in enumerate(zip(self.runs, _records(step, lr, train_loss, diverged, metrics))):
             run.append_metrics(record)
             if final:
-                run.write_summary(_summary(self.cfgs[i], record, {k: v[i].tolist() for k, v in boot.items()}))
+                bootstrap = {key: [_float(v) for v in values[i]] for key, values in boot.items()}
+                run.write_summary(_summary(self.cfgs[i], record, bootstrap))
                 run.clear_running()
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from icl_regression import names, threshold
+from icl_regression import dynamics, names, threshold
 from icl_regression.config import num_tasks_label
 from icl_regression.store import RunStore, StoreError, iter_runs, read_json, write_json
 
@@ -27,18 +27,14 @@ def summary_rows(run_dirs: Sequence[Path]) -> list[dict]:
     return rows
 
 
-def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None,
-              extra: Callable[[Path, list[dict]], dict] | None = None) -> dict:
-    """Writes `sweep_summary.json`: the threshold both ways with intervals, and one row per finished run.
-
-    `run_dirs` are the sweep's cells (finished or not); `extra(workdir, rows)` may add analyses.
-    """
+def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None) -> dict:
+    """Writes `sweep_summary.json`: the threshold both ways with intervals, the training dynamics (t*, α), and
+    one row per finished run. `run_dirs` are the sweep's cells, finished or not."""
     rows = summary_rows(run_dirs)
     summary = threshold.estimate_thresholds(rows, num_replicates)
     summary.update({"complete": len(rows) == len(run_dirs), "num_cells": len(run_dirs), "cells": rows,
                     "threshold_metric": names.THRESHOLD_METRIC})
-    if extra is not None:
-        summary.update(extra(workdir, rows))
+    summary.update(dynamics.summarize_dynamics(run_metrics(workdir), rows))
     write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     return summary
 

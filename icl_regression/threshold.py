@@ -5,7 +5,10 @@ Two estimates (SPEC.md, "The threshold"), both on d(M) = Δ^{T_true}_{PT,Ridge} 
   moves the model away from ridge below M* (d_b' > d_b) and towards it above (d_b' < d_b); M* is where the
   relative difference (d_b' − d_b)/(d_b' + d_b) changes sign from + to −.
 - midpoint: a single budget. r(M) = Δ_{PT,Ridge}/Δ_{dMMSE,Ridge} on T_true falls from ≈1 (the model is dMMSE)
-  to ≈0 (the model is ridge); M* is where r crosses 1/2.
+  to ≈0 (the model is ridge); M* is where r crosses 1/2. The ratio only carries information where dMMSE and
+  ridge differ by more than the trained model can resolve: M values with Δ_{dMMSE,Ridge} below
+  RESOLUTION_FACTOR × the M = ∞ model's own Δ_{PT,Ridge} (its distance from ridge at this budget) are left out.
+  Without this, at large M (dMMSE → ridge) the ratio of two small numbers swamps the curve.
 Where a curve changes sign more than once (noise), the split with the strongest evidence on both sides wins:
 the index i maximising Σ_{j≤i} s_j − Σ_{j>i} s_j, for s the signed curve; M* is interpolated inside that split.
 Intervals: percentiles of the estimate over bootstrap replicates that resample evaluation sequences (replicates
@@ -25,6 +28,7 @@ import numpy as np
 from icl_regression import names
 
 Budget = tuple[int, int]  # (batch_size, steps)
+RESOLUTION_FACTOR = 2.0
 
 
 def split_crossing(xs: np.ndarray, signed: np.ndarray) -> float:
@@ -89,9 +93,18 @@ def crossing_estimate(rows, small: Budget, large: Budget, replicate=None, rng=No
     return split_crossing(np.array(xs), (d_large - d_small) / (d_large + d_small + 1e-12))
 
 
+def ridge_floor(rows, budget: Budget, replicate=None) -> float:
+    """Δ^{T_true}_{PT,Ridge} of the M = ∞ models at `budget` (mean over seeds); 0 where the sweep has none."""
+    values = [_delta(r, replicate) for r in rows if r["num_tasks"] <= 0 and r["status"] == names.DONE
+              and (r["batch_size"], r["steps"]) == budget]
+    return float(np.mean(values)) if values else 0.0
+
+
 def midpoint_estimate(rows, budget: Budget, replicate=None, rng=None) -> float:
     ratio = _curves(rows, _ratio, replicate, rng)[budget]
-    xs = sorted(ratio)
+    scale = _curves(rows, lambda row, rep: _value(row, names.THRESHOLD_SCALE, rep), replicate, None)[budget]
+    floor = ridge_floor(rows, budget, replicate)
+    xs = [x for x in sorted(ratio) if scale[x] > RESOLUTION_FACTOR * floor]
     return split_crossing(np.array(xs), np.array([ratio[x] for x in xs]) - 0.5)
 
 

@@ -214,3 +214,17 @@ def test_cpu_main_job_config_runs_reduced(tmp_path):
     stored = json.loads((tmp_path / names.SWEEP_SUMMARY_FILE).read_text())
     assert stored["num_cells"] == len(summary["cells"])
     assert "M" in results.format_table(summary["cells"])
+
+
+def test_midpoint_ignores_M_where_dmmse_is_closer_to_ridge_than_the_model_can_resolve():
+    rows = [r for r in _synthetic_rows(crossing_x=7.4, midpoint_x=5.3) if r["batch_size"] == 256]
+    floor = 0.02
+    for row in rows:  # the model never gets closer to ridge than `floor`; dMMSE → ridge at large M
+        x = math.log2(row["num_tasks"])
+        scale = 1.0 / (1 + 0.2 * x) * (0.5 ** max(0.0, x - 6))
+        delta = max(row["final"][names.THRESHOLD_METRIC], floor)
+        row["final"] = {names.THRESHOLD_METRIC: delta, names.THRESHOLD_SCALE: scale}
+        row["bootstrap"] = {}
+    rows.append({"name": "M=inf", "status": names.DONE, "num_tasks": 0, "batch_size": 256, "steps": 1000,
+                 "seed": 0, "final": {names.THRESHOLD_METRIC: floor, names.THRESHOLD_SCALE: 0.0}, "bootstrap": {}})
+    assert threshold.midpoint_estimate(rows, (256, 1000)) == pytest.approx(5.3, abs=0.1)

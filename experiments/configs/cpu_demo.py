@@ -12,17 +12,17 @@ from icl_regression.config import base_config
 
 def get_config():
     config = base_config()
-    config.data.dim = 4  # D: small, so that the transition happens at small M and within a short run
-    config.data.context_len = 8  # K = 2D, as in the paper's dimension-scaling experiment
+    config.data.dim = 2  # D: small, so that the transition happens at small M and within a short run
+    config.data.context_len = 8  # K = 4D: enough positions past D for ridge to pull away from dMMSE
     config.data.noise_std = 0.5  # σ² = 0.25, the paper's noise
     config.model.num_layers = 2  # a tiny transformer (the paper's small model is 4 layers, d = 64)
     config.model.d_model = 32
     config.model.num_heads = 2
-    config.train.steps = 3_000  # short: a threshold is only meaningful with its training budget stated
+    config.train.steps = 4_000  # short: a threshold is only meaningful with its training budget stated
     config.train.batch_size = 64  # overridden by the grid below
     config.train.learning_rate = 1e-3  # paper's Adam lr and triangle schedule
     config.train.steps_per_call = 100  # steps per compiled call
-    config.eval.interval = 500  # evaluation every 500 steps, for the dynamics
+    config.eval.interval = 250  # evaluation every 250 steps, for the dynamics (t* resolution)
     config.eval.num_sequences = 2_048  # evaluation sequences per distribution
     config.eval.batch_size = 2_048
     config.eval.num_bootstrap = 200  # bootstrap replicates of the final Δ, for the threshold interval
@@ -31,7 +31,7 @@ def get_config():
     config.sweep = base_config().__class__()
     config.sweep.grid = base_config().__class__()
     config.sweep.grid.data = base_config().__class__()
-    config.sweep.grid.data.num_tasks = (2, 4, 8, 16, 32, 64, 128, 256, "inf")  # M = 2^1 … 2^8 and ∞
+    config.sweep.grid.data.num_tasks = (1, 2, 4, 8, 16, 32, 64, 128, "inf")  # M = 2^0 … 2^7 and ∞
     config.sweep.grid.train = base_config().__class__()
     config.sweep.grid.train.batch_size = (64, 128)  # two data budgets, B and 2B, for the crossing estimate
     config.sweep.grid.train.seed = (0,)  # one seed: intervals come from bootstrapping evaluation sequences
