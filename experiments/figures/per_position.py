@@ -1,0 +1,32 @@
+"""Draws error against context position k for the transformer, ridge and dMMSE at the final evaluation, for a few
+M (one panel each) on both evaluation distributions, from a stored sweep.
+
+    python experiments/figures/per_position.py --workdir=results/cpu_demo --num_tasks=2,16,256,inf
+    # → results/cpu_demo/figures/per_position.{png,pdf}
+"""
+
+from absl import app, flags
+
+from icl_regression import names, plotting
+from icl_regression.config import ConfigError
+from icl_regression.store import StoreError
+
+_WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
+_OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
+_NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values, one panel each (default: up to 4 spread over the "
+                               "sweep, ∞ included); 'inf' for M = ∞.")
+_EVAL_SET = flags.DEFINE_enum("eval_set", None, list(names.EVAL_SETS), "Only this evaluation set (default: both).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    try:
+        paths = plotting.write_per_position_figure(_WORKDIR.value, _OUT.value, _NUM_TASKS.value, _EVAL_SET.value)
+    except (StoreError, ConfigError, ValueError) as e:
+        raise app.UsageError(str(e))
+    print("\n".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,69 @@
+"""Shared test setup: CPU JAX with a persistent compilation cache, and a tiny run configuration."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from icl_regression import config, names  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+jax.config.update("jax_compilation_cache_dir", str(REPO_ROOT / ".jax_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+TINY_CONFIG = {
+    "data": {"dim": 4, "context_len": 8, "noise_std": 0.5, "num_tasks": 0},
+    "model": {"num_layers": 2, "d_model": 32, "num_heads": 2},
+    "train": {"steps": 400, "batch_size": 64, "steps_per_call": 50, "learning_rate": 1e-3, "seed": 0},
+    "eval": {"interval": 100, "num_sequences": 256, "batch_size": 256, "num_bootstrap": 20},
+    "checkpoint": {"interval": 100},
+}
+
+
+@pytest.fixture
+def tiny_config() -> config.RunConfig:
+    """A run small enough to train in seconds on two CPU cores (D=4, K=8, 2 layers of width 32)."""
+    return config.run_config_from_dict(TINY_CONFIG)
+
+
+COMMITTED_SWEEP = REPO_ROOT / "results" / "cpu_demo"
+
+# A sweep small enough to train in seconds: 6 cells (M = 2, 8, ∞ at batch 16 and 32), 60 steps, 4 evaluations.
+TINY_SWEEP = {
+    "data": {"dim": 2, "context_len": 4, "noise_std": 0.5, "num_tasks": 0},
+    "model": {"num_layers": 1, "d_model": 16, "num_heads": 2},
+    "train": {"steps": 60, "batch_size": 16, "steps_per_call": 20, "learning_rate": 1e-3, "seed": 0},
+    "eval": {"interval": 20, "num_sequences": 64, "batch_size": 64, "num_bootstrap": 10},
+    "checkpoint": {"interval": 60},
+    "sweep": {"grid": {"data": {"num_tasks": (2, 8, "inf")}, "train": {"batch_size": (16, 32)}}},
+}
+
+
+def build_tiny_sweep(tmp_path_factory) -> Path:
+    """Trains the tiny sweep once per test session (a second call finds every cell done and only summarises)."""
+    from icl_regression import sweep  # jax: imported only when a test needs the sweep trained
+
+    workdir = tmp_path_factory.getbasetemp() / "tiny_sweep"
+    sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lambda *args: None)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep_dir(tmp_path_factory) -> Path:
+    return build_tiny_sweep(tmp_path_factory)
+
+
+@pytest.fixture(params=["tiny", "committed"])
+def sweep_dir(request) -> Path:
+    """Each test runs on the tiny sweep, and on results/cpu_demo when that is committed."""
+    if request.param == "committed":
+        if not (COMMITTED_SWEEP / names.SWEEP_SUMMARY_FILE).exists():
+            pytest.skip(f"no committed sweep at {COMMITTED_SWEEP} (no {names.SWEEP_SUMMARY_FILE}); "
+                        "the tiny sweep covers the same code")
+        return COMMITTED_SWEEP
+    return request.getfixturevalue("tiny_sweep_dir")

@@ -1,0 +1,69 @@
+"""Figure functions and scripts on stored sweeps: a tiny sweep trained here, and the committed results/cpu_demo."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icl_regression import dynamics, names, plotting, results
+from icl_regression.store import StoreError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted((REPO_ROOT / "experiments" / "figures").glob("*.py"))
+
+def assert_png_and_pdf(paths, stem: str) -> None:
+    by_suffix = {p.suffix: p for p in paths if p.stem == stem}
+    assert set(by_suffix) == {".png", ".pdf"}, paths
+    assert by_suffix[".png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert by_suffix[".pdf"].read_bytes()[:5] == b"%PDF-"
+    assert all(p.stat().st_size > 1_000 for p in by_suffix.values())
+
+
+@pytest.mark.parametrize("figure", sorted(plotting.FIGURE_WRITERS))
+def test_each_figure_writes_png_and_pdf(sweep_dir, tmp_path, figure):
+    paths = plotting.FIGURE_WRITERS[figure](sweep_dir, tmp_path)
+    assert_png_and_pdf(paths, figure)
+
+
+def test_dynamics_of_a_stored_sweep(sweep_dir):
+    summary = results.load_summary(sweep_dir)
+    dyn = dynamics.summarize_dynamics(results.run_metrics(sweep_dir), summary["cells"])["dynamics"]
+    assert len(dyn["per_run"]) == len(summary["cells"])
+    for run in dyn["per_run"]:
+        assert run["kind"] in (dynamics.TRANSIENT, dynamics.MONOTONE, dynamics.NO_DATA)
+        if run["kind"] != dynamics.NO_DATA:
+            assert 0 < run["t_star"] <= run["steps"] and run["t_star"] % run["eval_interval"] == 0
+    assert set(dyn["power_law"]) >= {"alpha", "alpha_interval", "prefactor", "num_points", "note"}
+
+
+def test_per_position_figure_one_eval_set_and_unknown_m(tiny_sweep_dir, tmp_path):
+    paths = plotting.write_per_position_figure(tiny_sweep_dir, tmp_path, ["2", "inf"], names.TRUE)
+    assert_png_and_pdf(paths, "per_position")
+    summary, metrics_by_run = plotting.load_sweep(tiny_sweep_dir)
+    with pytest.raises(ValueError, match="available"):
+        plotting.per_position_figure(metrics_by_run, summary["cells"], [3])
+
+
+def test_all_script_regenerates_every_figure(sweep_dir, tmp_path):
+    out = tmp_path / "figures"
+    subprocess.run([sys.executable, "experiments/figures/all.py", f"--workdir={sweep_dir}", f"--out={out}"],
+                   cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=120)
+    for stem in plotting.FIGURE_WRITERS:
+        assert_png_and_pdf(list(out.iterdir()), stem)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_script_on_a_missing_folder_names_it(script, tmp_path):
+    missing = tmp_path / "no_such_sweep"
+    proc = subprocess.run([sys.executable, str(script), f"--workdir={missing}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"results folder {missing} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match=str(tmp_path)):
+        plotting.write_all_figures(tmp_path)
+    assert not (tmp_path / "figures").exists()
