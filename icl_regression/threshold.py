@@ -3,7 +3,9 @@
 Two estimates (SPEC.md, "The threshold"), both on d(M) = Δ^{T_true}_{PT,Ridge} against log2 M (finite M only):
 - crossing: the paper's definition. For two data budgets b < b' (batch B vs 2B, or steps N vs 2N), more data
   moves the model away from ridge below M* (d_b' > d_b) and towards it above (d_b' < d_b); M* is where the
-  relative difference (d_b' − d_b)/(d_b' + d_b) changes sign from + to −.
+  relative difference (d_b' − d_b)/(d_b' + d_b) changes sign from + to −. Differences smaller than
+  CROSSING_TOLERANCE count as no change: the sign of a 0.1% difference is not evidence (at very small M both
+  budgets memorise equally well), so a crossing needs a clear change on both sides.
 - midpoint: a single budget. r(M) = Δ_{PT,Ridge}/Δ_{dMMSE,Ridge} on T_true falls from ≈1 (the model is dMMSE)
   to ≈0 (the model is ridge); M* is where r crosses 1/2. The ratio only carries information where dMMSE and
   ridge differ by more than the trained model can resolve: M values with Δ_{dMMSE,Ridge} below
@@ -29,6 +31,7 @@ from icl_regression import names
 
 Budget = tuple[int, int]  # (batch_size, steps)
 RESOLUTION_FACTOR = 2.0
+CROSSING_TOLERANCE = 0.02
 
 
 def split_crossing(xs: np.ndarray, signed: np.ndarray) -> float:
@@ -90,7 +93,8 @@ def crossing_estimate(rows, small: Budget, large: Budget, replicate=None, rng=No
     xs = sorted(set(curves[small]) & set(curves[large]))
     d_small = np.array([curves[small][x] for x in xs])
     d_large = np.array([curves[large][x] for x in xs])
-    return split_crossing(np.array(xs), (d_large - d_small) / (d_large + d_small + 1e-12))
+    relative = (d_large - d_small) / (d_large + d_small + 1e-12)
+    return split_crossing(np.array(xs), np.where(np.abs(relative) < CROSSING_TOLERANCE, 0.0, relative))
 
 
 def ridge_floor(rows, budget: Budget, replicate=None) -> float:

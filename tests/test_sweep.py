@@ -228,3 +228,13 @@ def test_midpoint_ignores_M_where_dmmse_is_closer_to_ridge_than_the_model_can_re
     rows.append({"name": "M=inf", "status": names.DONE, "num_tasks": 0, "batch_size": 256, "steps": 1000,
                  "seed": 0, "final": {names.THRESHOLD_METRIC: floor, names.THRESHOLD_SCALE: 0.0}, "bootstrap": {}})
     assert threshold.midpoint_estimate(rows, (256, 1000)) == pytest.approx(5.3, abs=0.1)
+
+
+def test_crossing_needs_a_clear_difference_on_both_sides():
+    rows = _synthetic_rows(crossing_x=7.4, midpoint_x=9.3)
+    for row in rows:  # below the crossing the budgets agree to 0.1%: no evidence that more data moves away
+        if row["batch_size"] == 512 and row["num_tasks"] < 2**7.4:
+            small = next(r for r in rows if r["batch_size"] == 256 and r["num_tasks"] == row["num_tasks"])
+            row["final"] = dict(row["final"], **{names.THRESHOLD_METRIC: small["final"][names.THRESHOLD_METRIC]
+                                                 * (1.001 if row["num_tasks"] == 2 else 0.999)})
+    assert math.isnan(threshold.crossing_estimate(rows, (256, 1000), (512, 1000)))
