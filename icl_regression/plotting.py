@@ -105,13 +105,14 @@ def sweep_figure(summary: Mapping, title: str | None = None):
                 ax = axes[row_i, col]
                 for name in series:
                     key = names.loss_key(eval_set, name) if kind == "loss" else names.delta_key(eval_set, name)
-                    for budget_i, budget in enumerate(budgets):
+                    estimator = name in (names.RIDGE, names.DMMSE, "dmmse_ridge")  # the same for every budget
+                    for budget_i, budget in enumerate(budgets[:1] if estimator else budgets):
                         curve = cell_curves(rows, key).get(budget)
                         if curve is None:
                             continue
                         num_tasks, mean, std = curve
                         xs = np.array([_x_of(m, inf_x) for m in num_tasks])
-                        label = f"{names.LABELS[name]}, {budget_label(*budget)}"
+                        label = names.LABELS[name] if estimator else f"{names.LABELS[name]}, {budget_label(*budget)}"
                         ax.plot(xs, mean, BUDGET_STYLES[budget_i % len(BUDGET_STYLES)], marker="o", ms=3,
                                 color=COLORS[name], label=label)
                         if np.any(std > 0):

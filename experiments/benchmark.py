@@ -1,0 +1,69 @@
+"""Times whole training steps of an ensemble against the paper's one-model-per-program recipe, plus evaluation and
+dMMSE, and writes the figures to results/benchmarks/<device>_<size>_<timestamp>.json.
+
+    python experiments/benchmark.py --size=small                   # CPU: ~2-4 min on 2 cores
+    python experiments/benchmark.py --size=base --eval             # GPU: the paper's model, 8 models in bf16
+    python experiments/benchmark.py --num_layers=2 --d_model=32 --num_heads=2 --ensemble_size=2
+
+Unset flags take backend defaults (icl_regression.benchmarking.BACKEND_DEFAULTS): on GPU 8 models in bfloat16,
+100 steps per call, dMMSE with 2^20 tasks × 2^16 sequences; on CPU 4 models in float32, 5 steps per call, 2^14 ×
+2^10. What it should show: the speed-up of one compiled program for many models over one program per model grows
+with the accelerator's width (DEVICE.md: 361 steps/s for the paper's code on an H100 against a ~9,800
+model-steps/s limit); on CPU, where there is no width to fill, it stays small.
+"""
+
+from absl import app, flags
+
+from icl_regression import benchmarking
+from icl_regression.config import ENSEMBLE_STRATEGIES, MODEL_SIZES, ConfigError, RunConfig, model_size
+
+_SIZE = flags.DEFINE_enum("size", "base", list(MODEL_SIZES), "Model size of the study.")
+_NUM_LAYERS = flags.DEFINE_integer("num_layers", None, "Overrides the size's depth.")
+_D_MODEL = flags.DEFINE_integer("d_model", None, "Overrides the size's width.")
+_NUM_HEADS = flags.DEFINE_integer("num_heads", None, "Overrides the size's number of heads.")
+_DIM = flags.DEFINE_integer("dim", 8, "Task dimension D.")
+_CONTEXT_LEN = flags.DEFINE_integer("context_len", 16, "Pairs per sequence K.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sequences per model per step.")
+_ENSEMBLE_SIZE = flags.DEFINE_integer("ensemble_size", None, "Models per compiled program (default: 8 GPU, 4 CPU).")
+_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
+                                   "Compute dtype (default: bfloat16 on accelerators, float32 on CPU).")
+_STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", None, "Training steps per compiled call.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats after warm-up (the median is reported).")
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", list(ENSEMBLE_STRATEGIES), "How models share a program.")
+_EVAL = flags.DEFINE_bool("eval", False, "Also time one full group evaluation at the default eval settings.")
+_DMMSE_TASKS = flags.DEFINE_integer("dmmse_tasks", None, "Pool size M for the dMMSE timing.")
+_DMMSE_SEQUENCES = flags.DEFINE_integer("dmmse_sequences", None, "Sequences for the dMMSE timing.")
+_OUT = flags.DEFINE_string("out", "results/benchmarks", "Folder that receives the JSON record.")
+
+
+def _spec() -> benchmarking.BenchmarkSpec:
+    defaults = benchmarking.backend_defaults()
+    pick = lambda flag, name: defaults[name] if flag.value is None else flag.value  # noqa: E731
+    model = model_size(_SIZE.value)
+    overrides = {"num_layers": _NUM_LAYERS.value, "d_model": _D_MODEL.value, "num_heads": _NUM_HEADS.value}
+    model.update({k: v for k, v in overrides.items() if v is not None})
+    size_label = _SIZE.value if all(v is None for v in overrides.values()) else (
+        f"L{model['num_layers']}_d{model['d_model']}_h{model['num_heads']}")
+    cfg = RunConfig().replace(
+        data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value},
+        model={**model, "compute_dtype": pick(_COMPUTE_DTYPE, "compute_dtype")},
+        train={"batch_size": _BATCH_SIZE.value, "ensemble_strategy": _STRATEGY.value})
+    return benchmarking.BenchmarkSpec(
+        cfg, size_label, pick(_ENSEMBLE_SIZE, "ensemble_size"), pick(_STEPS_PER_CALL, "steps_per_call"),
+        _REPEATS.value, _EVAL.value, pick(_DMMSE_TASKS, "dmmse_tasks"), pick(_DMMSE_SEQUENCES, "dmmse_sequences"))
+
+
+def main(argv):
+    del argv
+    try:
+        spec = _spec()
+    except ConfigError as e:
+        raise app.UsageError(str(e))
+    record = benchmarking.run_benchmark(spec)
+    path = benchmarking.write_record(record, _OUT.value)
+    print(benchmarking.format_table(record))
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

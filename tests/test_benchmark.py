@@ -1,0 +1,88 @@
+"""The benchmark runs end to end on a tiny model and records every figure; no timing is asserted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from icl_regression import benchmarking
+from icl_regression.config import EvalConfig, run_config_from_dict
+from icl_regression.model import flops_per_sequence
+
+from conftest import REPO_ROOT
+
+# The subprocesses share the tests' persistent compilation cache (or the one the environment names).
+CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": os.environ.get("JAX_COMPILATION_CACHE_DIR", str(REPO_ROOT / ".jax_cache")),
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+TINY_FLAGS = ["--num_layers=1", "--d_model=16", "--num_heads=2", "--batch_size=8", "--ensemble_size=2",
+              "--repeats=2", "--steps_per_call=2", "--dmmse_tasks=64", "--dmmse_sequences=16"]
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+def test_benchmark_main_writes_a_complete_record(tmp_path):
+    env = {**os.environ, **CACHE_ENV, "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "benchmark.py"), *TINY_FLAGS,
+                             f"--out={tmp_path}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    [path] = tmp_path.glob("cpu_L1_d16_h2_*.json")
+    record = json.loads(path.read_text())
+    assert "speed-up" in result.stdout and str(path) in result.stdout
+
+    assert record["device"]["platform"] == "cpu" and record["device"]["kind"]
+    assert all(record["versions"][p] for p in ("jax", "flax", "optax"))
+    assert record["config"]["model"] == {"num_layers": 1, "d_model": 16, "num_heads": 2,
+                                         "compute_dtype": "float32"}
+    assert record["settings"]["ensemble_size"] == 2 and record["settings"]["steps_per_call"] == 2
+    for section, keys in {
+        "train": ("steps_per_s", "model_steps_per_s", "step_s", "first_call_s", "params_per_model"),
+        "reference": ("steps_per_s", "model_steps_per_s", "step_s"),
+        "flops": ("model_flops_per_step", "achieved_flops", "reference_achieved_flops", "peak_flops",
+                  "peak_fraction", "reference_peak_fraction"),
+        "dmmse": ("dmmse_s", "task_sequences_per_s", "memory_bytes_estimate"),
+    }.items():
+        for key in keys:
+            assert _positive(record[section][key]), (section, key, record[section].get(key))
+    assert record["train"]["num_members"] == 2 and record["reference"]["num_members"] == 1
+    assert record["reference"]["compute_dtype"] == "float32" and record["reference"]["steps_per_call"] == 1
+    assert _positive(record["speedup"])
+    assert record["speedup"] == pytest.approx(record["train"]["model_steps_per_s"]
+                                              / record["reference"]["model_steps_per_s"])
+    cfg = run_config_from_dict(record["config"])
+    forward = flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim)
+    assert record["flops"]["model_flops_per_step"] == pytest.approx(3 * forward * 8)  # fwd + 2×fwd bwd, batch 8
+    assert record["eval"] is None  # --eval not given
+
+
+def test_time_evaluation_reports_positive_times(tiny_config):
+    cfg = tiny_config.replace(model={"num_layers": 1, "d_model": 16, "num_heads": 2})
+    states, _, _ = benchmarking.group_inputs(benchmarking.group_configs(cfg, 2))
+    eval_cfg = EvalConfig(num_sequences=64, batch_size=64, num_bootstrap=0)
+    figures = benchmarking.time_evaluation(cfg, states, 2, repeats=1, eval_cfg=eval_cfg)
+    assert _positive(figures["eval_s"]) and _positive(figures["bank_build_s"])
+    assert figures["num_sequences"] == 64
+
+
+@pytest.mark.parametrize("kind, dtype, peak", [("NVIDIA H100 80GB HBM3", "bfloat16", 989e12),
+                                               ("NVIDIA H100 80GB HBM3", "float32", 67e12),
+                                               ("NVIDIA H100 PCIe", "bfloat16", 756e12),
+                                               ("NVIDIA H200", "bfloat16", 989e12),
+                                               ("NVIDIA A100-SXM4-80GB", "float32", 19.5e12),
+                                               ("TPU v5 lite", "bfloat16", 197e12),
+                                               ("TPU v4", "float32", None)])
+def test_device_peak_table(kind, dtype, peak):
+    class Device:
+        platform, device_kind = "gpu", kind
+    assert benchmarking.device_peak(Device(), dtype)["peak_flops"] == peak
+
+
+def test_cpu_peak_is_an_estimate():
+    figures = benchmarking.device_peak(jax.devices("cpu")[0], "float32")
+    assert _positive(figures["peak_flops"]) and figures["source"].startswith("estimate")
