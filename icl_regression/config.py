@@ -44,16 +44,16 @@ def parse_num_tasks(value: Any) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise ConfigError(f"num_tasks={value!r} is not a number; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
+            raise ConfigError(f"data.num_tasks={value!r} is not a number; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
     if isinstance(value, float):
         if math.isinf(value) and value > 0:
             return INFINITE_TASKS
         if not value.is_integer():
-            raise ConfigError(f"num_tasks={value!r} is not a whole number; allowed: an integer M >= 1, or 0 / 'inf'")
+            raise ConfigError(f"data.num_tasks={value!r} is not a whole number; allowed: an integer M >= 1, or 0 / 'inf'")
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"num_tasks={value!r} has type {type(value).__name__}; allowed: int >= 0 or 'inf'")
-    _require(value >= 0, f"num_tasks={value} is negative; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
+        raise ConfigError(f"data.num_tasks={value!r} has type {type(value).__name__}; allowed: int >= 0 or 'inf'")
+    _require(value >= 0, f"data.num_tasks={value} is negative; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
     return value
 
 
@@ -75,7 +75,8 @@ class DataConfig:
         _require(_is_int(self.dim) and self.dim >= 1, f"data.dim={self.dim!r}; allowed: an integer D >= 1")
         _require(_is_int(self.context_len) and self.context_len >= 1,
                  f"data.context_len={self.context_len!r}; allowed: an integer K >= 1")
-        _require(self.noise_std >= 0, f"data.noise_std={self.noise_std!r}; allowed: a float >= 0")
+        _require(self.noise_std > 0, f"data.noise_std={self.noise_std!r}; allowed: a float > 0 (the Bayes "
+                 "estimators and the dMMSE likelihood need noise)")
         _require(self.task_scale > 0, f"data.task_scale={self.task_scale!r}; allowed: a float > 0")
 
     @property
@@ -129,7 +130,8 @@ class TrainConfig:
         _require(self.schedule in SCHEDULES, f"train.schedule={self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         _require(0 <= self.warmup_fraction <= 1, f"train.warmup_fraction={self.warmup_fraction!r}; allowed: [0, 1]")
         _require(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay!r}; allowed: a float >= 0")
-        _require(_is_int(self.seed) and self.seed >= 0, f"train.seed={self.seed!r}; allowed: an integer >= 0")
+        _require(_is_int(self.seed) and 0 <= self.seed < 2**31,
+                 f"train.seed={self.seed!r}; allowed: an integer in [0, 2^31)")
         _require(_is_int(self.steps_per_call) and self.steps_per_call >= 1,
                  f"train.steps_per_call={self.steps_per_call!r}; allowed: an integer >= 1")
         _require(self.ensemble_strategy in ENSEMBLE_STRATEGIES,
@@ -205,9 +207,11 @@ def run_config_from_dict(config: Mapping[str, Any]) -> RunConfig:
     sections = {}
     for name, cls in _SECTIONS.items():
         values = dict(config.get(name, {}) or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        _require(not unknown, f"unknown {name} field(s) {unknown}; allowed: {sorted(known)}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        _require(not unknown, f"unknown {name} field(s) {unknown}; allowed: {sorted(fields)}")
+        for field, value in values.items():
+            _check_type(f"{name}.{field}", value, fields[field].type)
         sections[name] = cls(**values)
     return RunConfig(**sections)
 
@@ -217,6 +221,21 @@ def model_size(name: str) -> dict:
     _require(name in MODEL_SIZES, f"model size {name!r}; allowed: {', '.join(MODEL_SIZES)}")
     layers, width, heads = MODEL_SIZES[name]
     return {"num_layers": layers, "d_model": width, "num_heads": heads}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """Rejects a value whose type cannot be the field's (a string learning rate, a boolean batch size)."""
+    if annotation == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif annotation == "int" and not name.endswith("num_tasks"):
+        ok = _is_int(value)
+    elif annotation == "bool":
+        ok = isinstance(value, bool)
+    elif annotation == "str":
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    _require(ok, f"{name}={value!r} has type {type(value).__name__}; allowed: {annotation}")
 
 
 def _deep_update(base: dict, updates: Mapping[str, Any]) -> dict:

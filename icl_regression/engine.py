@@ -147,8 +147,8 @@ class GroupTrainer:
         if step > 0:
             states = _restore_states(self.runs, states, step)
             log.info("resuming %d run(s) from step %d", len(self.runs), step)
-        for run in self.runs:
-            run.truncate_metrics(step)
+        for run in self.runs:  # records past the checkpoint (or all, when starting afresh) are redone
+            run.truncate_metrics(step if step > 0 else -1)
         states, members = self._place((states, members))
         eval_arrays = self._eval_arrays(pool_ids)
         if step == 0:
@@ -167,7 +167,8 @@ class GroupTrainer:
         total, eval_every, ckpt_every = cfg.train.steps, cfg.eval.interval, cfg.checkpoint.interval
         loss_sum, loss_steps, started, start_step = 0.0, 0, time.perf_counter(), step
         while step < total:
-            next_event = min(total, (step // eval_every + 1) * eval_every, (step // ckpt_every + 1) * ckpt_every)
+            next_event = min(total, (step // eval_every + 1) * eval_every, (step // ckpt_every + 1) * ckpt_every,
+                             stop_after_step if stop_after_step is not None and stop_after_step > step else total)
             num = min(cfg.train.steps_per_call, next_event - step)
             states, metrics = self._chunk(num)(states, members, pools, jnp.asarray(step, jnp.uint32))
             loss_sum, loss_steps, step = loss_sum + metrics["loss_mean"] * num, loss_steps + num, step + num
@@ -216,6 +217,7 @@ def _summary(cfg: RunConfig, record: dict, bootstrap: dict) -> dict:
 def train_run(cfg: RunConfig, run_dir: Path, placement=None, progress=None, stop_after_step=None) -> dict | None:
     """Trains one run into `run_dir` (a no-op if it is finished) and returns its summary."""
     run = RunStore(run_dir)
+    run.init(cfg.to_dict())  # refuses a folder that holds another config, finished or not
     if run.summary() is None:
         GroupTrainer([cfg], [run_dir], placement).run(progress, stop_after_step)
     return run.summary()

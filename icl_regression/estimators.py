@@ -13,8 +13,12 @@ import jax.numpy as jnp
 
 
 def _exclusive_cumsum(values: jax.Array, axis: int = 1) -> jax.Array:
-    """Sum over the strictly earlier positions along `axis`."""
-    return jnp.cumsum(values, axis=axis) - values
+    """Sum over the strictly earlier positions along `axis` (shifted, not cumsum − value, which cancels)."""
+    total = jnp.cumsum(values, axis=axis)
+    length = values.shape[axis]
+    earlier = jax.lax.slice_in_dim(total, 0, length - 1, axis=axis)
+    zeros = jnp.zeros_like(jax.lax.slice_in_dim(total, 0, 1, axis=axis))
+    return jnp.concatenate([zeros, earlier], axis=axis)
 
 
 @jax.jit

@@ -106,7 +106,7 @@ def make_train_chunk(cfg: RunConfig, num_steps: int, strategy: str, batch_shardi
         loss, grads = jax.value_and_grad(functools.partial(mse_loss, model))(state.params, xs, ys)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         keep_old = state.diverged | ~finite
         params, opt_state = jax.tree.map(lambda old, new: jnp.where(keep_old, old, new),
                                          (state.params, state.opt_state), (params, opt_state))

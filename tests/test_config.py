@@ -1,0 +1,128 @@
+"""Configuration: bad values are rejected with a message naming them; names, hashes and replace."""
+
+import re
+
+import pytest
+
+from icl_regression import config
+from icl_regression.config import ConfigError, run_config_from_dict
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("data", "num_tasks", -3),
+    ("data", "num_tasks", "-7"),
+    ("data", "num_tasks", 2.5),
+    ("data", "num_tasks", "lots"),
+    ("data", "context_len", 0),
+    ("data", "context_len", -4),
+    ("data", "dim", 0),
+    ("data", "noise_std", -0.5),
+    ("data", "task_scale", 0.0),
+    ("model", "d_model", 30),  # not divisible by the 4 heads below
+    ("model", "num_layers", 0),
+    ("model", "compute_dtype", "float16"),
+    ("train", "schedule", "linear_warmup"),
+    ("train", "steps", 0),
+    ("train", "learning_rate", -1e-3),
+    ("train", "warmup_fraction", 1.5),
+    ("train", "ensemble_strategy", "pmap"),
+    ("eval", "num_sequences", 300),  # not a multiple of the batch size 256 below
+    ("eval", "interval", 0),
+    ("checkpoint", "keep", 0),
+])
+def test_bad_values_raise_config_error_naming_field_and_value(section, field, value):
+    sections = {"model": {"num_heads": 4}, "eval": {"batch_size": 256}}
+    sections.setdefault(section, {})[field] = value
+    with pytest.raises(ConfigError) as error:
+        run_config_from_dict(sections)
+    message = str(error.value)
+    assert field in message, message
+    assert str(value) in message, message
+
+
+@pytest.mark.parametrize("section", ["data", "model", "train", "eval", "checkpoint"])
+def test_unknown_fields_are_errors(section):
+    with pytest.raises(ConfigError) as error:
+        run_config_from_dict({section: {"num_taks": 3}})
+    assert "num_taks" in str(error.value) and section in str(error.value)
+
+
+def test_eval_size_mismatch_names_both_fields():
+    with pytest.raises(ConfigError, match=r"eval\.num_sequences=1000 .*eval\.batch_size=256"):
+        run_config_from_dict({"eval": {"num_sequences": 1000, "batch_size": 256}})
+    # A batch as large as the whole set (or larger) is fine.
+    assert run_config_from_dict({"eval": {"num_sequences": 100, "batch_size": 256}}).eval.num_sequences == 100
+
+
+@pytest.mark.parametrize("value", ["inf", "infinity", "Inf", " INFINITY ", "∞", float("inf"), 0, "0"])
+def test_infinite_num_tasks_is_zero(value):
+    assert run_config_from_dict({"data": {"num_tasks": value}}).data.num_tasks == config.INFINITE_TASKS == 0
+
+
+@pytest.mark.parametrize("value, expected", [(1, 1), (4096, 4096), ("64", 64), (2.0**20, 2**20)])
+def test_finite_num_tasks_is_an_int(value, expected):
+    num_tasks = run_config_from_dict({"data": {"num_tasks": value}}).data.num_tasks
+    assert num_tasks == expected and type(num_tasks) is int
+
+
+def test_defaults_are_the_papers():
+    cfg = config.RunConfig()
+    assert (cfg.data.dim, cfg.data.context_len, cfg.data.noise_std**2) == (8, 16, 0.25)
+    assert cfg.data.ridge_lambda == pytest.approx(0.25)
+    assert (cfg.model.num_layers, cfg.model.d_model, cfg.model.num_heads) == config.MODEL_SIZES["base"]
+    assert (cfg.train.batch_size, cfg.train.steps, cfg.train.learning_rate) == (256, 500_000, 1e-3)
+    assert (cfg.train.schedule, cfg.train.warmup_fraction) == ("triangle", 0.5)
+    assert run_config_from_dict({}) == cfg
+
+
+def test_run_name_has_m_b_seed_and_a_short_hash(tiny_config):
+    cfg = tiny_config.replace(data={"num_tasks": 4096}, train={"batch_size": 512, "seed": 3})
+    match = re.fullmatch(r"M=4096_B=512_.*seed=3-([0-9a-f]{6})", cfg.run_name)
+    assert match, cfg.run_name
+    assert match.group(1) == cfg.short_hash
+    assert tiny_config.replace(data={"num_tasks": "inf"}).run_name.startswith("M=inf_")
+    # The hash covers every field, and equal configs share it.
+    assert cfg.replace(model={"d_model": 64}).short_hash != cfg.short_hash
+    assert cfg.replace(eval={"seed": 1}).short_hash != cfg.short_hash
+    assert run_config_from_dict(cfg.to_dict()).run_name == cfg.run_name
+
+
+def test_replace_returns_a_validated_copy(tiny_config):
+    other = tiny_config.replace(data={"num_tasks": 4}, train={"learning_rate": 3e-3})
+    assert other.data.num_tasks == 4 and other.train.learning_rate == 3e-3
+    assert tiny_config.data.num_tasks == 0 and tiny_config.train.learning_rate == 1e-3  # the original is untouched
+    assert other.model == tiny_config.model and other.eval == tiny_config.eval
+    assert other.data.dim == tiny_config.data.dim and other.train.steps == tiny_config.train.steps
+    assert tiny_config.replace(data={"num_tasks": "inf"}).data.num_tasks == 0
+    with pytest.raises(ConfigError, match="num_tasks=-1"):
+        tiny_config.replace(data={"num_tasks": -1})
+    with pytest.raises(ConfigError, match="bogus"):
+        tiny_config.replace(train={"bogus": 1})
+    with pytest.raises(Exception):  # frozen
+        tiny_config.data.num_tasks = 3
+
+
+def test_model_size_presets():
+    assert config.model_size("small") == {"num_layers": 4, "d_model": 64, "num_heads": 2}
+    assert run_config_from_dict({"model": config.model_size("large")}).model.d_model == 256
+    with pytest.raises(ConfigError, match="huge"):
+        config.model_size("huge")
+
+
+def test_config_round_trips_through_a_dict(tiny_config):
+    assert run_config_from_dict(tiny_config.to_dict()) == tiny_config
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("data", "noise_std", 0.0),
+    ("train", "learning_rate", "1e-3"),
+    ("train", "learning_rate", True),
+    ("data", "noise_std", "0.5"),
+    ("train", "batch_size", 64.0),
+    ("train", "seed", 2**32),
+    ("model", "compute_dtype", 16),
+])
+def test_values_of_the_wrong_type_or_range_name_the_field(section, field, value):
+    with pytest.raises(config.ConfigError, match=f"{section}.{field}={value!r}".replace("(", r"\(").replace(
+            ")", r"\)").replace("+", r"\+").replace(".", r"\.", 1)):
+        config.run_config_from_dict({section: {field: value}})

@@ -1,0 +1,151 @@
+"""A tiny end-to-end run: it writes its folder, learns, skips when done, resumes exactly, and guards its config."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import TINY_CONFIG
+
+from icl_regression import checkpoint, config, engine, names, store
+
+# The tiny run of conftest, made to learn within its 400 steps on CPU. Measured (seeds 0-2, batch 64): with D = 4
+# the model sits on the predict-zero plateau for 1000+ steps at learning rates 1e-4 … 1e-2; with D = 2 it leaves
+# it after about 300 steps but is still at 0.6-0.7 of the predict-zero loss after 1000; with D = 1 and a peak
+# rate of 2e-3 its final T_true L/D is 0.44-0.52 of the predict-zero L/D (seeds 0-3; a peak of 3e-3 spikes).
+LEARN_CONFIG = config.run_config_from_dict(TINY_CONFIG).replace(
+    data={"dim": 1, "num_tasks": 0},
+    train={"steps": 400, "learning_rate": 2e-3})
+STEPS = LEARN_CONFIG.train.steps
+EVAL_STEPS = list(range(0, STEPS + 1, LEARN_CONFIG.eval.interval))
+LEARNED_FRACTION = 0.7  # final L/D on T_true must be below this fraction of the predict-zero L/D
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One uninterrupted run, shared by the tests of this module: (its folder, the summary train_run returned)."""
+    run_dir = tmp_path_factory.mktemp("engine") / LEARN_CONFIG.run_name
+    summary = engine.train_run(LEARN_CONFIG, run_dir)
+    return run_dir, summary
+
+
+def _steps(run_dir) -> list[int]:
+    return [record["step"] for record in store.RunStore(run_dir).metrics()]
+
+
+def test_run_writes_config_metrics_summary_and_checkpoints(trained_run):
+    run_dir, summary = trained_run
+    run = store.RunStore(run_dir)
+    assert store.read_json(run_dir / names.CONFIG_FILE) == json.loads(json.dumps(LEARN_CONFIG.to_dict()))
+    assert config.run_config_from_dict(run.config()) == LEARN_CONFIG
+
+    lines = (run_dir / names.METRICS_FILE).read_text().splitlines()
+    assert len(lines) == len(EVAL_STEPS)  # one line per evaluation
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records] == EVAL_STEPS
+    assert records[0]["train_loss"] is None and all(r["train_loss"] > 0 for r in records[1:])
+    for record in records:
+        assert set(record["mean"]) == set(names.all_metric_keys())
+        assert all(len(v) == LEARN_CONFIG.data.context_len for v in record["per_position"].values())
+        assert all(np.isfinite(v) for v in record["mean"].values())
+        assert not record["diverged"]
+    assert records[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-12)  # the triangle ends at 0
+
+    assert summary == run.summary()
+    assert summary["status"] == names.DONE and run.state() == names.DONE
+    assert summary["step"] == STEPS and summary["name"] == LEARN_CONFIG.run_name
+    assert summary["num_tasks"] == 0 and summary["num_tasks_label"] == "inf"
+    assert summary["final"] == records[-1]["mean"]
+    assert set(summary["bootstrap"]) == set(names.BOOTSTRAP_KEYS)
+    assert all(len(v) == LEARN_CONFIG.eval.num_bootstrap for v in summary["bootstrap"].values())
+    assert not (run_dir / names.HEARTBEAT_FILE).exists()
+
+    keep, interval = LEARN_CONFIG.checkpoint.keep, LEARN_CONFIG.checkpoint.interval
+    assert checkpoint.available_steps(run) == [STEPS - interval * i for i in reversed(range(keep))]
+
+
+def test_run_learns_to_beat_predicting_zero(trained_run):
+    run_dir, summary = trained_run
+    zero = engine.predict_zero_loss(LEARN_CONFIG)  # 1.25 here
+    first, last = store.RunStore(run_dir).metrics()[0]["mean"], summary["final"]
+    pt = names.loss_key(names.TRUE, names.PT)
+    # Measured final L/D on T_true: 0.556 for seed 0 (0.61-0.65 for seeds 1-3), ridge 0.501, step 0 about 1.06.
+    assert last[pt] < LEARNED_FRACTION * zero, f"final L/D {last[pt]:.3f}, predict-zero {zero:.3f}"
+    assert last[pt] < 0.8 * first[pt], f"final L/D {last[pt]:.3f}, at step 0 {first[pt]:.3f}"
+    assert last[pt] > last[names.loss_key(names.TRUE, names.RIDGE)]  # ridge is Bayes-optimal here
+    to_ridge = names.delta_key(names.TRUE, "pt_ridge")
+    assert last[to_ridge] < 0.5 * first[to_ridge]  # it moves towards ridge (measured 0.60 → 0.05)
+    # With M = ∞ the pretraining distribution is T_true, and dMMSE is ridge.
+    assert last[names.loss_key(names.PRETRAIN, names.PT)] == last[pt]
+    assert last[names.delta_key(names.TRUE, "dmmse_ridge")] == 0.0
+
+
+def test_rerunning_a_finished_run_is_a_no_op(trained_run):
+    run_dir, summary = trained_run
+    before = {path.name: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert engine.train_run(LEARN_CONFIG, run_dir) == summary
+    after = {path.name: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
+    run_dir, summary = trained_run
+    resumed_dir = tmp_path / LEARN_CONFIG.run_name
+    stop = 200
+    assert engine.train_run(LEARN_CONFIG, resumed_dir, stop_after_step=stop) is None
+    run = store.RunStore(resumed_dir)
+    assert run.summary() is None
+    assert _steps(resumed_dir) == [s for s in EVAL_STEPS if s <= stop]
+    assert max(checkpoint.available_steps(run)) == stop
+
+    resumed = engine.train_run(LEARN_CONFIG, resumed_dir)
+    assert _steps(resumed_dir) == EVAL_STEPS  # no duplicated or missing evaluation
+    for key, value in summary["final"].items():
+        assert resumed["final"][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    np.testing.assert_allclose(resumed["train_loss"], summary["train_loss"], rtol=1e-6)
+    for a, b in zip(store.RunStore(run_dir).metrics(), run.metrics()):
+        for key in a["mean"]:
+            assert b["mean"][key] == pytest.approx(a["mean"][key], rel=1e-6, abs=1e-7), (a["step"], key)
+    assert resumed["status"] == names.DONE and not (resumed_dir / names.HEARTBEAT_FILE).exists()
+
+
+def test_a_folder_holding_another_config_is_refused(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = LEARN_CONFIG.replace(train={"learning_rate": 1e-4})
+    store.write_json(other_dir / names.CONFIG_FILE, other.to_dict())
+    with pytest.raises(store.StoreError, match="different config"):
+        engine.train_run(LEARN_CONFIG, other_dir)
+    assert sorted(p.name for p in other_dir.iterdir()) == [names.CONFIG_FILE]  # nothing was written
+
+
+def test_a_finished_folder_holding_another_config_is_refused(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with pytest.raises(store.StoreError):
+        engine.train_run(LEARN_CONFIG.replace(train={"learning_rate": 1e-4}), copy)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash(progress):
+    raise _Crash(progress.step)
+
+
+def test_a_run_killed_before_its_first_checkpoint_does_not_duplicate_step_zero(tmp_path):
+    run_dir = tmp_path / "killed"
+    for _ in range(2):  # killed twice after the first compiled call (step 50, no checkpoint yet)
+        with pytest.raises(_Crash):
+            engine.train_run(LEARN_CONFIG, run_dir, progress=_crash)
+        assert checkpoint.available_steps(store.RunStore(run_dir)) == []
+    assert _steps(run_dir) == [0]
+
+
+def test_a_stop_between_call_boundaries_still_checkpoints(tmp_path):
+    run_dir = tmp_path / "stopped"
+    engine.train_run(LEARN_CONFIG, run_dir, stop_after_step=20)  # steps_per_call is 50: the stop splits a call
+    assert checkpoint.available_steps(store.RunStore(run_dir)) == [20]
