@@ -1,10 +1,20 @@
-"""The CPU main job: a real diversity sweep small enough for 2 CPU cores in a few minutes.
+"""The CPU main job: a real diversity sweep small enough for 2 CPU cores in about 7 minutes.
 
     python experiments/sweep.py --config=experiments/configs/cpu_demo.py --workdir=runs/cpu_demo
 
-A 2-layer, width-32 transformer on D = 4, K = 8 regression (σ² = 0.25), trained on pools of M = 2 … 256 tasks and
-M = ∞ at two data budgets (batch 64 and 128), all models of a budget in one compiled program. Prints a table of the
-cells, the threshold both ways with bootstrap intervals, and writes `sweep.png` / `sweep.pdf` in the workdir.
+A 2-layer, width-32 transformer on D = 2, K = 8 regression (σ² = 0.25), trained for 2,500 steps on pools of
+M = 1, 2, 4, 6, 8, 12, 16 tasks and M = ∞ at two data budgets (batch 64 and 128): 16 cells, the models of a budget
+in one compiled program. Prints the table of cells, the threshold both ways with bootstrap intervals, the training
+dynamics, and writes `figures/sweep.png` (+ pdf, dynamics, per position) in the workdir.
+
+Measured on the 2-core development machine (results/cpu_demo holds the committed run): 7 min 17 s wall time.
+Both regimes show: at M = 1 the transformer is the dMMSE estimator on T_pretrain (Δ_PT,dMMSE = 1e-4), and at
+M = ∞ with batch 128 it is within 0.04 of ridge on T_true (L/D 0.496 against ridge's 0.453). The transition sits
+between M = 4 (Δ_PT,Ridge = 0.87, as far from ridge as dMMSE is) and M = 6 (0.21): midpoint log2 M* ≈ 2.5
+(M* ≈ 5.5) for both budgets. With one seed the intervals come from bootstrapping evaluation sequences only and
+so omit seed-to-seed spread; this short training also reads the threshold low (SPEC: M* grows with training).
+The learning rate (3e-3, the paper's 1e-3 ×3) and the M grid were chosen by measurement: at 1e-3 the M = ∞ model
+is still 0.07–0.17 from ridge after 2,500 steps and the midpoint cannot be resolved.
 """
 
 from icl_regression.config import base_config
@@ -20,7 +30,7 @@ def get_config():
     config.model.num_heads = 2
     config.train.steps = 2_500  # short: a threshold is only meaningful with its training budget stated
     config.train.batch_size = 64  # overridden by the grid below
-    config.train.learning_rate = 1e-3  # paper's Adam lr and triangle schedule
+    config.train.learning_rate = 3e-3  # Adam, triangle schedule; 3× the paper's lr so 2,500 steps suffice
     config.train.steps_per_call = 100  # steps per compiled call
     config.eval.interval = 250  # evaluation every 250 steps, for the dynamics (t* resolution)
     config.eval.num_sequences = 2_048  # evaluation sequences per distribution
@@ -31,7 +41,7 @@ def get_config():
     config.sweep = base_config().__class__()
     config.sweep.grid = base_config().__class__()
     config.sweep.grid.data = base_config().__class__()
-    config.sweep.grid.data.num_tasks = (1, 2, 4, 8, 16, 32, 64, "inf")  # M = 2^0 … 2^6 and ∞
+    config.sweep.grid.data.num_tasks = (1, 2, 4, 6, 8, 12, 16, "inf")  # half-octave steps around the transition
     config.sweep.grid.train = base_config().__class__()
     config.sweep.grid.train.batch_size = (64, 128)  # two data budgets, B and 2B, for the crossing estimate
     config.sweep.grid.train.seed = (0,)  # one seed: intervals come from bootstrapping evaluation sequences
