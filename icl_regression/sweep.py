@@ -124,17 +124,21 @@ def plan_groups(cells: Sequence[Cell], max_group_size: int = 0) -> list[list[Cel
     return out
 
 
+def train_flops_per_step(cell: Cell) -> float:
+    """Training FLOPs of one step of a cell's model (3 × forward FLOPs per sequence × batch)."""
+    cfg = cell.config
+    return 3.0 * cfg.train.batch_size * flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim)
+
+
 def plan_cost(groups: Sequence[Sequence[Cell]]) -> dict:
-    """Model-steps and training FLOPs of a plan (3 × forward FLOPs per sequence)."""
+    """Model-steps and training FLOPs of a plan, counting only the steps past each cell's last checkpoint."""
     model_steps = flops = 0.0
     for group in groups:
         for cell in group:
-            cfg = cell.config
             done = max(checkpoint.available_steps(RunStore(cell.run_dir)), default=0)
-            steps = cfg.train.steps - done
+            steps = cell.config.train.steps - done
             model_steps += steps
-            flops += 3 * steps * cfg.train.batch_size * flops_per_sequence(cfg.model, cfg.data.context_len,
-                                                                          cfg.data.dim)
+            flops += steps * train_flops_per_step(cell)
     return {"groups": len(groups), "models": sum(len(g) for g in groups), "model_steps": model_steps,
             "train_flops": flops}
 
@@ -145,23 +149,34 @@ def record_sweep_config(workdir: Path, config: Mapping[str, Any]) -> None:
 
 
 class ProgressPrinter:
-    """Prints cells done, model-steps/s and the time left, at most every `every_s` seconds."""
+    """Prints cells done, model-steps/s and the time left, at most every `every_s` seconds.
 
-    def __init__(self, total_model_steps: float, num_cells: int, print_fn=print, every_s: float = 10.0):
-        self.total, self.num_cells, self.print_fn, self.every_s = total_model_steps, num_cells, print_fn, every_s
-        self.done_model_steps, self.cells_done, self.started, self.last_print = 0.0, 0, time.perf_counter(), 0.0
-        self._group_base = 0.0
+    The time left comes from the FLOP rate, so groups of larger batches or models are not underestimated.
+    """
 
-    def start_group(self) -> None:
-        self._group_base = self.done_model_steps
+    def __init__(self, total_model_steps: float, total_flops: float, num_cells: int, print_fn=print,
+                 every_s: float = 10.0):
+        self.total_model_steps, self.total_flops = total_model_steps, total_flops
+        self.num_cells, self.print_fn, self.every_s = num_cells, print_fn, every_s
+        self.done_model_steps = self.done_flops = 0.0
+        self.cells_done, self.started, self.last_print = 0, time.perf_counter(), 0.0
+        self._group_base = (0.0, 0.0)
+        self._group_flops_per_step = 0.0
+
+    def start_group(self, flops_per_step: float) -> None:
+        """`flops_per_step`: training FLOPs of one step of the whole group (all members)."""
+        self._group_base = (self.done_model_steps, self.done_flops)
+        self._group_flops_per_step = flops_per_step
 
     def __call__(self, p: Progress) -> None:
-        self.done_model_steps = self._group_base + p.steps_done * p.num_members
+        self.done_model_steps = self._group_base[0] + p.steps_done * p.num_members
+        self.done_flops = self._group_base[1] + p.steps_done * self._group_flops_per_step
         now = time.perf_counter()
         if now - self.last_print >= self.every_s or p.step == p.total_steps:
             self.last_print = now
-            rate = self.done_model_steps / max(now - self.started, 1e-9)
-            left = (self.total - self.done_model_steps) / max(rate, 1e-9)
+            elapsed = max(now - self.started, 1e-9)
+            rate = self.done_model_steps / elapsed
+            left = (self.total_flops - self.done_flops) / max(self.done_flops / elapsed, 1e-9)
             self.print_fn(f"[sweep] cells done {self.cells_done}/{self.num_cells} | group step {p.step}/"
                           f"{p.total_steps} x {p.num_members} models | {rate:,.0f} model-steps/s | "
                           f"~{left / 60:.1f} min left")
@@ -190,12 +205,12 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     workdir.mkdir(parents=True, exist_ok=True)
     record_sweep_config(workdir, config)
     write_index(workdir, cells)
-    printer = ProgressPrinter(cost["model_steps"], len(mine), print_fn)
+    printer = ProgressPrinter(cost["model_steps"], cost["train_flops"], len(mine), print_fn)
     printer.cells_done = len(mine) - cost["models"]
     for group in groups:
         placement = placement_fn(len(group), group[0].config.train.batch_size) if placement_fn else None
         trainer = GroupTrainer([c.config for c in group], [c.run_dir for c in group], placement)
-        printer.start_group()
+        printer.start_group(sum(train_flops_per_step(c) for c in group))
         trainer.run(progress=printer, on_start=lambda: write_index(workdir, cells))
         printer.cells_done += len(group)
         write_index(workdir, cells)

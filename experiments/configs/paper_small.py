@@ -3,12 +3,12 @@
     python experiments/sweep.py --config=experiments/configs/paper_small.py --workdir=runs/paper_small --dry_run
     python experiments/sweep.py --config=experiments/configs/paper_small.py --workdir=runs/paper_small --shard=0/4
 
-Small transformer (4 layers, d = 64, 2 heads), D = 8, K = 16, σ² = 0.25, Adam lr 1e-3, triangle schedule, 500k steps,
-batch 256 and 512, M = 2^2 … 2^16 (every half power of two between 2^8 and 2^14) and ∞, evaluation every 5k steps on
-2^14 sequences per distribution (the same sequences for every model), one seed. 22 values of M × 2 batch sizes =
-44 models × 500k steps: a GPU job
-spread over several leases (each shard resumes from its checkpoints). What it should show (the paper, Fig. 2): at
-the smaller budget the crossing of Δ^{T_true}_{PT,Ridge} between batch 256 and 512 near M* ≈ 2^11 … 2^13.
+Small transformer (4 layers, d = 64, 2 heads), D = 8, K = 16, σ² = 0.25, Adam lr 1e-3, triangle schedule, 500k
+steps, batch 256 and 512, M = 2^2 … 2^16 (every half power of two between 2^8 and 2^14) and ∞, evaluation every 5k
+steps on 2^14 sequences per distribution (the same sequences for every model), one seed. 22 values of M × 2 batch
+sizes = 44 models × 500k steps: a GPU job spread over several leases (each shard resumes from its checkpoints).
+What it should show (the paper, Fig. 2): at the smaller budget the crossing of Δ^{T_true}_{PT,Ridge} between batch
+256 and 512 near M* ≈ 2^11 … 2^13.
 
 Variant `:quick` is the GPU quick profile: base model, 20k steps, M = 2^4 … 2^16 and ∞ at one budget; a first
 look at the transition in minutes on one H100.
