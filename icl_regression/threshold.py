@@ -11,8 +11,9 @@ Two estimates (SPEC.md, "The threshold"), both on d(M) = Δ^{T_true}_{PT,Ridge} 
   ridge differ by more than the trained model can resolve: M values with Δ_{dMMSE,Ridge} below
   RESOLUTION_FACTOR × the M = ∞ model's own Δ_{PT,Ridge} (its distance from ridge at this budget) are left out.
   Without this, at large M (dMMSE → ridge) the ratio of two small numbers swamps the curve.
-Where a curve changes sign more than once (noise), the split with the strongest evidence on both sides wins:
-the index i maximising Σ_{j≤i} s_j − Σ_{j>i} s_j, for s the signed curve; M* is interpolated inside that split.
+Where a curve changes sign from + to − more than once (noise), the change with the strongest evidence on both sides
+wins: the index i (with s_i > 0 >= s_{i+1}) maximising Σ_{j≤i} s_j − Σ_{j>i} s_j, for s the signed curve; M* is
+interpolated inside that split.
 Intervals: percentiles of the estimate over bootstrap replicates that resample evaluation sequences (replicates
 stored in each run's summary) and seeds (with replacement, per M and budget).
 
@@ -35,19 +36,23 @@ CROSSING_TOLERANCE = 0.02
 
 
 def split_crossing(xs: np.ndarray, signed: np.ndarray) -> float:
-    """Where `signed` (sampled at increasing `xs`) goes from positive to negative; NaN if it never does."""
+    """Where `signed` (sampled at increasing `xs`) goes from positive to negative; NaN if it never does.
+
+    Only actual sign changes (s_i > 0 >= s_{i+1}) are candidates; among several, the one with the strongest
+    evidence on both sides wins (see the module docstring). A curve that dips below zero and comes back up (the
+    ratio at large M, where the model's own error floor exceeds half of Δ_{dMMSE,Ridge}) keeps its dip.
+    """
     xs, signed = np.asarray(xs, float), np.asarray(signed, float)
     ok = np.isfinite(signed)
     xs, signed = xs[ok], signed[ok]
-    if len(xs) < 2 or not np.any((signed[:-1] > 0) & (signed[1:] <= 0)):
+    candidates = np.flatnonzero((signed[:-1] > 0) & (signed[1:] <= 0))
+    if len(candidates) == 0:
         return math.nan
     prefix = np.cumsum(signed)[:-1]
-    suffix = signed.sum() - prefix
-    best = int(np.argmax(prefix - suffix))
+    evidence = prefix - (signed.sum() - prefix)
+    best = int(candidates[np.argmax(evidence[candidates])])
     lo, hi = signed[best], signed[best + 1]
-    if lo > 0 >= hi:
-        return float(xs[best] + (xs[best + 1] - xs[best]) * lo / (lo - hi))
-    return float(0.5 * (xs[best] + xs[best + 1]))
+    return float(xs[best] + (xs[best + 1] - xs[best]) * lo / (lo - hi))
 
 
 def _value(row: dict, key: str, replicate: int | None) -> float:

@@ -238,3 +238,29 @@ def test_crossing_needs_a_clear_difference_on_both_sides():
             row["final"] = dict(row["final"], **{names.THRESHOLD_METRIC: small["final"][names.THRESHOLD_METRIC]
                                                  * (1.001 if row["num_tasks"] == 2 else 0.999)})
     assert math.isnan(threshold.crossing_estimate(rows, (256, 1000), (512, 1000)))
+
+
+def test_progress_time_left_weights_groups_by_flops(monkeypatch):
+    """A quarter of the FLOPs in 10 s leaves 30 s, though only half the model-steps remain (next group 3× dearer)."""
+    clock = iter([0.0, 10.0])
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
+    lines = []
+    # Group 1: 2 models × 100 steps at 1 FLOP per group step; group 2: 2 models × 100 steps at 3 FLOP.
+    printer = sweep.ProgressPrinter(total_model_steps=400, total_flops=400, num_cells=4, print_fn=lines.append)
+    printer.start_group(flops_per_step=1.0)
+    printer(engine.Progress(step=100, total_steps=100, num_members=2, steps_per_second=10.0, steps_done=100))
+    assert printer.done_flops == 100 and printer.done_model_steps == 200
+    assert lines[-1].endswith("| 20 model-steps/s | ~0.5 min left")  # 300 FLOP left at 10 FLOP/s = 30 s
+
+
+def test_midpoint_keeps_the_transition_when_the_ratio_rises_again_at_large_M():
+    """A real CPU sweep without an M = ∞ model (10k steps, batch 64): the ratio falls below 1/2 between M = 6 and 8,
+    then rises again as Δ_{dMMSE,Ridge} shrinks below twice the model's own error. M* stays in the fall."""
+    measured = {4: (0.8914, 0.8715), 6: (0.3834, 0.5421), 8: (0.1314, 0.2871), 12: (0.1075, 0.2217),
+                16: (0.0978, 0.1675), 24: (0.0609, 0.0947), 32: (0.0533, 0.0765), 64: (0.0452, 0.0550)}
+    rows = [{"name": f"M={m}", "status": names.DONE, "num_tasks": m, "batch_size": 64, "steps": 10_000, "seed": 0,
+             "final": {names.THRESHOLD_METRIC: pr, names.THRESHOLD_SCALE: dr}, "bootstrap": {}}
+            for m, (pr, dr) in measured.items()]
+    estimate = threshold.midpoint_estimate(rows, (64, 10_000))
+    assert math.log2(6) < estimate < 3.0
+    assert estimate == pytest.approx(math.log2(6) + (3 - math.log2(6)) * 0.2072 / (0.2072 + 0.0424), abs=1e-3)
