@@ -9,6 +9,7 @@ Finished cells are skipped and interrupted ones resume from their checkpoints: r
 crash or kill completes the sweep without redoing finished work.
 """
 
+import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -47,6 +48,10 @@ def main(argv):
                                       placement_fn=parallel.placement_for_group)
     except ConfigError as e:
         raise app.UsageError(str(e))
+    except KeyboardInterrupt:
+        print(f"[sweep] interrupted: finished cells are stored in {workdir}; run the same command again to resume "
+              "(interrupted cells restart from their last checkpoint)", file=sys.stderr)
+        sys.exit(130)
     if summary is None:
         return
     print(results.format_table(summary["cells"]))

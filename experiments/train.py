@@ -4,6 +4,7 @@
         --config.data.num_tasks=64 --config.train.steps=20000
 """
 
+import sys
 from pathlib import Path
 
 from absl import app, flags
@@ -24,8 +25,13 @@ def main(argv):
     except ConfigError as e:
         raise app.UsageError(str(e))
     run_dir = Path(_WORKDIR.value) / cfg.run_name
-    summary = engine.train_run(cfg, run_dir, progress=lambda p: print(
-        f"step {p.step}/{p.total_steps}  {p.steps_per_second:,.1f} steps/s", flush=True))
+    try:
+        summary = engine.train_run(cfg, run_dir, progress=lambda p: print(
+            f"step {p.step}/{p.total_steps}  {p.steps_per_second:,.1f} steps/s", flush=True))
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command again to resume {run_dir} from its last checkpoint",
+              file=sys.stderr)
+        sys.exit(130)
     print(f"{run_dir}: {summary['status']}, final {', '.join(f'{k}={v:.4f}' for k, v in summary['final'].items())}")
 
 
