@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from icl_regression import dynamics as dynamics_lib  # noqa: E402
@@ -30,12 +31,13 @@ STYLE = {"figure.dpi": 120, "font.size": 9, "axes.titlesize": 9, "axes.labelsize
 
 
 def save(fig, stem: Path) -> list[Path]:
-    """Writes `<stem>.png` and `<stem>.pdf` and closes the figure."""
+    """Writes `<stem>.png` and `<stem>.pdf` and closes the figure. No creation date in the PDF: the same results
+    give the same bytes, so regenerating committed figures changes only what changed."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, bbox_inches="tight")
+        fig.savefig(path, bbox_inches="tight", metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
 
@@ -232,37 +234,48 @@ def dynamics_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequence
 
 
 def _t_star_panel(ax, dyn: Mapping, budgets) -> None:
-    plotted = False
+    """t* against M per budget: filled markers for transient M (the power law is fitted to these), open markers
+    for monotone M (the closest approach so far: a lower bound on a later turn), and the fitted line."""
+    plotted_m, max_t = set(), 0.0
     for i, budget in enumerate(budgets):
         pts = [p for p in dyn["per_num_tasks"] if (p["batch_size"], p["steps"]) == budget and p["num_tasks"] > 0
-               and p["kind"] == dynamics_lib.TRANSIENT]
+               and math.isfinite(_t_star_of(p))]
         if not pts:
             continue
-        m = np.array([p["num_tasks"] for p in pts], float)
-        t = np.array([p["t_star_transient"] for p in pts], float)
-        color = f"C{i}"
-        ax.plot(m, t, BUDGET_MARKERS[i % len(BUDGET_MARKERS)], color=color, ms=5,
-                label=f"t*, {budget_label(*budget)}")
+        color, marker = f"C{i}", BUDGET_MARKERS[i % len(BUDGET_MARKERS)]
+        transient = [p for p in pts if p["kind"] == dynamics_lib.TRANSIENT]
+        monotone = [p for p in pts if p["kind"] != dynamics_lib.TRANSIENT]
+        if transient:
+            ax.plot([p["num_tasks"] for p in transient], [_t_star_of(p) for p in transient], marker, color=color,
+                    ms=5, label=f"t*, transient, {budget_label(*budget)}")
+        if monotone:
+            ax.plot([p["num_tasks"] for p in monotone], [_t_star_of(p) for p in monotone], marker, color=color,
+                    mfc="white", ms=5, label=f"t*, monotone, {budget_label(*budget)}")
         fit = dyn["power_law_by_budget"].get(f"B={budget[0]}_N={budget[1]}", {})
-        if math.isfinite(fit.get("alpha", math.nan)):
+        if transient and math.isfinite(fit.get("alpha", math.nan)):
+            m = np.array([p["num_tasks"] for p in transient], float)
             lo, hi = fit["alpha_interval"]
             interval = f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else " (no interval)"
             grid = np.geomspace(m.min(), m.max(), 50)
             ax.plot(grid, fit["prefactor"] * grid ** fit["alpha"], BUDGET_STYLES[i % len(BUDGET_STYLES)],
                     color=color, lw=1, label=f"fit: α = {fit['alpha']:.2f}{interval}")
-        plotted = True
-    if plotted:
+        plotted_m.update(p["num_tasks"] for p in pts)
+        max_t = max([max_t] + [_t_star_of(p) for p in pts])
+    if plotted_m:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.legend(loc="best")
+        ticks = sorted(plotted_m)[:: max(1, len(plotted_m) // 8)]  # at most about 8 labelled M values
+        ax.set_xticks(ticks, [str(m) for m in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_ylim(top=4 * max_t)  # room above the points for the legend
+        ax.legend(loc="upper left")
     else:
-        ax.text(0.5, 0.5, "no transient finite M:\nt* power law not defined\n(train longer?)", ha="center",
-                va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no finite M with a t*", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_xlabel("number of pretraining tasks M")
     ax.set_ylabel("t* (step of closest approach)")
-    ax.set_title("t* against M")
+    ax.set_title("t* against M (fit: transient M only)")
 
 
 def final_record(metrics_by_run: Mapping[str, Sequence[dict]], name: str) -> dict | None:

@@ -31,7 +31,8 @@ def tiny_config() -> config.RunConfig:
     return config.run_config_from_dict(TINY_CONFIG)
 
 
-COMMITTED_SWEEP = REPO_ROOT / "results" / "cpu_demo"
+# Real sweeps committed with their configs: the README's main job and the CPU dynamics experiment (two grids).
+COMMITTED_SWEEPS = {name: REPO_ROOT / "results" / name for name in ("cpu_demo", "cpu_dynamics", "cpu_dynamics_fine")}
 
 # A sweep small enough to train in seconds: 6 cells (M = 2, 8, ∞ at batch 16 and 32), 60 steps, 4 evaluations.
 TINY_SWEEP = {
@@ -58,12 +59,13 @@ def tiny_sweep_dir(tmp_path_factory) -> Path:
     return build_tiny_sweep(tmp_path_factory)
 
 
-@pytest.fixture(params=["tiny", "committed"])
+@pytest.fixture(params=["tiny", *COMMITTED_SWEEPS])
 def sweep_dir(request) -> Path:
-    """Each test runs on the tiny sweep, and on results/cpu_demo when that is committed."""
-    if request.param == "committed":
-        if not (COMMITTED_SWEEP / names.SWEEP_SUMMARY_FILE).exists():
-            pytest.skip(f"no committed sweep at {COMMITTED_SWEEP} (no {names.SWEEP_SUMMARY_FILE}); "
+    """Each test runs on the tiny sweep, and on every committed sweep under results/."""
+    if request.param in COMMITTED_SWEEPS:
+        path = COMMITTED_SWEEPS[request.param]
+        if not (path / names.SWEEP_SUMMARY_FILE).exists():
+            pytest.skip(f"no committed sweep at {path} (no {names.SWEEP_SUMMARY_FILE}); "
                         "the tiny sweep covers the same code")
-        return COMMITTED_SWEEP
+        return path
     return request.getfixturevalue("tiny_sweep_dir")

@@ -1,4 +1,4 @@
-"""Figure functions and scripts on stored sweeps: a tiny sweep trained here, and the committed results/cpu_demo."""
+"""Figure functions and scripts on stored sweeps: a tiny sweep trained here, and the committed sweeps in results/."""
 
 import subprocess
 import sys
@@ -35,6 +35,8 @@ def test_dynamics_of_a_stored_sweep(sweep_dir):
         if run["kind"] != dynamics.NO_DATA:
             assert 0 < run["t_star"] <= run["steps"] and run["t_star"] % run["eval_interval"] == 0
     assert set(dyn["power_law"]) >= {"alpha", "alpha_interval", "prefactor", "num_points", "note"}
+    stored = {r["name"]: (r["kind"], r["t_star"]) for r in summary["dynamics"]["per_run"]}
+    assert stored == {r["name"]: (r["kind"], r["t_star"]) for r in dyn["per_run"]}  # summary matches its runs
 
 
 def test_per_position_figure_one_eval_set_and_unknown_m(tiny_sweep_dir, tmp_path):
@@ -67,3 +69,11 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=str(tmp_path)):
         plotting.write_all_figures(tmp_path)
     assert not (tmp_path / "figures").exists()
+
+
+def test_same_results_give_the_same_figure_bytes(tiny_sweep_dir, tmp_path):
+    """Regenerating committed figures must not change them unless the results changed (no dates in the PDF)."""
+    first = plotting.write_sweep_figure(tiny_sweep_dir, tmp_path / "a")
+    second = plotting.write_sweep_figure(tiny_sweep_dir, tmp_path / "b")
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
