@@ -5,8 +5,9 @@
 
 Every field, with its meaning, is in icl_regression/config.py (DataConfig, ModelConfig, TrainConfig, EvalConfig,
 CheckpointConfig). On one H100 a single base model takes about 23 minutes at the paper code's speed (361 steps/s);
-on a CPU (about 0.6 steps/s) it is out of reach: use `cpu_demo.py` there. What it should show (the paper): well
-below the threshold the model tracks dMMSE on T_pretrain; at M = ∞ it tracks ridge on T_true.
+on the 2-core CPU (0.8 steps/s measured, results/benchmarks) it is out of reach: use `cpu_demo.py` there. What it
+should show (the paper): well below the threshold the model tracks dMMSE on T_pretrain; at M = ∞ it tracks ridge
+on T_true.
 """
 
 from icl_regression.config import base_config

@@ -10,8 +10,11 @@ sizes = 44 models × 500k steps: a GPU job spread over several leases (each shar
 What it should show (the paper, Fig. 2): at the smaller budget the crossing of Δ^{T_true}_{PT,Ridge} between batch
 256 and 512 near M* ≈ 2^11 … 2^13.
 
-Variant `:quick` is the GPU quick profile: base model, 20k steps, M = 2^4 … 2^16 and ∞ at one budget; a first
-look at the transition in minutes on one H100.
+Variant `:quick` is the GPU quick profile: base model (8 layers, d = 128), 20k steps, batch 256, M = 2^4, 2^6 …
+2^16 and ∞ (8 models in one program); a first look at the transition, where Δ^{T_true}_{PT,Ridge} falls from
+dMMSE-like to ridge-like, with the midpoint estimate (one budget, so no crossing). Time: 160k model-steps, about
+7 minutes on one H100 even at the 361 steps/s of the paper's one-model-per-program code (measured on this
+workplace's H100), less with the ensemble; not yet measured with this suite (no GPU lent to its sessions so far).
 """
 
 from icl_regression.config import base_config, model_size
