@@ -151,9 +151,14 @@ class GroupTrainer:
             run.truncate_metrics(step if step > 0 else -1)
         states, members = self._place((states, members))
         eval_arrays = self._eval_arrays(pool_ids)
-        if step == 0:
-            self._log_evaluation(states, eval_arrays, 0, None, final=False)
-        self._loop(states, members, pools, eval_arrays, step, progress, stop_after_step)
+        try:
+            if step == 0:
+                self._log_evaluation(states, eval_arrays, 0, None, final=False)
+            self._loop(states, members, pools, eval_arrays, step, progress, stop_after_step)
+        finally:  # interrupted or stopped early: unfinished runs are no longer running (they resume later)
+            for run in self.runs:
+                if run.summary() is None:
+                    run.clear_running()
 
     def _eval_arrays(self, pool_ids):
         bank = evaluation.EvalBank(self.cfg.data, self.cfg.eval)

@@ -126,13 +126,30 @@ class RunStore:
         (self.dir / names.HEARTBEAT_FILE).unlink(missing_ok=True)
 
     def state(self) -> str:
-        """pending / running / done / diverged, read from the folder alone."""
+        """pending / running / done / diverged, read from the folder alone.
+
+        A run marked running by a process of this host that no longer exists (killed) is pending again; a mark
+        from another host is trusted, since its process cannot be checked from here.
+        """
         summary = self.summary()
         if summary is not None:
             return summary["status"]
-        if (self.dir / names.HEARTBEAT_FILE).exists():
+        heartbeat = self.dir / names.HEARTBEAT_FILE
+        if heartbeat.exists() and _process_may_be_alive(read_json(heartbeat)):
             return names.RUNNING
         return names.PENDING
+
+
+def _process_may_be_alive(mark: dict) -> bool:
+    if mark.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(mark["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return True
+    return True
 
 
 def iter_runs(root: Path) -> Iterator[RunStore]:

@@ -207,14 +207,16 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     write_index(workdir, cells)
     printer = ProgressPrinter(cost["model_steps"], cost["train_flops"], len(mine), print_fn)
     printer.cells_done = len(mine) - cost["models"]
-    for group in groups:
-        placement = placement_fn(len(group), group[0].config.train.batch_size) if placement_fn else None
-        trainer = GroupTrainer([c.config for c in group], [c.run_dir for c in group], placement)
-        printer.start_group(sum(train_flops_per_step(c) for c in group))
-        trainer.run(progress=printer, on_start=lambda: write_index(workdir, cells))
-        printer.cells_done += len(group)
-        write_index(workdir, cells)
-    index = write_index(workdir, cells)
+    try:
+        for group in groups:
+            placement = placement_fn(len(group), group[0].config.train.batch_size) if placement_fn else None
+            trainer = GroupTrainer([c.config for c in group], [c.run_dir for c in group], placement)
+            printer.start_group(sum(train_flops_per_step(c) for c in group))
+            trainer.run(progress=printer, on_start=lambda: write_index(workdir, cells))
+            printer.cells_done += len(group)
+            write_index(workdir, cells)
+    finally:  # also after an interruption: the index shows what is done and what is left
+        index = write_index(workdir, cells)
     if index["counts"][names.DONE] + index["counts"][names.DIVERGED] < len(cells):
         print_fn(f"[sweep] this selection is finished; {index['counts']} over the whole sweep")
     return results.summarize(workdir, [c.run_dir for c in cells])

@@ -2,6 +2,9 @@
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,7 +97,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(trained_run, tmp_path):
     stop = 200
     assert engine.train_run(LEARN_CONFIG, resumed_dir, stop_after_step=stop) is None
     run = store.RunStore(resumed_dir)
-    assert run.summary() is None
+    assert run.summary() is None and run.state() == names.PENDING  # stopped: not left marked running
     assert _steps(resumed_dir) == [s for s in EVAL_STEPS if s <= stop]
     assert max(checkpoint.available_steps(run)) == stop
 
@@ -149,3 +152,30 @@ def test_a_stop_between_call_boundaries_still_checkpoints(tmp_path):
     run_dir = tmp_path / "stopped"
     engine.train_run(LEARN_CONFIG, run_dir, stop_after_step=20)  # steps_per_call is 50: the stop splits a call
     assert checkpoint.available_steps(store.RunStore(run_dir)) == [20]
+
+
+def test_an_exception_mid_training_leaves_the_run_pending_not_running(tmp_path):
+    """Ctrl-C (or any error) inside the loop: the run folder no longer claims a running process."""
+    cfg = config.run_config_from_dict({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "steps": 40,
+                                                                "steps_per_call": 10}})
+
+    def interrupt(progress):
+        if progress.step >= 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.train_run(cfg, tmp_path / "run", progress=interrupt)
+    run = store.RunStore(tmp_path / "run")
+    assert not (run.dir / names.HEARTBEAT_FILE).exists() and run.state() == names.PENDING
+
+
+def test_a_running_mark_left_by_a_dead_process_of_this_host_reads_pending(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run = store.RunStore(tmp_path / "run")
+    run.dir.mkdir()
+    store.write_json(run.dir / names.HEARTBEAT_FILE, {"host": socket.gethostname(), "pid": int(dead.stdout)})
+    assert run.state() == names.PENDING
+    run.mark_running()  # this process: alive
+    assert run.state() == names.RUNNING
+    store.write_json(run.dir / names.HEARTBEAT_FILE, {"host": "another-host", "pid": int(dead.stdout)})
+    assert run.state() == names.RUNNING  # another host's process cannot be checked from here: trusted
