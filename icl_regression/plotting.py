@@ -352,23 +352,46 @@ def figures_dir(workdir: Path, out: Path | None = None) -> Path:
     return Path(out) if out else Path(workdir) / "figures"
 
 
-def write_sweep_figure(workdir: Path, out: Path | None = None) -> list[Path]:
-    summary, _ = load_sweep(workdir)
-    return save(sweep_figure(summary), figures_dir(workdir, out) / "sweep")
+def _draw_sweep(summary, metrics_by_run):
+    return sweep_figure(summary)
 
 
-def write_dynamics_figure(workdir: Path, out: Path | None = None) -> list[Path]:
-    summary, metrics_by_run = load_sweep(workdir)
+def _draw_dynamics(summary, metrics_by_run):
     dyn = dynamics_lib.summarize_dynamics(metrics_by_run, summary["cells"])
-    return save(dynamics_figure(metrics_by_run, summary["cells"], dyn), figures_dir(workdir, out) / "dynamics")
+    return dynamics_figure(metrics_by_run, summary["cells"], dyn)
+
+
+def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,
+                       eval_set: str | None = None):
+    rows = summary["cells"]
+    values = num_tasks_values or default_per_position_num_tasks(rows)
+    return per_position_figure(metrics_by_run, rows, values, eval_set)
+
+
+FIGURE_DRAWERS = {"sweep": _draw_sweep, "dynamics": _draw_dynamics, "per_position": _draw_per_position}
+
+
+def write_figure(name: str, workdir: Path, out: Path | None = None, loaded: tuple | None = None,
+                 **options) -> list[Path]:
+    """Draws figure `name` of a sweep folder into `out` (default `<workdir>/figures`) as PNG and PDF.
+
+    `loaded`: the folder's `load_sweep` result when the caller already has it (no second read of the runs).
+    """
+    summary, metrics_by_run = loaded or load_sweep(workdir)
+    return save(FIGURE_DRAWERS[name](summary, metrics_by_run, **options), figures_dir(workdir, out) / name)
+
+
+def write_sweep_figure(workdir: Path, out: Path | None = None) -> list[Path]:
+    return write_figure("sweep", workdir, out)
+
+
+def write_dynamics_figure(workdir: Path, out: Path | None = None, loaded: tuple | None = None) -> list[Path]:
+    return write_figure("dynamics", workdir, out, loaded)
 
 
 def write_per_position_figure(workdir: Path, out: Path | None = None, num_tasks_values: Sequence | None = None,
                               eval_set: str | None = None) -> list[Path]:
-    summary, metrics_by_run = load_sweep(workdir)
-    rows = summary["cells"]
-    values = num_tasks_values or default_per_position_num_tasks(rows)
-    return save(per_position_figure(metrics_by_run, rows, values, eval_set), figures_dir(workdir, out) / "per_position")
+    return write_figure("per_position", workdir, out, num_tasks_values=num_tasks_values, eval_set=eval_set)
 
 
 FIGURE_WRITERS = {"sweep": write_sweep_figure, "dynamics": write_dynamics_figure,
@@ -376,6 +399,7 @@ FIGURE_WRITERS = {"sweep": write_sweep_figure, "dynamics": write_dynamics_figure
 
 
 def write_all_figures(workdir: Path, out: Path | None = None) -> list[Path]:
-    """Every figure of a sweep folder, as PNG and PDF, into `out` (default `<workdir>/figures`)."""
-    load_sweep(workdir)  # fail before writing anything
-    return [path for write in FIGURE_WRITERS.values() for path in write(workdir, out)]
+    """Every figure of a sweep folder, as PNG and PDF, into `out` (default `<workdir>/figures`); the folder is read
+    once (and fails before anything is written)."""
+    loaded = load_sweep(workdir)
+    return [path for name in FIGURE_DRAWERS for path in write_figure(name, workdir, out, loaded)]

@@ -18,8 +18,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
-        summary, metrics_by_run = plotting.load_sweep(_WORKDIR.value)
-        paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value)
+        summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value)
+        paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded)
     except StoreError as e:
         raise app.UsageError(str(e))
     print(dynamics.format_dynamics(dynamics.summarize_dynamics(metrics_by_run, summary["cells"])))
