@@ -183,9 +183,19 @@ class RunConfig:
         """A copy with fields replaced, e.g. `cfg.replace(data={"num_tasks": 4})`."""
         return run_config_from_dict(_deep_update(self.to_dict(), sections))
 
+    def hashed_dict(self) -> dict:
+        """The fields that name a run: every field, except later additions that still hold their default."""
+        values = self.to_dict()
+        for section, fields in FIELDS_ADDED_LATER.items():
+            default = _SECTIONS[section]()
+            for field in fields:
+                if values[section][field] == getattr(default, field):
+                    del values[section][field]
+        return values
+
     @property
     def short_hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps(self.hashed_dict(), sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:6]
 
     @property
@@ -194,6 +204,11 @@ class RunConfig:
         return (f"M={num_tasks_label(self.data.num_tasks)}_B={self.train.batch_size}_N={self.train.steps}"
                 f"_seed={self.train.seed}-{self.short_hash}")
 
+
+# Fields added after results were first committed, per section. While such a field holds its default it is left out
+# of the run's hash, so adding a field never renames (and so never orphans) the runs already stored; a stored
+# config.json without it reads as the default (`run_config_from_dict`). Append new fields here.
+FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {}
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
              "checkpoint": CheckpointConfig}
@@ -214,6 +229,15 @@ def run_config_from_dict(config: Mapping[str, Any]) -> RunConfig:
             _check_type(f"{name}.{field}", value, fields[field].type)
         sections[name] = cls(**values)
     return RunConfig(**sections)
+
+
+def same_run_config(stored: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    """Whether a stored config.json and a config describe the same run (fields missing from either read as their
+    defaults, so a run stored before a field was added still matches)."""
+    try:
+        return run_config_from_dict(stored) == run_config_from_dict(config)
+    except ConfigError:
+        return False
 
 
 def model_size(name: str) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from icl_regression import names
+from icl_regression.config import same_run_config
 
 
 class StoreError(RuntimeError):
@@ -70,7 +71,7 @@ class RunStore:
         path = self.dir / names.CONFIG_FILE
         if path.exists():
             existing = read_json(path)
-            if existing != json.loads(json.dumps(config)):
+            if existing != json.loads(json.dumps(config)) and not same_run_config(existing, config):
                 raise StoreError(f"{self.dir} already holds a run with a different config.json; "
                                  "use another --workdir or remove that folder")
             return

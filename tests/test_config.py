@@ -1,5 +1,7 @@
 """Configuration: bad values are rejected with a message naming them; names, hashes and replace."""
 
+import hashlib
+import json
 import re
 
 import pytest
@@ -126,3 +128,30 @@ def test_values_of_the_wrong_type_or_range_name_the_field(section, field, value)
     with pytest.raises(config.ConfigError, match=f"{section}.{field}={value!r}".replace("(", r"\(").replace(
             ")", r"\)").replace("+", r"\+").replace(".", r"\.", 1)):
         config.run_config_from_dict({section: {field: value}})
+
+
+def test_fields_added_later_do_not_rename_stored_runs(tiny_config, monkeypatch):
+    """A field appended to FIELDS_ADDED_LATER is left out of the hash while it holds its default, so runs stored
+    before it existed keep their folder names; a non-default value still names a different run."""
+    stored = tiny_config.to_dict()
+    del stored["train"]["ensemble_strategy"]  # as a config.json written before the field existed would read
+    before = hashlib.sha1(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:6]
+    monkeypatch.setitem(config.FIELDS_ADDED_LATER, "train", ("ensemble_strategy",))
+    assert tiny_config.short_hash == before
+    assert run_config_from_dict(stored).run_name == tiny_config.run_name
+    assert tiny_config.replace(train={"ensemble_strategy": "map"}).short_hash != before
+    assert config.same_run_config(stored, tiny_config.to_dict())
+    assert not config.same_run_config(stored, tiny_config.replace(train={"seed": 1}).to_dict())
+
+
+def test_committed_sweeps_match_their_configs():
+    """Every run folder of a committed sweep is a cell of its stored sweep config under today's code: a config
+    change that renamed cells would leave committed results orphaned and their sweeps pending."""
+    from icl_regression import sweep
+    from conftest import COMMITTED_SWEEPS
+
+    for name, workdir in COMMITTED_SWEEPS.items():
+        stored = json.loads((workdir / "sweep_config.json").read_text())
+        cells = {c.name for c in sweep.expand(stored, workdir)}
+        on_disk = {p.name for p in (workdir / "runs").iterdir() if p.is_dir()}
+        assert cells == on_disk, name
