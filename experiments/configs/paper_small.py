@@ -1,14 +1,25 @@
 """The paper's diversity sweep with the small model (SPEC experiment 1; GPU issue "reproduce the threshold").
 
     python experiments/sweep.py --config=experiments/configs/paper_small.py --workdir=runs/paper_small --dry_run
-    python experiments/sweep.py --config=experiments/configs/paper_small.py --workdir=runs/paper_small --shard=0/4
+    python experiments/sweep.py --config=experiments/configs/paper_small.py --workdir=runs/paper_small
 
-Small transformer (4 layers, d = 64, 2 heads), D = 8, K = 16, σ² = 0.25, Adam lr 1e-3, triangle schedule, 500k
-steps, batch 256 and 512, M = 2^2 … 2^16 (every half power of two between 2^8 and 2^14) and ∞, evaluation every 5k
-steps on 2^14 sequences per distribution (the same sequences for every model), one seed. 22 values of M × 2 batch
-sizes = 44 models × 500k steps: a GPU job spread over several leases (each shard resumes from its checkpoints).
-What it should show (the paper, Fig. 2): at the smaller budget the crossing of Δ^{T_true}_{PT,Ridge} between batch
-256 and 512 near M* ≈ 2^11 … 2^13.
+The paper's protocol: small transformer (4 layers, d = 64, 2 heads), D = 8, K = 16, σ² = 0.25, Adam lr 1e-3,
+triangle schedule (50% warm-up), 500k steps, batch 256 and 512, an independent task pool per M as in the paper
+(`data.nested_pools = False`), M = 2^2, 2^4, 2^6, 2^8, 2^9, 2^10, 2^10.5, 2^11, 2^11.5, 2^12, 2^12.5, 2^13, 2^14,
+2^16 and ∞, evaluation every 5k steps on 2^14 sequences per distribution in float32 (the same T_true sequences
+for every model), one seed. 15 values of M × 2 batch sizes = 30 models × 500k steps = 15M model-steps, half of
+them at batch 512 (twice the work per step): about 22.5M batch-256 model-steps. At the float32 rate predicted for
+an H100 (~2,240 small-model model-steps/s at batch 256, ../shared/DEVICE.md) that is ~2.8 GPU-hours, spread over
+leases of 30 minutes (each resumes from its checkpoints, every 25k steps); the fast path, once shown not to change
+the science (issue "fast training"), would cut it several-fold. The compute mode is recorded in the config
+(`model.compute_dtype`); one sweep folder never mixes modes, since the grid does not vary the model section.
+What it should show (the paper, Fig. 2): the crossing of Δ^{T_true}_{PT,Ridge} between batch 256 and 512 near
+M* ≈ 2^11 … 2^13.
+
+Variant `:seeds`: seeds 1 and 2 for the M values within one octave of the crossing (default 2^11 … 2^13 in half
+powers, around the paper's crossing; set the grid from the first sweep's measured crossing with
+`--config.sweep.grid.data.num_tasks=…`), both batch sizes, in the same sweep folder, so that the threshold's
+interval covers seed-to-seed spread (5 M × 2 batches × 2 seeds = 20 models × 500k steps by default).
 
 Variant `:quick` is the GPU quick profile: base model (8 layers, d = 128), 20k steps, batch 256, M = 2^4, 2^6 …
 2^16 and ∞ (8 models in one program); a first look at the transition, where Δ^{T_true}_{PT,Ridge} falls from
@@ -21,14 +32,19 @@ from icl_regression.config import base_config, model_size
 
 
 def _num_tasks_grid():
-    dense = [round(2 ** (e / 2)) for e in range(16, 29)]  # 2^8 … 2^14 in half powers
-    return tuple(sorted(set([2**e for e in range(2, 8)] + dense + [2**15, 2**16]))) + ("inf",)
+    """2^2, 2^4, 2^6, 2^8, 2^9, 2^10, then half powers to 2^13, then 2^14, 2^16 and ∞ (the paper's grid)."""
+    exponents = [2, 4, 6, 8, 9, 10, 10.5, 11, 11.5, 12, 12.5, 13, 14, 16]
+    return tuple(round(2**e) for e in exponents) + ("inf",)
+
+
+SEED_GRID_NUM_TASKS = tuple(round(2**e) for e in (11, 11.5, 12, 12.5, 13))  # one octave either side of 2^12
 
 
 def get_config(variant: str = ""):
     config = base_config()
     config.model.update(model_size("small"))  # 4 layers, d = 64, 2 heads
     config.model.compute_dtype = "float32"  # switch to bfloat16 only where it is shown not to change the science
+    config.data.nested_pools = False  # the paper draws an independent pool for each M
     config.train.steps = 500_000  # paper: 500k steps
     config.train.learning_rate = 1e-3  # paper: Adam 1e-3, triangle schedule (50% warm-up)
     config.train.steps_per_call = 500  # steps per compiled call on the GPU
@@ -43,7 +59,10 @@ def get_config(variant: str = ""):
     config.sweep.grid.data = base_config().__class__(dict(num_tasks=_num_tasks_grid()))
     config.sweep.grid.train = base_config().__class__(dict(batch_size=(256, 512), seed=(0,)))
 
-    if variant == "quick":
+    if variant == "seeds":
+        config.sweep.grid.data.num_tasks = SEED_GRID_NUM_TASKS
+        config.sweep.grid.train.seed = (1, 2)
+    elif variant == "quick":
         config.model.update(model_size("base"))
         config.train.steps = 20_000
         config.eval.interval = 1_000
@@ -52,5 +71,5 @@ def get_config(variant: str = ""):
         config.sweep.grid.data.num_tasks = tuple(2**e for e in range(4, 17, 2)) + ("inf",)
         config.sweep.grid.train.batch_size = (256,)
     elif variant:
-        raise ValueError(f"unknown variant {variant!r}; allowed: '' or 'quick'")
+        raise ValueError(f"unknown variant {variant!r}; allowed: '', 'seeds' or 'quick'")
     return config
