@@ -9,8 +9,8 @@ figures to results/benchmarks/<device>_<size>_<timestamp>.json. No rate includes
 Unset flags take backend defaults (icl_regression.benchmarking.BACKEND_DEFAULTS): on GPU 20 models, fast path
 "fast" (bfloat16 + cuDNN attention + fused MLP and LayerNorm kernels), 100 steps per call, dMMSE with 2^20 tasks
 × 2^16 sequences; on CPU 4 models, fast path "bfloat16" (the Pallas kernels would run in interpret mode there),
-5 steps per call, 2^14 × 2^10. `--fast_path` takes any ModelConfig.fast_path label ("bfloat16+fused_mlp", …) or
-"none". What it should show: the speed-up of one compiled program for many models over one program per model
+5 steps per call, 2^14 × 2^10. `--fast_path` takes ModelConfig.fast_path labels ("bfloat16+fused_mlp", …,
+comma-separated: each is timed side by side) or "none". What it should show: the speed-up of one compiled program for many models over one program per model
 grows with the accelerator's width (DEVICE.md: 361 steps/s for the paper's code on an H100); on CPU, where there
 is no width to fill, it stays small. experiments/PERFORMANCE.md has the predicted and measured GPU figures.
 """
@@ -29,8 +29,8 @@ _DIM = flags.DEFINE_integer("dim", 8, "Task dimension D.")
 _CONTEXT_LEN = flags.DEFINE_integer("context_len", 16, "Pairs per sequence K.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sequences per model per step.")
 _ENSEMBLE_SIZE = flags.DEFINE_integer("ensemble_size", None, "Models per compiled program (default: 20 GPU, 4 CPU).")
-_FAST_PATH = flags.DEFINE_string("fast_path", None, "Compute path timed beside float32: a ModelConfig.fast_path "
-                                 "label, 'fast', or 'none' (default: 'fast' on GPU, 'bfloat16' on CPU).")
+_FAST_PATHS = flags.DEFINE_list("fast_path", None, "Compute paths timed beside float32: ModelConfig.fast_path "
+                                 "labels, 'fast', or 'none' (default: 'fast' on GPU, 'bfloat16' on CPU).")
 _STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", None, "Training steps per compiled call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats after warm-up (the median is reported).")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", list(ENSEMBLE_STRATEGIES), "How models share a program.")
@@ -51,13 +51,14 @@ def _spec() -> benchmarking.BenchmarkSpec:
     cfg = RunConfig().replace(
         data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value}, model=model,
         train={"batch_size": _BATCH_SIZE.value, "ensemble_strategy": _STRATEGY.value})
-    fast_path = pick(_FAST_PATH, "fast_path")
-    if fast_path != "none":
-        cfg.replace(model=fast_path_overrides(fast_path))  # a bad label fails here, before anything compiles
+    fast_paths = tuple(p for p in (_FAST_PATHS.value or [benchmarking.backend_defaults()["fast_path"]])
+                       if p != "none")
+    for label in fast_paths:
+        cfg.replace(model=fast_path_overrides(label))  # a bad label fails here, before anything compiles
     return benchmarking.BenchmarkSpec(
         cfg, size_label, pick(_ENSEMBLE_SIZE, "ensemble_size"), pick(_STEPS_PER_CALL, "steps_per_call"),
         _REPEATS.value, _EVAL.value, pick(_DMMSE_TASKS, "dmmse_tasks"), pick(_DMMSE_SEQUENCES, "dmmse_sequences"),
-        None if fast_path == "none" else fast_path)
+        fast_paths)
 
 
 def main(argv):

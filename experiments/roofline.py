@@ -9,7 +9,8 @@ Each path is a `ModelConfig.fast_path` label (float32 or bfloat16, then any of c
 fused_ln); cuDNN does not compile without a GPU (it falls back to XLA attention), so `pallas` (JAX's Pallas
 flash attention, the same arrays in and out) stands in for it. One JSON record per path goes to
 results/roofline/<size>_B<batch>_E<ensemble>_<path>.json. Compiling the base model takes 1-3 minutes per path on
-2 cores. experiments/PERFORMANCE.md has the table these records make and what they can and cannot see.
+2 cores. `--table` prints the markdown table of the records in --out (experiments/PERFORMANCE.md has it, and
+what these predictions can and cannot see).
 """
 
 import os
@@ -34,10 +35,14 @@ _PATHS = flags.DEFINE_list("paths", ["float32", "bfloat16"], "Compute paths (Mod
 _TARGET = flags.DEFINE_string("target", str(DEFAULT_TARGET), "XLA GPU target description of the H100.")
 _OUT = flags.DEFINE_string("out", "results/roofline", "Folder for the JSON records.")
 _HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Also write each optimized HLO here (large; not committed).")
+_TABLE = flags.DEFINE_bool("table", False, "Only print the markdown table of the records already in --out.")
 
 
 def main(argv):
     del argv
+    if _TABLE.value:
+        print(roofline.markdown_table([store.read_json(p) for p in sorted(Path(_OUT.value).glob("*.json"))]))
+        return
     for path in _PATHS.value:
         cfg = RunConfig().replace(model={**model_size(_SIZE.value), **fast_path_overrides(path)},
                                   train={"batch_size": _BATCH_SIZE.value})

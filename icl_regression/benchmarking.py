@@ -294,7 +294,7 @@ class BenchmarkSpec:
     with_eval: bool
     dmmse_tasks: int  # 0: no dMMSE timing
     dmmse_sequences: int
-    fast_path: str | None = None  # a ModelConfig.fast_path label timed beside the float32 path, or None
+    fast_paths: tuple[str, ...] = ()  # ModelConfig.fast_path labels timed beside the float32 path
 
 
 def _flops(model_steps_per_s: float, flops_per_model_step: float, device, compute_dtype: str) -> dict:
@@ -308,24 +308,28 @@ def _flops(model_steps_per_s: float, flops_per_model_step: float, device, comput
 
 def run_benchmark(spec: BenchmarkSpec) -> dict:
     """All figures of one benchmark, as a JSON-ready record: `train` is the ensemble on the float32 path the
-    sweeps use, `fast` the same ensemble on `spec.fast_path` (or None), `reference` the paper's recipe."""
+    sweeps use, `fast` the same ensemble on each of `spec.fast_paths`, `reference` the paper's recipe."""
     device = jax.devices()[0]
     cfg = spec.cfg.replace(model=fast_path_overrides("float32"))
     few = max(1, min(spec.repeats, 3))  # evaluation and dMMSE take seconds per call: fewer repeats
     ours = TrainTimer(cfg, spec.ensemble_size, spec.steps_per_call)
-    timers, fast_error = [ours, reference_timer(cfg, spec.steps_per_call)], None
-    if spec.fast_path is not None:
-        try:  # a fast path that fails to build or compile (a kernel on a new GPU) leaves the float32 figures
-            fast_timer = TrainTimer(cfg.replace(model=fast_path_overrides(spec.fast_path)), spec.ensemble_size,
-                                    spec.steps_per_call)
-            fast_timer.warm_up()
-            timers.append(fast_timer)
+    timers, fast_errors = [ours, reference_timer(cfg, spec.steps_per_call)], {}
+    for label in spec.fast_paths:
+        try:  # a fast path that fails to build or compile (a kernel on a new GPU) leaves the other figures
+            timer = TrainTimer(cfg.replace(model=fast_path_overrides(label)), spec.ensemble_size,
+                               spec.steps_per_call, label=label)
+            timer.warm_up()
+            timers.append(timer)
         except Exception as e:  # recorded in the JSON, and the table says so
-            fast_error = f"{type(e).__name__}: {e}"[:4000]
+            fast_errors[label] = f"{type(e).__name__}: {e}"[:4000]
     train, reference, *fast = time_side_by_side(timers, spec.repeats)
-    fast = fast[0] if fast else None
     flops_per_model_step = 3 * flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim) * cfg.train.batch_size
     reference_flops = _flops(reference["model_steps_per_s"], flops_per_model_step, device, "float32")
+    for figures in fast:
+        figures["speedup"] = figures["model_steps_per_s"] / reference["model_steps_per_s"]
+        figures["over_float32"] = figures["model_steps_per_s"] / train["model_steps_per_s"]
+        figures["flops"] = _flops(figures["model_steps_per_s"], flops_per_model_step, device,
+                                  figures["compute_dtype"])
     record = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": {"kind": device.device_kind, "platform": device.platform, "count": jax.device_count(),
@@ -334,23 +338,19 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
         "settings": {"size": spec.size_label, "ensemble_size": spec.ensemble_size,
                      "steps_per_call": spec.steps_per_call, "repeats": spec.repeats, "eval": spec.with_eval,
                      "dmmse_tasks": spec.dmmse_tasks, "dmmse_sequences": spec.dmmse_sequences,
-                     "fast_path": spec.fast_path},
-        "fast_error": fast_error,
+                     "fast_paths": list(spec.fast_paths)},
         "config": cfg.to_dict(),
         "train": train,
         "fast": fast,
+        "fast_errors": fast_errors,
         "reference": reference,
         "speedup": train["model_steps_per_s"] / reference["model_steps_per_s"],
-        "fast_speedup": fast["model_steps_per_s"] / reference["model_steps_per_s"] if fast else None,
-        "fast_over_float32": fast["model_steps_per_s"] / train["model_steps_per_s"] if fast else None,
         "flops": {
             "model_flops_per_step": flops_per_model_step,
             **_flops(train["model_steps_per_s"], flops_per_model_step, device, "float32"),
             "reference_achieved_flops": reference_flops["achieved_flops"],
             "reference_peak_fraction": reference_flops["peak_fraction"],
         },
-        "fast_flops": (_flops(fast["model_steps_per_s"], flops_per_model_step, device,
-                              fast["compute_dtype"]) if fast else None),
         "eval": None,
         "dmmse": None,
     }
@@ -390,11 +390,9 @@ def format_table(record: dict) -> str:
                   f"{model['num_heads']} heads, {train['params_per_model']:,} params, "
                   f"batch {record['config']['train']['batch_size']}"),
     ]
-    for name, figures, speedup, fl in (("ours", train, record["speedup"], flops),
-                                        ("fast", record.get("fast"), record.get("fast_speedup"),
-                                         record.get("fast_flops"))):
-        if figures is None:
-            continue
+    paths = [("ours", train, record["speedup"], flops)]
+    paths += [("fast", f, f["speedup"], f["flops"]) for f in record["fast"]]
+    for name, figures, speedup, fl in paths:
         rows += [
             (name, f"{figures['num_members']} models, {figures['strategy']}, {figures['path']}, "
                    f"{figures['steps_per_call']} steps/call"),
@@ -408,10 +406,10 @@ def format_table(record: dict) -> str:
         ]
         if fl["measured_matmul_fraction"] is not None:
             rows.append(("  fraction of measured matmul", f"{fl['measured_matmul_fraction']:.1%}"))
-    if record.get("fast_error"):
-        rows.append(("fast", f"FAILED: {record['fast_error'].splitlines()[0][:200]}"))
-    if record.get("fast_over_float32") is not None:
-        rows.append(("fast / float32 (model-steps/s)", f"{record['fast_over_float32']:.2f}×"))
+        if name == "fast":
+            rows.append(("  over float32 (model-steps/s)", f"{figures['over_float32']:.2f}×"))
+    for label, error in record["fast_errors"].items():
+        rows.append((f"fast {label}", f"FAILED: {error.splitlines()[0][:200]}"))
     rows += [
         ("reference", "1 model/program, float32, 1 step/call"),
         ("  model-steps/s", f"{ref['model_steps_per_s']:.4g}"),

@@ -86,7 +86,7 @@ class DataConfig:
 
 
 # Allowed values of ModelConfig's fast-path fields (the first is the default).
-FAST_PATH_CHOICES = {"attention": ("xla", "cudnn", "pallas"), "mlp": ("xla", "fused"), "layer_norm": ("xla", "fused")}
+FAST_PATH_CHOICES = {"attention": ("xla", "cudnn", "pallas", "fused"), "mlp": ("xla", "fused"), "layer_norm": ("xla", "fused")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +97,8 @@ class ModelConfig:
     compute_dtype: str = "float32"  # "float32" or "bfloat16" (parameters, optimiser and loss stay float32)
     # The fast training path (experiments/PERFORMANCE.md); evaluation always runs float32 / xla (`for_evaluation`).
     attention: str = "xla"  # "xla"; "cudnn": cuDNN fused attention where available (bf16 on a GPU), else XLA;
-    #                         "pallas": JAX's Pallas flash-attention kernel (Triton on CUDA, interpret elsewhere)
+    #                         "pallas": JAX's Pallas flash-attention kernel (Triton on CUDA, interpret elsewhere);
+    #                         "fused": this project's Pallas kernel reading the packed qkv (no layout copies)
     mlp: str = "xla"  # "xla", or "fused": Pallas LayerNorm → MLP → residual kernel, hidden layer recomputed
     layer_norm: str = "xla"  # "xla", or "fused": Pallas LayerNorm kernel (the MLP's own LN is in the MLP kernel)
 
@@ -113,10 +114,14 @@ class ModelConfig:
         for name, allowed in FAST_PATH_CHOICES.items():
             _require(getattr(self, name) in allowed,
                      f"model.{name}={getattr(self, name)!r}; allowed: {', '.join(map(repr, allowed))}")
-        if "fused" in (self.mlp, self.layer_norm):  # Triton tiles have power-of-two sides of at least 16
-            _require(self.d_model >= 16 and self.d_model & (self.d_model - 1) == 0,
-                     f"model.d_model={self.d_model} with a fused kernel (model.mlp={self.mlp!r}, model.layer_norm="
-                     f"{self.layer_norm!r}); allowed: a power of two >= 16, or mlp = layer_norm = 'xla'")
+        # Triton tiles have power-of-two sides of at least 16: the width for the MLP and LayerNorm kernels, the
+        # head size for the attention kernel.
+        for name, size, what in (("mlp", self.d_model, "d_model"), ("layer_norm", self.d_model, "d_model"),
+                                 ("attention", self.d_model // self.num_heads, "d_model / num_heads")):
+            if getattr(self, name) == "fused":
+                _require(size >= 16 and size & (size - 1) == 0,
+                         f"model.{name}='fused' with {what} = {size}; allowed: {what} a power of two >= 16, or "
+                         f"model.{name}='xla'")
 
     def for_evaluation(self) -> "ModelConfig":
         """This model on the plain path: float32, XLA attention, MLP and LayerNorm (same parameters)."""
@@ -127,7 +132,7 @@ class ModelConfig:
         """A short label of the compute path, e.g. `float32` or `bfloat16+cudnn+fused_mlp+fused_ln`."""
         parts = [self.compute_dtype]
         if self.attention != "xla":
-            parts.append(self.attention)
+            parts.append("fused_attn" if self.attention == "fused" else self.attention)
         if self.mlp == "fused":
             parts.append("fused_mlp")
         if self.layer_norm == "fused":
@@ -138,6 +143,7 @@ class ModelConfig:
 # The whole fast training path, as a `ModelConfig.fast_path` label.
 FAST_PATH = "bfloat16+cudnn+fused_mlp+fused_ln"
 _FAST_PATH_PARTS = {"cudnn": ("attention", "cudnn"), "pallas": ("attention", "pallas"),
+                    "fused_attn": ("attention", "fused"),
                     "fused_mlp": ("mlp", "fused"), "fused_ln": ("layer_norm", "fused")}
 
 

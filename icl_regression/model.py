@@ -5,8 +5,9 @@ embeddings over the 2K interleaved tokens, a bias-free linear read-in and read-o
 x-token positions, so the prediction for y_k sees x_1, y_1, …, x_{k−1}, y_{k−1}, x_k.
 
 The config picks how it computes (the fast training path, experiments/PERFORMANCE.md): bfloat16 compute with
-float32 parameters, cuDNN (or Pallas flash) attention, and Pallas kernels for LayerNorm and for the LayerNorm →
-MLP → residual half of each block (icl_regression.kernels). The plain float32 XLA path is the default, and evaluation always uses it.
+float32 parameters, fused attention (cuDNN's, JAX's Pallas flash kernel, or this project's kernel reading the packed
+qkv), and Pallas kernels for LayerNorm and for the LayerNorm → MLP → residual half of each block
+(icl_regression.kernels). The plain float32 XLA path is the default, and evaluation always uses it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class CausalSelfAttention(nn.Module):
     num_heads: int
     resid_std: float
     dtype: jnp.dtype
-    implementation: str = "xla"  # ModelConfig.attention: "xla", "cudnn" or "pallas"
+    implementation: str = "xla"  # ModelConfig.attention: "xla", "cudnn", "pallas" or "fused"
 
     @nn.compact
     def __call__(self, h):  # [B, T, d]
@@ -44,8 +45,11 @@ class CausalSelfAttention(nn.Module):
         head_dim = self.d_model // self.num_heads
         qkv = nn.Dense(3 * self.d_model, dtype=self.dtype, kernel_init=nn.initializers.normal(INIT_STD),
                        name="qkv")(h)
-        q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
-        attended = causal_attention(q, k, v, self.implementation)  # [B, T, H, head_dim]
+        if self.implementation == "fused":  # reads the packed heads of qkv, writes [B, T, d]
+            attended = kernels_attention.qkv_attention(qkv, self.num_heads)
+        else:
+            q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
+            attended = causal_attention(q, k, v, self.implementation)  # [B, T, H, head_dim]
         return nn.Dense(self.d_model, dtype=self.dtype, kernel_init=nn.initializers.normal(self.resid_std),
                         name="out")(attended.reshape(batch, length, self.d_model))
 
@@ -168,8 +172,8 @@ def _log_once(message: str) -> None:
 
 
 def _log_fast_path(cfg: ModelConfig) -> None:
-    pallas = [f"model.{name}={value!r}" for name, value in (("attention", "pallas"), ("mlp", "fused"),
-                                                             ("layer_norm", "fused")) if getattr(cfg, name) == value]
+    pallas = [f"model.{name}={getattr(cfg, name)!r}" for name in ("attention", "mlp", "layer_norm")
+              if getattr(cfg, name) in ("pallas", "fused")]
     if pallas and jax.default_backend() != "gpu":
         _log_once(f"{', '.join(pallas)} on a {jax.default_backend()} host: programs run here use Pallas interpret "
                   "mode (correct but slow; meant for tests); programs lowered for CUDA get the Triton kernels")

@@ -43,7 +43,8 @@ _SKIPPED_OPS = ("parameter", "get-tuple-element", "tuple", "bitcast", "constant"
 # Parts of the model, matched in order on a kernel's op_name (flax module names and the Pallas kernels' names).
 PARTS = (
     ("mlp (incl. gelu)", r"mlp_fwd|mlp_dx|mlp_dw|mlp_in|gelu|mlp_out|/block_\d+/(mul|tanh|integer_pow)"),
-    ("attention core", r"mha_|/attn/(vmap|split|concatenate|reshape|transpose)|dot_product_attention"),
+    ("attention core",
+     r"mha_|qkv_attention_|/attn/(vmap|split|concatenate|reshape|transpose)|dot_product_attention"),
     ("layernorm", r"layer_norm_fwd|layer_norm_bwd|ln_"),
     ("attention projections (qkv, out)", r"qkv|attn/out"),
     ("optimizer + finite check", r"optax|adam|_where|/norm"),
@@ -128,6 +129,10 @@ def _custom_call_flops(op_name: str, operand_dims: list[list[int]]) -> float:
         rows, width, hidden = _prod(x[:-1]), x[-1], w1[-1]
         matmuls = {"mlp_fwd": 2, "mlp_dx": 3, "mlp_dw": 4}[re.search(r"mlp_(fwd|dx|dw)", op_name).group(0)]
         return 2.0 * rows * width * hidden * matmuls
+    if re.search(r"qkv_attention_(fwd|bwd)", op_name):  # operand 0: qkv [.., B, T, 3d]; 2 products fwd, 5 bwd
+        qkv = operand_dims[0]
+        length, rest = qkv[-2], _prod(qkv[:-2]) * qkv[-1] // 3
+        return 2.0 * rest * length * length * (2 if "fwd" in op_name else 5)
     if re.search(r"mha_(forward|backward)", op_name):  # 2 products forward; 5 backward (one recomputed)
         q = operand_dims[0]
         length, rest = q[-3], _prod(q[:-3]) * q[-2] * q[-1]
@@ -247,3 +252,29 @@ def format_line(name: str, record: dict) -> str:
     return (f"{name}: {record['predicted_model_steps_per_s']:,.0f} model-steps/s predicted, "
             f"{record['bytes_per_model_step'] / 1e9:.2f} GB/model-step, {record['kernels_per_step']} kernels/step "
             f"({record['custom_calls_per_step']} custom calls), compiled in {record['compile_s']:.0f} s; {parts}")
+
+
+def markdown_table(records: list[dict]) -> str:
+    """The predictions as a markdown table: one row per compute path, one column pair per (size, batch,
+    ensemble): GB moved per model-step and predicted model-steps/s (with the ratio to float32)."""
+    def setting(r):
+        model = r["config"]["model"]
+        return (model["num_layers"], model["d_model"], r["batch_size"], r["ensemble_size"])
+
+    settings = sorted({setting(r) for r in records}, key=lambda s: (-s[1], s[2]))
+    paths = sorted({r["path"] for r in records}, key=lambda p: (p != "float32", len(p), p))
+    by_key = {(setting(r), r["path"]): r for r in records}
+    header = "| path | " + " | ".join(f"L{s[0]} d{s[1]} B{s[2]} E{s[3]}: GB/model-step, model-steps/s"
+                                        for s in settings) + " |"
+    lines = [header, "|---" * (len(settings) + 1) + "|"]
+    for path in paths:
+        cells = []
+        for s in settings:
+            r, base = by_key.get((s, path)), by_key.get((s, "float32"))
+            if r is None:
+                cells.append("")
+                continue
+            ratio = f" ({r['predicted_model_steps_per_s'] / base['predicted_model_steps_per_s']:.2f}×)" if base else ""
+            cells.append(f"{r['bytes_per_model_step'] / 1e9:.2f}, {r['predicted_model_steps_per_s']:,.0f}{ratio}")
+        lines.append(f"| {path} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -10,7 +10,9 @@ from icl_regression.config import run_config_from_dict
 
 from conftest import TINY_SWEEP
 
-BASE = run_config_from_dict({k: v for k, v in TINY_SWEEP.items() if k != "sweep"})
+# The tiny sweep's model and data, 40 steps, no bootstrap (one evaluator to compile per path).
+BASE = run_config_from_dict({k: v for k, v in TINY_SWEEP.items() if k != "sweep"}).replace(
+    train={"steps": 40}, eval={"num_bootstrap": 0}, checkpoint={"interval": 40})
 
 
 def test_precision_check_compares_both_paths_per_task_count_and_metric(tmp_path):

@@ -1,4 +1,6 @@
-"""Causal flash attention by JAX's own Pallas (Triton) kernel, `jax.experimental.pallas.ops.gpu.attention.mha`.
+"""Causal attention kernels: `qkv_attention` (`model.attention="fused"`), this project's kernel that reads the
+packed qkv projection directly; and `flash_attention` (`model.attention="pallas"`), JAX's own Pallas (Triton) flash
+attention, `jax.experimental.pallas.ops.gpu.attention.mha`.
 
 `model.attention="pallas"`: a fused attention that, unlike cuDNN's, compiles ahead of time for an H100 on a CPU
 host, so the roofline prediction of fused attention has a real program to read (it moves the same arrays as
@@ -13,10 +15,13 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
 
 from icl_regression.kernels import common
 
 MAX_BLOCK = 64
+NUM_WARPS = 4
 
 
 def _block(length: int) -> int:
@@ -41,3 +46,96 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
                                  causal=True, block_sizes=sizes, interpret=interpret)
 
     return common.on_platform(build, q, k, v)
+
+
+# Causal attention read straight from the qkv projection: one program per sequence (T = 2K = 32 tokens fits in
+# one tile, so no online softmax), all heads in turn. q, k, v are column blocks of qkv [B, T, 3d] (the model's
+# layout: heads of q, then of k, then of v), the output is written as [B, T, d], and the backward pass writes
+# ∂qkv in the same layout: none of the split, transpose and concatenate copies that XLA, cuDNN or the flash kernel
+# above need around the attention core (../shared/DEVICE.md: 29% of the base model's bytes with them).
+MASKED = -1e30
+
+
+def _probabilities(q, k, scale):
+    length = q.shape[0]
+    scores = common.matmul_t(q, k) * scale
+    causal = jnp.arange(length)[None, :] <= jnp.arange(length)[:, None]
+    scores = jnp.where(causal, scores, MASKED)
+    weights = jnp.exp(scores - jnp.max(scores, axis=1, keepdims=True))
+    return weights / jnp.sum(weights, axis=1, keepdims=True)
+
+
+def _head_columns(head: int, head_dim: int, width: int):
+    return (pl.ds(head * head_dim, head_dim), pl.ds(width + head * head_dim, head_dim),
+            pl.ds(2 * width + head * head_dim, head_dim))
+
+
+def _qkv_forward_kernel(qkv_ref, out_ref, *, num_heads):
+    width = out_ref.shape[-1]
+    head_dim = width // num_heads
+    for head in range(num_heads):
+        q_cols, k_cols, v_cols = _head_columns(head, head_dim, width)
+        v = qkv_ref[:, v_cols]
+        probs = _probabilities(qkv_ref[:, q_cols], qkv_ref[:, k_cols], 1.0 / math.sqrt(head_dim))
+        out_ref[:, q_cols] = common.matmul(probs.astype(v.dtype), v).astype(out_ref.dtype)
+
+
+def _qkv_backward_kernel(qkv_ref, dout_ref, dqkv_ref, *, num_heads):
+    width = dout_ref.shape[-1]
+    head_dim = width // num_heads
+    scale = 1.0 / math.sqrt(head_dim)
+    for head in range(num_heads):
+        q_cols, k_cols, v_cols = _head_columns(head, head_dim, width)
+        q, k, v, dout = qkv_ref[:, q_cols], qkv_ref[:, k_cols], qkv_ref[:, v_cols], dout_ref[:, q_cols]
+        probs = _probabilities(q, k, scale)
+        dprobs = common.matmul_t(dout, v)
+        dscores = (probs * (dprobs - jnp.sum(probs * dprobs, axis=1, keepdims=True))).astype(q.dtype)
+        dqkv_ref[:, q_cols] = (common.matmul(dscores, k) * scale).astype(dqkv_ref.dtype)
+        dqkv_ref[:, k_cols] = (common.t_matmul(dscores, q) * scale).astype(dqkv_ref.dtype)
+        dqkv_ref[:, v_cols] = common.t_matmul(probs.astype(v.dtype), dout).astype(dqkv_ref.dtype)
+
+
+def _per_sequence(shape):
+    return pl.BlockSpec((None, *shape[1:]), lambda b: (b, 0, 0))
+
+
+def _qkv_forward(qkv, num_heads):
+    batch, length, width3 = qkv.shape
+    out_shape = jax.ShapeDtypeStruct((batch, length, width3 // 3), qkv.dtype)
+
+    def build(interpret):
+        return pl.pallas_call(
+            functools.partial(_qkv_forward_kernel, num_heads=num_heads), out_shape=out_shape, grid=(batch,),
+            in_specs=[_per_sequence(qkv.shape)], out_specs=_per_sequence(out_shape.shape),
+            compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="qkv_attention_fwd")
+
+    return common.on_platform(build, qkv)
+
+
+def _qkv_backward(qkv, dout, num_heads):
+    def build(interpret):
+        return pl.pallas_call(
+            functools.partial(_qkv_backward_kernel, num_heads=num_heads),
+            out_shape=jax.ShapeDtypeStruct(qkv.shape, qkv.dtype), grid=(qkv.shape[0],),
+            in_specs=[_per_sequence(qkv.shape), _per_sequence(dout.shape)], out_specs=_per_sequence(qkv.shape),
+            compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="qkv_attention_bwd")
+
+    return common.on_platform(build, qkv, dout)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def qkv_attention(qkv: jax.Array, num_heads: int) -> jax.Array:
+    """Causal softmax attention [B, T, d] of the heads packed in qkv [B, T, 3d] (q heads, k heads, v heads), each
+    scaled by 1/√head_dim, as `jax.nn.dot_product_attention` on the split and reshaped q, k, v."""
+    return _qkv_forward(qkv, num_heads)
+
+
+def _qkv_attention_fwd(qkv, num_heads):
+    return _qkv_forward(qkv, num_heads), qkv
+
+
+def _qkv_attention_bwd(num_heads, qkv, dout):
+    return (_qkv_backward(qkv, dout.astype(qkv.dtype), num_heads),)
+
+
+qkv_attention.defvjp(_qkv_attention_fwd, _qkv_attention_bwd)
