@@ -7,12 +7,13 @@ figures to results/benchmarks/<device>_<size>_<timestamp>.json. No rate includes
     python experiments/benchmark.py --num_layers=2 --d_model=32 --num_heads=2 --ensemble_size=2
 
 Unset flags take backend defaults (icl_regression.benchmarking.BACKEND_DEFAULTS): on GPU 20 models, fast path
-"fast" (bfloat16 + cuDNN attention + fused MLP and LayerNorm kernels), 100 steps per call, dMMSE with 2^20 tasks
+"fast" (bfloat16 + fused attention, MLP and LayerNorm kernels), 100 steps per call, dMMSE with 2^20 tasks
 × 2^16 sequences; on CPU 4 models, fast path "bfloat16" (the Pallas kernels would run in interpret mode there),
 5 steps per call, 2^14 × 2^10. `--fast_path` takes ModelConfig.fast_path labels ("bfloat16+fused_mlp", …,
-comma-separated: each is timed side by side) or "none". What it should show: the speed-up of one compiled program for many models over one program per model
-grows with the accelerator's width (DEVICE.md: 361 steps/s for the paper's code on an H100); on CPU, where there
-is no width to fill, it stays small. experiments/PERFORMANCE.md has the predicted and measured GPU figures.
+comma-separated: each is timed side by side) or "none". What it should show: the speed-up of one compiled program
+for many models over one program per model grows with the accelerator's width (DEVICE.md: 361 steps/s for the
+paper's code on an H100); on CPU, where there is no width to fill, it stays small. experiments/PERFORMANCE.md has
+the predicted and measured GPU figures.
 """
 
 from absl import app, flags

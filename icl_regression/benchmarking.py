@@ -58,8 +58,8 @@ PEAKS: tuple[tuple[str, DevicePeak], ...] = (
 )
 
 # Defaults that depend on the backend; flags left unset take these. `fast_path` is a ModelConfig.fast_path label
-# ("fast" = bfloat16 + cuDNN attention + fused MLP and LayerNorm) or "none"; on CPU the Pallas kernels would run
-# in interpret mode, which says nothing of speed, so the CPU's fast path is plain bfloat16.
+# ("fast" = config.FAST_PATH: bfloat16 + fused attention, MLP and LayerNorm kernels) or "none"; on CPU the Pallas
+# kernels would run in interpret mode, which says nothing of speed, so the CPU's fast path is plain bfloat16.
 BACKEND_DEFAULTS = {
     "gpu": {"ensemble_size": 20, "fast_path": "fast", "steps_per_call": 100, "dmmse_tasks": 2**20,
             "dmmse_sequences": 2**16},

@@ -140,8 +140,9 @@ class ModelConfig:
         return "+".join(parts)
 
 
-# The whole fast training path, as a `ModelConfig.fast_path` label.
-FAST_PATH = "bfloat16+cudnn+fused_mlp+fused_ln"
+# The whole fast training path, as a `ModelConfig.fast_path` label ("fast" on the command line): every kernel of
+# this project (the best H100 prediction, experiments/PERFORMANCE.md; cuDNN attention is the alternative to measure).
+FAST_PATH = "bfloat16+fused_attn+fused_mlp+fused_ln"
 _FAST_PATH_PARTS = {"cudnn": ("attention", "cudnn"), "pallas": ("attention", "pallas"),
                     "fused_attn": ("attention", "fused"),
                     "fused_mlp": ("mlp", "fused"), "fused_ln": ("layer_norm", "fused")}

@@ -43,11 +43,14 @@ class CausalSelfAttention(nn.Module):
     def __call__(self, h):  # [B, T, d]
         batch, length, _ = h.shape
         head_dim = self.d_model // self.num_heads
-        qkv = nn.Dense(3 * self.d_model, dtype=self.dtype, kernel_init=nn.initializers.normal(INIT_STD),
-                       name="qkv")(h)
-        if self.implementation == "fused":  # reads the packed heads of qkv, writes [B, T, d]
-            attended = kernels_attention.qkv_attention(qkv, self.num_heads)
+        if self.implementation == "fused":  # the kernel adds the bias and reads the packed heads of h·W
+            kernel, bias = _DenseParams(3 * self.d_model, nn.initializers.normal(INIT_STD), name="qkv")(self.d_model)
+            with jax.named_scope("qkv"):  # op names as the Dense's (the roofline's parts read them)
+                qkv = jnp.dot(h, kernel.astype(self.dtype))
+            attended = kernels_attention.qkv_attention(qkv, bias, self.num_heads)
         else:
+            qkv = nn.Dense(3 * self.d_model, dtype=self.dtype, kernel_init=nn.initializers.normal(INIT_STD),
+                           name="qkv")(h)
             q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head_dim), 3, axis=2)
             attended = causal_attention(q, k, v, self.implementation)  # [B, T, H, head_dim]
         return nn.Dense(self.d_model, dtype=self.dtype, kernel_init=nn.initializers.normal(self.resid_std),

@@ -135,17 +135,19 @@ def test_pallas_flash_attention_matches_xla_attention(dtype, tolerance):
 def test_qkv_attention_matches_xla_attention_on_the_split_heads(dtype, tolerance):
     batch, length, heads, head_dim = 3, 16, 2, 16
     width = heads * head_dim
-    keys = jax.random.split(jax.random.key(4), 2)
+    keys = jax.random.split(jax.random.key(4), 3)
     inputs = {"qkv": jax.random.normal(keys[0], (ENSEMBLE, batch, length, 3 * width)),
-              "cotangent": jax.random.normal(keys[1], (ENSEMBLE, batch, length, width))}
+              "bias": jax.random.normal(keys[1], (ENSEMBLE, 3 * width)),
+              "cotangent": jax.random.normal(keys[2], (ENSEMBLE, batch, length, width))}
 
-    def xla(qkv):  # the model's plain path: split the packed heads, attend, merge the heads
+    def xla(qkv, bias):  # the model's plain path: add the bias, split the packed heads, attend, merge the heads
+        qkv = qkv + bias.astype(qkv.dtype)
         q, k, v = jnp.split(qkv.reshape(batch, length, 3 * heads, head_dim), 3, axis=2)
         return jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(batch, length, width)
 
     exact = _value_and_grads(xla, inputs, jnp.float32)
-    fused = _value_and_grads(lambda qkv: kernels_attention.qkv_attention(qkv, heads), inputs, dtype)
-    assert fused["out"].dtype == dtype
+    fused = _value_and_grads(lambda qkv, bias: kernels_attention.qkv_attention(qkv, bias, heads), inputs, dtype)
+    assert fused["out"].dtype == dtype and fused["bias"].dtype == jnp.float32
     _assert_close(fused, exact, exact, tolerance)
 
 
@@ -155,11 +157,12 @@ STEP_CONFIG = {"data": {"dim": 4, "context_len": 8, "num_tasks": 4},
                "train": {"steps": 10, "batch_size": 8, "schedule": "constant", "seed": 0}}
 
 
-def test_every_path_initialises_the_same_parameters():
+@pytest.mark.parametrize("attention", ["cudnn", "fused"])
+def test_every_path_initialises_the_same_parameters(attention):
     xs, ys = jnp.zeros((1, 8, 4)), jnp.zeros((1, 8))
     key = rng.stream_key(0, rng.Stream.INIT)
     plain = Transformer(ModelConfig(num_layers=2, d_model=32)).init(key, xs, ys)
-    fast = Transformer(ModelConfig(num_layers=2, d_model=32, **FAST)).init(key, xs, ys)
+    fast = Transformer(ModelConfig(num_layers=2, d_model=32, **{**FAST, "attention": attention})).init(key, xs, ys)
     assert jax.tree.structure(plain) == jax.tree.structure(fast)
     for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(fast)):
         assert a.dtype == b.dtype == jnp.float32

@@ -29,7 +29,8 @@ def test_precision_check_compares_both_paths_per_task_count_and_metric(tmp_path)
         # Same seed, same data: the paths differ by rounding only, far less than two seeds differ.
         assert row["paired_max_abs_difference"] < row["seed_spread"]
     assert record["within_seed_spread"] and record["max_ratio"] < 1
-    assert len({p.name for p in (tmp_path / "bfloat16").iterdir()} | {p.name for p in (tmp_path / "float32").iterdir()}) == 8
+    run_names = {p.name for path in ("float32", "bfloat16") for p in (tmp_path / path).iterdir()}
+    assert len(run_names) == 8  # four models per path, each path's runs named apart
     assert "M=     2" in precision.format_table(record)
 
     again = precision.run_precision_check(spec, tmp_path)  # finished runs are read, not retrained

@@ -50,9 +50,11 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
 
 # Causal attention read straight from the qkv projection: one program per sequence (T = 2K = 32 tokens fits in
 # one tile, so no online softmax), all heads in turn. q, k, v are column blocks of qkv [B, T, 3d] (the model's
-# layout: heads of q, then of k, then of v), the output is written as [B, T, d], and the backward pass writes
-# ∂qkv in the same layout: none of the split, transpose and concatenate copies that XLA, cuDNN or the flash kernel
-# above need around the attention core (../shared/DEVICE.md: 29% of the base model's bytes with them).
+# layout: heads of q, then of k, then of v) to which the kernel adds the projection's bias; the output is written
+# as [B, T, d], and the backward pass writes ∂qkv in the same layout and per-sequence partial sums of ∂bias. None
+# of the split, transpose and concatenate copies that XLA, cuDNN or the flash kernel above need around the
+# attention core (../shared/DEVICE.md: 29% of the base model's bytes with them), nor XLA's separate bias add and
+# bias-gradient reduction over qkv.
 MASKED = -1e30
 
 
@@ -70,72 +72,90 @@ def _head_columns(head: int, head_dim: int, width: int):
             pl.ds(2 * width + head * head_dim, head_dim))
 
 
-def _qkv_forward_kernel(qkv_ref, out_ref, *, num_heads):
+def _load(qkv_ref, bias_ref, cols):
+    return (qkv_ref[:, cols].astype(jnp.float32) + bias_ref[cols]).astype(qkv_ref.dtype)
+
+
+def _qkv_forward_kernel(qkv_ref, bias_ref, out_ref, *, num_heads):
     width = out_ref.shape[-1]
     head_dim = width // num_heads
     for head in range(num_heads):
         q_cols, k_cols, v_cols = _head_columns(head, head_dim, width)
-        v = qkv_ref[:, v_cols]
-        probs = _probabilities(qkv_ref[:, q_cols], qkv_ref[:, k_cols], 1.0 / math.sqrt(head_dim))
+        v = _load(qkv_ref, bias_ref, v_cols)
+        probs = _probabilities(_load(qkv_ref, bias_ref, q_cols), _load(qkv_ref, bias_ref, k_cols),
+                               1.0 / math.sqrt(head_dim))
         out_ref[:, q_cols] = common.matmul(probs.astype(v.dtype), v).astype(out_ref.dtype)
 
 
-def _qkv_backward_kernel(qkv_ref, dout_ref, dqkv_ref, *, num_heads):
+def _qkv_backward_kernel(qkv_ref, bias_ref, dout_ref, dqkv_ref, dbias_ref, *, num_heads):
     width = dout_ref.shape[-1]
     head_dim = width // num_heads
     scale = 1.0 / math.sqrt(head_dim)
     for head in range(num_heads):
         q_cols, k_cols, v_cols = _head_columns(head, head_dim, width)
-        q, k, v, dout = qkv_ref[:, q_cols], qkv_ref[:, k_cols], qkv_ref[:, v_cols], dout_ref[:, q_cols]
+        q, k, v = (_load(qkv_ref, bias_ref, cols) for cols in (q_cols, k_cols, v_cols))
+        dout = dout_ref[:, q_cols]
         probs = _probabilities(q, k, scale)
         dprobs = common.matmul_t(dout, v)
         dscores = (probs * (dprobs - jnp.sum(probs * dprobs, axis=1, keepdims=True))).astype(q.dtype)
-        dqkv_ref[:, q_cols] = (common.matmul(dscores, k) * scale).astype(dqkv_ref.dtype)
-        dqkv_ref[:, k_cols] = (common.t_matmul(dscores, q) * scale).astype(dqkv_ref.dtype)
-        dqkv_ref[:, v_cols] = common.t_matmul(probs.astype(v.dtype), dout).astype(dqkv_ref.dtype)
+        grads = ((q_cols, common.matmul(dscores, k) * scale), (k_cols, common.t_matmul(dscores, q) * scale),
+                 (v_cols, common.t_matmul(probs.astype(v.dtype), dout)))
+        for cols, grad in grads:
+            dqkv_ref[:, cols] = grad.astype(dqkv_ref.dtype)
+            dbias_ref[cols] = jnp.sum(grad, axis=0)
 
 
 def _per_sequence(shape):
     return pl.BlockSpec((None, *shape[1:]), lambda b: (b, 0, 0))
 
 
-def _qkv_forward(qkv, num_heads):
+def _vector(width):
+    return pl.BlockSpec((width,), lambda b: (0,))
+
+
+def _qkv_forward(qkv, bias, num_heads):
     batch, length, width3 = qkv.shape
     out_shape = jax.ShapeDtypeStruct((batch, length, width3 // 3), qkv.dtype)
 
     def build(interpret):
         return pl.pallas_call(
             functools.partial(_qkv_forward_kernel, num_heads=num_heads), out_shape=out_shape, grid=(batch,),
-            in_specs=[_per_sequence(qkv.shape)], out_specs=_per_sequence(out_shape.shape),
+            in_specs=[_per_sequence(qkv.shape), _vector(width3)], out_specs=_per_sequence(out_shape.shape),
             compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="qkv_attention_fwd")
 
-    return common.on_platform(build, qkv)
+    return common.on_platform(build, qkv, bias)
 
 
-def _qkv_backward(qkv, dout, num_heads):
+def _qkv_backward(qkv, bias, dout, num_heads):
+    batch, _, width3 = qkv.shape
+
     def build(interpret):
         return pl.pallas_call(
             functools.partial(_qkv_backward_kernel, num_heads=num_heads),
-            out_shape=jax.ShapeDtypeStruct(qkv.shape, qkv.dtype), grid=(qkv.shape[0],),
-            in_specs=[_per_sequence(qkv.shape), _per_sequence(dout.shape)], out_specs=_per_sequence(qkv.shape),
+            out_shape=(jax.ShapeDtypeStruct(qkv.shape, qkv.dtype),
+                       jax.ShapeDtypeStruct((batch, width3), jnp.float32)), grid=(batch,),
+            in_specs=[_per_sequence(qkv.shape), _vector(width3), _per_sequence(dout.shape)],
+            out_specs=(_per_sequence(qkv.shape), pl.BlockSpec((None, width3), lambda b: (b, 0))),
             compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="qkv_attention_bwd")
 
-    return common.on_platform(build, qkv, dout)
+    return common.on_platform(build, qkv, bias, dout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def qkv_attention(qkv: jax.Array, num_heads: int) -> jax.Array:
-    """Causal softmax attention [B, T, d] of the heads packed in qkv [B, T, 3d] (q heads, k heads, v heads), each
-    scaled by 1/√head_dim, as `jax.nn.dot_product_attention` on the split and reshaped q, k, v."""
-    return _qkv_forward(qkv, num_heads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def qkv_attention(qkv: jax.Array, bias: jax.Array, num_heads: int) -> jax.Array:
+    """Causal softmax attention [B, T, d] of the heads packed in qkv + bias ([B, T, 3d] + [3d]: q heads, k heads,
+    v heads), each scaled by 1/√head_dim: `jax.nn.dot_product_attention` on the split and reshaped q, k, v."""
+    return _qkv_forward(qkv, bias.astype(jnp.float32), num_heads)
 
 
-def _qkv_attention_fwd(qkv, num_heads):
-    return _qkv_forward(qkv, num_heads), qkv
+def _qkv_attention_fwd(qkv, bias, num_heads):
+    return qkv_attention(qkv, bias, num_heads), (qkv, bias)
 
 
-def _qkv_attention_bwd(num_heads, qkv, dout):
-    return (_qkv_backward(qkv, dout.astype(qkv.dtype), num_heads),)
+def _qkv_attention_bwd(num_heads, residuals, dout):
+    qkv, bias = residuals
+    dqkv, dbias = _qkv_backward(qkv, bias.astype(jnp.float32), dout.astype(qkv.dtype), num_heads)
+    return dqkv, dbias.sum(axis=0).astype(bias.dtype)
 
 
 qkv_attention.defvjp(_qkv_attention_fwd, _qkv_attention_bwd)

@@ -28,13 +28,24 @@ from jax.experimental import pallas as pl
 
 from icl_regression.kernels import common
 
-NUM_WARPS = 4
 MAX_ROW_SPLITS = 4  # the dW kernel's programs split the rows this many ways (then sum the float32 partials)
+
+# Tile choices are first guesses for an H100, untuned (experiments/PERFORMANCE.md): they bound the float32
+# accumulators each program keeps in registers ([rows, d] in the forward and ∂x kernels, 2 × [d, block] in ∂W).
+
+
+def num_warps(width: int) -> int:
+    return 4 if width <= 64 else 8
 
 
 def hidden_block(width: int, hidden: int) -> int:
-    """Hidden units per step of a kernel's loop: 64 up to d = 128, 32 above (bounds the float32 accumulators)."""
+    """Hidden units per loop step of the forward and ∂x kernels: 64 up to d = 128, 32 above."""
     return min(hidden, 64 if width <= 128 else 32)
+
+
+def dw_hidden_block(width: int, hidden: int) -> int:
+    """Hidden units per program of the ∂W kernel: 32 up to d = 128, 16 above."""
+    return min(hidden, 32 if width <= 128 else 16)
 
 
 def _normed(x, scale_ref, bias_ref, dtype):
@@ -103,11 +114,11 @@ def _dw_kernel(x_ref, dout_ref, ln_scale_ref, ln_bias_ref, w1_ref, b1_ref, w2_re
     dw1_ref[...], db1_ref[...], dw2_ref[...] = acc1, accb1, acc2
 
 
-def _layout(x, w1):
+def _layout(x, w1, dw: bool = False):
     num_rows, width = x.shape
     hidden = w1.shape[1]
     block_rows = common.row_block(num_rows, width)
-    return num_rows, width, hidden, block_rows, hidden_block(width, hidden)
+    return num_rows, width, hidden, block_rows, (dw_hidden_block if dw else hidden_block)(width, hidden)
 
 
 def _vector(width):
@@ -129,7 +140,8 @@ def _forward_2d(x, ln_scale, ln_bias, w1, b1, w2, b2):
             out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), grid=(x.shape[0] // block_rows,),
             in_specs=[rows, _vector(width), _vector(width), _whole(w1.shape), _vector(hidden), _whole(w2.shape),
                       _vector(width)],
-            out_specs=rows, compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="mlp_fwd")
+            out_specs=rows, compiler_params=common.triton_params(num_warps(width)), interpret=interpret,
+            name="mlp_fwd")
 
     return common.on_platform(build, x, ln_scale, ln_bias, w1, b1, w2, b2)[:num_rows]
 
@@ -149,14 +161,14 @@ def _dx_2d(x, dout, ln_scale, ln_bias, w1, b1, w2):
             in_specs=[rows, rows, _vector(width), _vector(width), _whole(w1.shape), _vector(hidden),
                       _whole(w2.shape)],
             out_specs=(rows, partial_spec, partial_spec, partial_spec),
-            compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="mlp_dx")
+            compiler_params=common.triton_params(num_warps(width)), interpret=interpret, name="mlp_dx")
 
     dx, dln_scale, dln_bias, db2 = common.on_platform(build, x, dout, ln_scale, ln_bias, w1, b1, w2)
     return dx[:num_rows], dln_scale.sum(axis=0), dln_bias.sum(axis=0), db2.sum(axis=0)
 
 
 def _dw_2d(x, dout, ln_scale, ln_bias, w1, b1, w2):
-    num_rows, width, hidden, block_rows, block_hidden = _layout(x, w1)
+    num_rows, width, hidden, block_rows, block_hidden = _layout(x, w1, dw=True)
     x, dout = common.pad_rows(x, block_rows), common.pad_rows(dout, block_rows)
     tiles = x.shape[0] // block_rows
     splits = math.gcd(tiles, MAX_ROW_SPLITS)
@@ -175,7 +187,7 @@ def _dw_2d(x, dout, ln_scale, ln_bias, w1, b1, w2):
             out_specs=(pl.BlockSpec((None, width, block_hidden), lambda j, s: (s, 0, j)),
                        pl.BlockSpec((None, block_hidden), lambda j, s: (s, j)),
                        pl.BlockSpec((None, block_hidden, width), lambda j, s: (s, j, 0))),
-            compiler_params=common.triton_params(NUM_WARPS), interpret=interpret, name="mlp_dw")
+            compiler_params=common.triton_params(num_warps(width)), interpret=interpret, name="mlp_dw")
 
     dw1, db1, dw2 = common.on_platform(build, x, dout, ln_scale, ln_bias, w1, b1, w2)
     return dw1.sum(axis=0), db1.sum(axis=0), dw2.sum(axis=0)
