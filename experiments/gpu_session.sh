@@ -10,7 +10,7 @@
 #   2. benchmark small (ensemble 22, batch 256): float32 path, fast path ("fast" = config.FAST_PATH) and the
 #      one-model float32 reference side by side, compilation timed apart;
 #   3. benchmark base (ensemble 20, batch 256), the same three;
-#   4. precision check: small model, M = 32 … 16384 × seeds 0, 1, 10k steps, float32 vs the fast path;
+#   4. precision check: small model, M = 32 … 16384 × seeds 0, 1, 8k steps, float32 vs the fast path;
 #   5. benchmark small at batch 512 (float32, fast, reference);
 #   6. the kernel tests on the GPU itself (Triton kernels, cuDNN attention; all but the exact-float32 ones);
 #   7. if time is left: small at batch 256 again with plain bfloat16 and the cuDNN variant of the fast path.
@@ -40,7 +40,7 @@ BENCH="$PY experiments/benchmark.py --repeats=3 --steps_per_call=100 --dmmse_tas
 step 30 $PY -c "import jax, jaxlib, flax, optax; print(jax.__version__, jaxlib.__version__, flax.__version__, optax.__version__, jax.devices())"
 step 130 $BENCH --fast_path=fast --size=small --batch_size=256 --ensemble_size=22
 step 160 $BENCH --fast_path=fast --size=base --batch_size=256 --ensemble_size=20
-step 200 $PY experiments/precision.py --size=small --batch_size=256 --steps=10000 --fast_path=fast \
+step 200 $PY experiments/precision.py --size=small --batch_size=256 --steps=8000 --eval_interval=2000 --fast_path=fast \
     --num_tasks=32,256,1024,4096,16384 --seeds=0,1 --workdir=/tmp/precision_runs --out="$OUT/precision"
 step 120 $BENCH --fast_path=fast --size=small --batch_size=512 --ensemble_size=22
 step 90 env JAX_PLATFORMS=cuda $PY -m pytest -q -k "not exact" tests/test_kernels.py
