@@ -1,21 +1,26 @@
-"""Times whole training steps of an ensemble against the paper's one-model-per-program recipe, plus evaluation and
-dMMSE, and writes the figures to results/benchmarks/<device>_<size>_<timestamp>.json.
+"""Times whole training steps of an ensemble on the float32 path the sweeps use and on a fast path, side by side
+with the paper's one-model-per-program recipe in the same process, plus evaluation and dMMSE, and writes the
+figures to results/benchmarks/<device>_<size>_<timestamp>.json. No rate includes compilation (timed apart).
 
-    python experiments/benchmark.py --size=small                   # CPU: ~2-4 min on 2 cores
-    python experiments/benchmark.py --size=base --eval             # GPU: the paper's model, 8 models in bf16
+    python experiments/benchmark.py --size=small                   # CPU: ~3-6 min on 2 cores
+    python experiments/benchmark.py --size=base --ensemble_size=20 --dmmse_tasks=0   # GPU: float32 and "fast"
     python experiments/benchmark.py --num_layers=2 --d_model=32 --num_heads=2 --ensemble_size=2
 
-Unset flags take backend defaults (icl_regression.benchmarking.BACKEND_DEFAULTS): on GPU 8 models in bfloat16,
-100 steps per call, dMMSE with 2^20 tasks × 2^16 sequences; on CPU 4 models in float32, 5 steps per call, 2^14 ×
-2^10. What it should show: the speed-up of one compiled program for many models over one program per model grows
-with the accelerator's width (DEVICE.md: 361 steps/s for the paper's code on an H100 against a ~9,800
-model-steps/s limit); on CPU, where there is no width to fill, it stays small.
+Unset flags take backend defaults (icl_regression.benchmarking.BACKEND_DEFAULTS): on GPU 20 models, fast path
+"fast" (bfloat16 + fused attention, MLP and LayerNorm kernels), 100 steps per call, dMMSE with 2^20 tasks
+× 2^16 sequences; on CPU 4 models, fast path "bfloat16" (the Pallas kernels would run in interpret mode there),
+5 steps per call, 2^14 × 2^10. `--fast_path` takes ModelConfig.fast_path labels ("bfloat16+fused_mlp", …,
+comma-separated: each is timed side by side) or "none". What it should show: the speed-up of one compiled program
+for many models over one program per model grows with the accelerator's width (DEVICE.md: 361 steps/s for the
+paper's code on an H100); on CPU, where there is no width to fill, it stays small. experiments/PERFORMANCE.md has
+the predicted and measured GPU figures.
 """
 
 from absl import app, flags
 
 from icl_regression import benchmarking
-from icl_regression.config import ENSEMBLE_STRATEGIES, MODEL_SIZES, ConfigError, RunConfig, model_size
+from icl_regression.config import (ENSEMBLE_STRATEGIES, MODEL_SIZES, ConfigError, RunConfig, fast_path_overrides,
+                                   model_size)
 
 _SIZE = flags.DEFINE_enum("size", "base", list(MODEL_SIZES), "Model size of the study.")
 _NUM_LAYERS = flags.DEFINE_integer("num_layers", None, "Overrides the size's depth.")
@@ -24,14 +29,14 @@ _NUM_HEADS = flags.DEFINE_integer("num_heads", None, "Overrides the size's numbe
 _DIM = flags.DEFINE_integer("dim", 8, "Task dimension D.")
 _CONTEXT_LEN = flags.DEFINE_integer("context_len", 16, "Pairs per sequence K.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sequences per model per step.")
-_ENSEMBLE_SIZE = flags.DEFINE_integer("ensemble_size", None, "Models per compiled program (default: 8 GPU, 4 CPU).")
-_COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
-                                   "Compute dtype (default: bfloat16 on accelerators, float32 on CPU).")
+_ENSEMBLE_SIZE = flags.DEFINE_integer("ensemble_size", None, "Models per compiled program (default: 20 GPU, 4 CPU).")
+_FAST_PATHS = flags.DEFINE_list("fast_path", None, "Compute paths timed beside float32: ModelConfig.fast_path "
+                                 "labels, 'fast', or 'none' (default: 'fast' on GPU, 'bfloat16' on CPU).")
 _STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", None, "Training steps per compiled call.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats after warm-up (the median is reported).")
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", list(ENSEMBLE_STRATEGIES), "How models share a program.")
 _EVAL = flags.DEFINE_bool("eval", False, "Also time one full group evaluation at the default eval settings.")
-_DMMSE_TASKS = flags.DEFINE_integer("dmmse_tasks", None, "Pool size M for the dMMSE timing.")
+_DMMSE_TASKS = flags.DEFINE_integer("dmmse_tasks", None, "Pool size M for the dMMSE timing (0: skip it).")
 _DMMSE_SEQUENCES = flags.DEFINE_integer("dmmse_sequences", None, "Sequences for the dMMSE timing.")
 _OUT = flags.DEFINE_string("out", "results/benchmarks", "Folder that receives the JSON record.")
 
@@ -45,12 +50,16 @@ def _spec() -> benchmarking.BenchmarkSpec:
     size_label = _SIZE.value if all(v is None for v in overrides.values()) else (
         f"L{model['num_layers']}_d{model['d_model']}_h{model['num_heads']}")
     cfg = RunConfig().replace(
-        data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value},
-        model={**model, "compute_dtype": pick(_COMPUTE_DTYPE, "compute_dtype")},
+        data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value}, model=model,
         train={"batch_size": _BATCH_SIZE.value, "ensemble_strategy": _STRATEGY.value})
+    fast_paths = tuple(p for p in (_FAST_PATHS.value or [benchmarking.backend_defaults()["fast_path"]])
+                       if p != "none")
+    for label in fast_paths:
+        cfg.replace(model=fast_path_overrides(label))  # a bad label fails here, before anything compiles
     return benchmarking.BenchmarkSpec(
         cfg, size_label, pick(_ENSEMBLE_SIZE, "ensemble_size"), pick(_STEPS_PER_CALL, "steps_per_call"),
-        _REPEATS.value, _EVAL.value, pick(_DMMSE_TASKS, "dmmse_tasks"), pick(_DMMSE_SEQUENCES, "dmmse_sequences"))
+        _REPEATS.value, _EVAL.value, pick(_DMMSE_TASKS, "dmmse_tasks"), pick(_DMMSE_SEQUENCES, "dmmse_sequences"),
+        fast_paths)
 
 
 def main(argv):

@@ -1,12 +1,14 @@
 """Speed of whole training steps, of evaluation and of dMMSE, measured side by side with the paper's way of training.
 
-Every figure comes from one process on one device (the default device): warm up (compile), then the median of
-several repeats, each synchronised with `block_until_ready`; the repeats of our path and of the reference
-alternate, so that other work on a shared machine slows both alike. A training step is the whole step the engine
-runs: sampling on device, forward, backward and Adam (`training.make_train_chunk`). The reference path is the paper's
-recipe on the same device: one model per compiled program, float32, one step per call from a Python loop.
-Ratios between the two are the figures to trust across machines; absolute rates depend on the device and on what
-else runs on it.
+Every figure comes from one process on one device (the default device): compile (timed apart, ahead of the first
+call), one untimed warm-up call, then the median of several repeats, each synchronised with `block_until_ready`; no
+rate includes compilation. The repeats of the timed paths alternate, so that other work on a shared machine slows
+them alike. A training step is the whole step the engine runs: sampling on device, forward, backward and Adam
+(`training.make_train_chunk`). Three paths run side by side: the ensemble on the float32 path the sweeps use, the
+same ensemble on a fast path (`ModelConfig.fast_path`, e.g. bfloat16 with cuDNN attention and fused kernels), and
+the paper's recipe on the same device: one model per compiled program, float32, one step per call from a Python
+loop. Ratios between them are the figures to trust across machines; absolute rates depend on the device and on
+what else runs on it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from icl_regression import estimators, evaluation, rng, store, tasks, training
-from icl_regression.config import EvalConfig, RunConfig
+from icl_regression.config import EvalConfig, RunConfig, fast_path_overrides
 from icl_regression.model import Transformer, count_params, flops_per_sequence
 
 # Dense peak FLOP/s per device, matched on a substring of `device.device_kind` (first match wins: keep the more
@@ -55,15 +57,18 @@ PEAKS: tuple[tuple[str, DevicePeak], ...] = (
     ("TPU v6 lite", DevicePeak(918e12, None)),  # v6e (Trillium)
 )
 
-# Defaults that depend on the backend; flags left unset take these.
+# Defaults that depend on the backend; flags left unset take these. `fast_path` is a ModelConfig.fast_path label
+# ("fast" = config.FAST_PATH: bfloat16 + fused attention, MLP and LayerNorm kernels) or "none"; on CPU the Pallas
+# kernels would run in interpret mode, which says nothing of speed, so the CPU's fast path is plain bfloat16.
 BACKEND_DEFAULTS = {
-    "gpu": {"ensemble_size": 8, "compute_dtype": "bfloat16", "steps_per_call": 100, "dmmse_tasks": 2**20,
+    "gpu": {"ensemble_size": 20, "fast_path": "fast", "steps_per_call": 100, "dmmse_tasks": 2**20,
             "dmmse_sequences": 2**16},
-    "tpu": {"ensemble_size": 8, "compute_dtype": "bfloat16", "steps_per_call": 100, "dmmse_tasks": 2**20,
+    "tpu": {"ensemble_size": 20, "fast_path": "bfloat16", "steps_per_call": 100, "dmmse_tasks": 2**20,
             "dmmse_sequences": 2**16},
-    "cpu": {"ensemble_size": 4, "compute_dtype": "float32", "steps_per_call": 5, "dmmse_tasks": 2**14,
+    "cpu": {"ensemble_size": 4, "fast_path": "bfloat16", "steps_per_call": 5, "dmmse_tasks": 2**14,
             "dmmse_sequences": 2**10},
 }
+MAX_BENCHMARK_POOL_LOG2 = 15  # member i trains on M = 2^(2(i mod 8) + 1) ≤ 2^15 tasks: cost does not depend on M
 
 
 def backend_defaults(backend: str | None = None) -> dict:
@@ -117,8 +122,10 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, list[flo
 
 
 def group_configs(cfg: RunConfig, num_members: int) -> list[RunConfig]:
-    """A benchmark group: seed 0, nested pools, M = 2, 8, 32, … (training cost does not depend on M)."""
-    return [cfg.replace(data={"num_tasks": 2 ** (2 * i + 1)}) for i in range(num_members)]
+    """A benchmark group: seed 0, nested pools, M = 2, 8, 32, …, 2^15, then again from 2 (bounded pools: training
+    cost does not depend on M, and one shared pool of 2^15 tasks × D floats is 1 MiB at D = 8)."""
+    period = (MAX_BENCHMARK_POOL_LOG2 + 1) // 2
+    return [cfg.replace(data={"num_tasks": 2 ** (2 * (i % period) + 1)}) for i in range(num_members)]
 
 
 def group_inputs(cfgs: list[RunConfig]):
@@ -137,13 +144,14 @@ class TrainTimer:
     repeat makes `calls_per_repeat` calls from a Python loop and waits for the last."""
 
     def __init__(self, cfg: RunConfig, num_members: int, steps_per_call: int, calls_per_repeat: int = 1,
-                 strategy: str | None = None):
+                 strategy: str | None = None, label: str | None = None):
         self.cfg, self.num_members = cfg, num_members
+        self.label = label or cfg.model.fast_path
         self.steps_per_call, self.calls_per_repeat = steps_per_call, calls_per_repeat
         self.strategy = training.resolve_strategy(strategy or cfg.train.ensemble_strategy)
         self.states, self.members, self.pools = group_inputs(group_configs(cfg, num_members))
         self.chunk = training.make_train_chunk(cfg, steps_per_call, self.strategy)
-        self.step, self.first_call_s = 0, None
+        self.step, self.compile_s, self.first_call_s = 0, None, None
 
     def _call(self):
         self.states, metrics = self.chunk(self.states, self.members, self.pools,
@@ -152,7 +160,11 @@ class TrainTimer:
         return metrics
 
     def warm_up(self) -> None:
-        """Compiles (timed as `first_call_s`), then runs one untimed repeat (transfers, allocator growth)."""
+        """Compiles ahead of time (timed as `compile_s`), then times one call (`first_call_s`: transfers, allocator
+        growth, autotuning) and runs one untimed repeat; none of it enters a rate."""
+        start = time.perf_counter()
+        self.chunk = self.chunk.lower(self.states, self.members, self.pools, jnp.asarray(0, jnp.uint32)).compile()
+        self.compile_s = time.perf_counter() - start
         start = time.perf_counter()
         jax.block_until_ready(self._call())
         self.first_call_s = time.perf_counter() - start
@@ -168,9 +180,11 @@ class TrainTimer:
     def figures(self, times: list[float]) -> dict:
         median, steps = statistics.median(times), self.steps_per_call * self.calls_per_repeat
         return {
-            "num_members": self.num_members, "strategy": self.strategy,
-            "compute_dtype": self.cfg.model.compute_dtype, "steps_per_call": self.steps_per_call,
-            "calls_per_repeat": self.calls_per_repeat, "repeats": len(times), "first_call_s": self.first_call_s,
+            "label": self.label, "num_members": self.num_members, "strategy": self.strategy,
+            "compute_dtype": self.cfg.model.compute_dtype, "path": self.cfg.model.fast_path,
+            "model": dataclasses.asdict(self.cfg.model),
+            "steps_per_call": self.steps_per_call, "calls_per_repeat": self.calls_per_repeat,
+            "repeats": len(times), "compile_s": self.compile_s, "first_call_s": self.first_call_s,
             "repeat_s": times, "median_repeat_s": median, "step_s": median / steps, "steps_per_s": steps / median,
             "model_steps_per_s": self.num_members * steps / median,
             "params_per_model": count_params(jax.tree.map(lambda x: x[0], self.states.params)),
@@ -178,10 +192,11 @@ class TrainTimer:
 
 
 def time_side_by_side(timers: list[TrainTimer], repeats: int) -> list[dict]:
-    """Warms every timer up, then alternates their repeats, so that a change in the machine's load (other jobs on
-    a shared box) falls on all of them alike; one figures dict per timer."""
+    """Warms every timer up (unless done already), then alternates their repeats, so that a change in the machine's
+    load (other jobs on a shared box) falls on all of them alike; one figures dict per timer."""
     for timer in timers:
-        timer.warm_up()
+        if timer.compile_s is None:
+            timer.warm_up()
     times = [[] for _ in timers]
     for _ in range(repeats):
         for timer, ts in zip(timers, times):
@@ -199,8 +214,8 @@ def time_training(cfg: RunConfig, num_members: int, steps_per_call: int, repeats
 
 def reference_timer(cfg: RunConfig, steps_per_repeat: int) -> TrainTimer:
     """The paper's recipe: one model per program, float32, one step per call, stepped from Python."""
-    reference = cfg.replace(model={"compute_dtype": "float32"}, train={"ensemble_strategy": "vmap"})
-    return TrainTimer(reference, 1, 1, calls_per_repeat=steps_per_repeat)
+    reference = cfg.replace(model=fast_path_overrides("float32"), train={"ensemble_strategy": "vmap"})
+    return TrainTimer(reference, 1, 1, calls_per_repeat=steps_per_repeat, label="reference")
 
 
 def time_evaluation(cfg: RunConfig, states, num_members: int, repeats: int,
@@ -271,27 +286,50 @@ def _slug(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkSpec:
-    cfg: RunConfig  # model, data, batch size and ensemble strategy
+    cfg: RunConfig  # model size, data, batch size and ensemble strategy (its compute-path fields are ignored)
     size_label: str  # "small" / "base" / "large" or e.g. "L2_d32_h2"
     ensemble_size: int
     steps_per_call: int
     repeats: int
     with_eval: bool
-    dmmse_tasks: int
+    dmmse_tasks: int  # 0: no dMMSE timing
     dmmse_sequences: int
+    fast_paths: tuple[str, ...] = ()  # ModelConfig.fast_path labels timed beside the float32 path
+
+
+def _flops(model_steps_per_s: float, flops_per_model_step: float, device, compute_dtype: str) -> dict:
+    achieved = model_steps_per_s * flops_per_model_step
+    peak = device_peak(device, compute_dtype)
+    return {"achieved_flops": achieved, **peak,
+            "peak_fraction": achieved / peak["peak_flops"] if peak["peak_flops"] else None,
+            "measured_matmul_fraction": (achieved / peak["measured_matmul_flops"]
+                                         if peak["measured_matmul_flops"] else None)}
 
 
 def run_benchmark(spec: BenchmarkSpec) -> dict:
-    """All figures of one benchmark, as a JSON-ready record."""
-    cfg, device = spec.cfg, jax.devices()[0]
+    """All figures of one benchmark, as a JSON-ready record: `train` is the ensemble on the float32 path the
+    sweeps use, `fast` the same ensemble on each of `spec.fast_paths`, `reference` the paper's recipe."""
+    device = jax.devices()[0]
+    cfg = spec.cfg.replace(model=fast_path_overrides("float32"))
     few = max(1, min(spec.repeats, 3))  # evaluation and dMMSE take seconds per call: fewer repeats
     ours = TrainTimer(cfg, spec.ensemble_size, spec.steps_per_call)
-    train, reference = time_side_by_side([ours, reference_timer(cfg, spec.steps_per_call)], spec.repeats)
+    timers, fast_errors = [ours, reference_timer(cfg, spec.steps_per_call)], {}
+    for label in spec.fast_paths:
+        try:  # a fast path that fails to build or compile (a kernel on a new GPU) leaves the other figures
+            timer = TrainTimer(cfg.replace(model=fast_path_overrides(label)), spec.ensemble_size,
+                               spec.steps_per_call, label=label)
+            timer.warm_up()
+            timers.append(timer)
+        except Exception as e:  # recorded in the JSON, and the table says so
+            fast_errors[label] = f"{type(e).__name__}: {e}"[:4000]
+    train, reference, *fast = time_side_by_side(timers, spec.repeats)
     flops_per_model_step = 3 * flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim) * cfg.train.batch_size
-    achieved = train["model_steps_per_s"] * flops_per_model_step
-    reference_achieved = reference["model_steps_per_s"] * flops_per_model_step
-    peak = device_peak(device, cfg.model.compute_dtype)
-    reference_peak = device_peak(device, "float32")
+    reference_flops = _flops(reference["model_steps_per_s"], flops_per_model_step, device, "float32")
+    for figures in fast:
+        figures["speedup"] = figures["model_steps_per_s"] / reference["model_steps_per_s"]
+        figures["over_float32"] = figures["model_steps_per_s"] / train["model_steps_per_s"]
+        figures["flops"] = _flops(figures["model_steps_per_s"], flops_per_model_step, device,
+                                  figures["compute_dtype"])
     record = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": {"kind": device.device_kind, "platform": device.platform, "count": jax.device_count(),
@@ -299,29 +337,29 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
         "versions": _versions(),
         "settings": {"size": spec.size_label, "ensemble_size": spec.ensemble_size,
                      "steps_per_call": spec.steps_per_call, "repeats": spec.repeats, "eval": spec.with_eval,
-                     "dmmse_tasks": spec.dmmse_tasks, "dmmse_sequences": spec.dmmse_sequences},
+                     "dmmse_tasks": spec.dmmse_tasks, "dmmse_sequences": spec.dmmse_sequences,
+                     "fast_paths": list(spec.fast_paths)},
         "config": cfg.to_dict(),
         "train": train,
+        "fast": fast,
+        "fast_errors": fast_errors,
         "reference": reference,
         "speedup": train["model_steps_per_s"] / reference["model_steps_per_s"],
         "flops": {
             "model_flops_per_step": flops_per_model_step,
-            "achieved_flops": achieved,
-            "reference_achieved_flops": reference_achieved,
-            **peak,
-            "peak_fraction": achieved / peak["peak_flops"] if peak["peak_flops"] else None,
-            "measured_matmul_fraction": (achieved / peak["measured_matmul_flops"]
-                                         if peak["measured_matmul_flops"] else None),
-            "reference_peak_fraction": (reference_achieved / reference_peak["peak_flops"]
-                                        if reference_peak["peak_flops"] else None),
+            **_flops(train["model_steps_per_s"], flops_per_model_step, device, "float32"),
+            "reference_achieved_flops": reference_flops["achieved_flops"],
+            "reference_peak_fraction": reference_flops["peak_fraction"],
         },
         "eval": None,
+        "dmmse": None,
     }
     if spec.with_eval:
         ev = time_evaluation(cfg, ours.states, spec.ensemble_size, few)
         ev["sweep_share"] = ev["eval_s"] / (ev["eval_s"] + ev["interval"] * train["step_s"])
         record["eval"] = ev
-    record["dmmse"] = time_dmmse(cfg.data, spec.dmmse_tasks, spec.dmmse_sequences, few)
+    if spec.dmmse_tasks > 0:
+        record["dmmse"] = time_dmmse(cfg.data, spec.dmmse_tasks, spec.dmmse_sequences, few)
     return record
 
 
@@ -343,37 +381,51 @@ def _si(value: float | None, unit: str = "") -> str:
 
 
 def format_table(record: dict) -> str:
-    """A plain-text table of the figures a reader compares."""
+    """A plain-text table of the figures a reader compares (rates exclude compilation, shown apart)."""
     train, ref, flops = record["train"], record["reference"], record["flops"]
     model = record["config"]["model"]
     rows = [
         ("device", f"{record['device']['kind']} ({record['device']['platform']})"),
         ("model", f"{record['settings']['size']}: {model['num_layers']} layers, d={model['d_model']}, "
-                  f"{model['num_heads']} heads, {train['params_per_model']:,} params"),
-        ("ours", f"{train['num_members']} models, {train['strategy']}, {train['compute_dtype']}, "
-                 f"{train['steps_per_call']} steps/call"),
-        ("  steps/s (group)", f"{train['steps_per_s']:.3g}"),
-        ("  model-steps/s", f"{train['model_steps_per_s']:.3g}"),
-        ("  first call (compile)", f"{train['first_call_s']:.1f} s"),
-        ("reference", "1 model/program, float32, 1 step/call"),
-        ("  model-steps/s", f"{ref['model_steps_per_s']:.3g}"),
-        ("speed-up (model-steps/s)", f"{record['speedup']:.2f}×"),
-        ("model FLOPs per step", _si(flops["model_flops_per_step"], "FLOP")),
-        ("achieved", _si(flops["achieved_flops"], "FLOP/s")),
-        ("peak", f"{_si(flops['peak_flops'], 'FLOP/s')} ({flops['source']})"),
-        ("fraction of peak", "n/a" if flops["peak_fraction"] is None else f"{flops['peak_fraction']:.1%}"),
+                  f"{model['num_heads']} heads, {train['params_per_model']:,} params, "
+                  f"batch {record['config']['train']['batch_size']}"),
     ]
-    if flops["measured_matmul_fraction"] is not None:
-        rows.append(("fraction of measured matmul", f"{flops['measured_matmul_fraction']:.1%}"))
-    rows.append(("reference achieved", _si(flops["reference_achieved_flops"], "FLOP/s")))
+    paths = [("ours", train, record["speedup"], flops)]
+    paths += [("fast", f, f["speedup"], f["flops"]) for f in record["fast"]]
+    for name, figures, speedup, fl in paths:
+        rows += [
+            (name, f"{figures['num_members']} models, {figures['strategy']}, {figures['path']}, "
+                   f"{figures['steps_per_call']} steps/call"),
+            ("  steps/s (group)", f"{figures['steps_per_s']:.3g}"),
+            ("  model-steps/s", f"{figures['model_steps_per_s']:.4g}"),
+            ("  speed-up over reference", f"{speedup:.2f}×"),
+            ("  achieved", _si(fl["achieved_flops"], "FLOP/s")),
+            ("  fraction of peak", "n/a" if fl["peak_fraction"] is None
+             else f"{fl['peak_fraction']:.1%} of {_si(fl['peak_flops'], 'FLOP/s')} ({fl['source']})"),
+            ("  compile (not in rates)", f"{figures['compile_s']:.1f} s, first call {figures['first_call_s']:.2f} s"),
+        ]
+        if fl["measured_matmul_fraction"] is not None:
+            rows.append(("  fraction of measured matmul", f"{fl['measured_matmul_fraction']:.1%}"))
+        if name == "fast":
+            rows.append(("  over float32 (model-steps/s)", f"{figures['over_float32']:.2f}×"))
+    for label, error in record["fast_errors"].items():
+        rows.append((f"fast {label}", f"FAILED: {error.splitlines()[0][:200]}"))
+    rows += [
+        ("reference", "1 model/program, float32, 1 step/call"),
+        ("  model-steps/s", f"{ref['model_steps_per_s']:.4g}"),
+        ("  achieved", _si(flops["reference_achieved_flops"], "FLOP/s")),
+        ("  compile (not in rates)", f"{ref['compile_s']:.1f} s"),
+        ("model FLOPs per step", _si(flops["model_flops_per_step"], "FLOP")),
+    ]
     if record["eval"] is not None:
         ev = record["eval"]
         rows += [("evaluation (group)", f"{ev['eval_s']:.3g} s for {ev['num_sequences']} sequences × 2 sets"),
                  ("  eval bank build", f"{ev['bank_build_s']:.3g} s (once per pool)"),
                  (f"  share of sweep at interval {ev['interval']}", f"{ev['sweep_share']:.1%}")]
     dm = record["dmmse"]
-    rows += [("dMMSE", f"M={dm['num_tasks']:,} × {dm['num_sequences']:,} sequences in {dm['dmmse_s']:.3g} s"),
-             ("  tasks×sequences/s", _si(dm["task_sequences_per_s"])),
-             ("  memory estimate", f"{dm['memory_bytes_estimate'] / 2**20:.0f} MiB (block {dm['block_size']})")]
+    if dm is not None:
+        rows += [("dMMSE", f"M={dm['num_tasks']:,} × {dm['num_sequences']:,} sequences in {dm['dmmse_s']:.3g} s"),
+                 ("  tasks×sequences/s", _si(dm["task_sequences_per_s"])),
+                 ("  memory estimate", f"{dm['memory_bytes_estimate'] / 2**20:.0f} MiB (block {dm['block_size']})")]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

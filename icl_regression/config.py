@@ -85,12 +85,22 @@ class DataConfig:
         return self.noise_std**2 / self.task_scale**2
 
 
+# Allowed values of ModelConfig's fast-path fields (the first is the default).
+FAST_PATH_CHOICES = {"attention": ("xla", "cudnn", "pallas", "fused"), "mlp": ("xla", "fused"), "layer_norm": ("xla", "fused")}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     num_layers: int = 8
     d_model: int = 128
     num_heads: int = 2
-    compute_dtype: str = "float32"  # "float32" or "bfloat16" (parameters stay float32)
+    compute_dtype: str = "float32"  # "float32" or "bfloat16" (parameters, optimiser and loss stay float32)
+    # The fast training path (experiments/PERFORMANCE.md); evaluation always runs float32 / xla (`for_evaluation`).
+    attention: str = "xla"  # "xla"; "cudnn": cuDNN fused attention where available (bf16 on a GPU), else XLA;
+    #                         "pallas": JAX's Pallas flash-attention kernel (Triton on CUDA, interpret elsewhere);
+    #                         "fused": this project's Pallas kernel reading the packed qkv (no layout copies)
+    mlp: str = "xla"  # "xla", or "fused": Pallas LayerNorm → MLP → residual kernel, hidden layer recomputed
+    layer_norm: str = "xla"  # "xla", or "fused": Pallas LayerNorm kernel (the MLP's own LN is in the MLP kernel)
 
     def __post_init__(self):
         _require(_is_int(self.num_layers) and self.num_layers >= 1,
@@ -101,6 +111,54 @@ class ModelConfig:
                  f"model.d_model={self.d_model!r} must be a positive multiple of model.num_heads={self.num_heads}")
         _require(self.compute_dtype in ("float32", "bfloat16"),
                  f"model.compute_dtype={self.compute_dtype!r}; allowed: 'float32', 'bfloat16'")
+        for name, allowed in FAST_PATH_CHOICES.items():
+            _require(getattr(self, name) in allowed,
+                     f"model.{name}={getattr(self, name)!r}; allowed: {', '.join(map(repr, allowed))}")
+        # Triton tiles have power-of-two sides of at least 16: the width for the MLP and LayerNorm kernels, the
+        # head size for the attention kernel.
+        for name, size, what in (("mlp", self.d_model, "d_model"), ("layer_norm", self.d_model, "d_model"),
+                                 ("attention", self.d_model // self.num_heads, "d_model / num_heads")):
+            if getattr(self, name) == "fused":
+                _require(size >= 16 and size & (size - 1) == 0,
+                         f"model.{name}='fused' with {what} = {size}; allowed: {what} a power of two >= 16, or "
+                         f"model.{name}='xla'")
+
+    def for_evaluation(self) -> "ModelConfig":
+        """This model on the plain path: float32, XLA attention, MLP and LayerNorm (same parameters)."""
+        return dataclasses.replace(self, compute_dtype="float32", attention="xla", mlp="xla", layer_norm="xla")
+
+    @property
+    def fast_path(self) -> str:
+        """A short label of the compute path, e.g. `float32` or `bfloat16+cudnn+fused_mlp+fused_ln`."""
+        parts = [self.compute_dtype]
+        if self.attention != "xla":
+            parts.append("fused_attn" if self.attention == "fused" else self.attention)
+        if self.mlp == "fused":
+            parts.append("fused_mlp")
+        if self.layer_norm == "fused":
+            parts.append("fused_ln")
+        return "+".join(parts)
+
+
+# The whole fast training path, as a `ModelConfig.fast_path` label ("fast" on the command line): every kernel of
+# this project (the best H100 prediction, experiments/PERFORMANCE.md; cuDNN attention is the alternative to measure).
+FAST_PATH = "bfloat16+fused_attn+fused_mlp+fused_ln"
+_FAST_PATH_PARTS = {"cudnn": ("attention", "cudnn"), "pallas": ("attention", "pallas"),
+                    "fused_attn": ("attention", "fused"),
+                    "fused_mlp": ("mlp", "fused"), "fused_ln": ("layer_norm", "fused")}
+
+
+def fast_path_overrides(label: str) -> dict:
+    """The model fields a `ModelConfig.fast_path` label names, e.g. "bfloat16+cudnn+fused_mlp" (or "fast")."""
+    dtype, *parts = (FAST_PATH if label == "fast" else label).split("+")
+    _require(dtype in ("float32", "bfloat16"), f"compute path {label!r} must start with 'float32' or 'bfloat16'")
+    fields = {"compute_dtype": dtype, "attention": "xla", "mlp": "xla", "layer_norm": "xla"}
+    for part in parts:
+        _require(part in _FAST_PATH_PARTS, f"compute path {label!r}: unknown part {part!r}; allowed: "
+                 f"{', '.join(_FAST_PATH_PARTS)} (joined by '+'), or 'fast' = {FAST_PATH}")
+        field, value = _FAST_PATH_PARTS[part]
+        fields[field] = value
+    return fields
 
 
 SCHEDULES = ("triangle", "cosine", "constant")
@@ -208,7 +266,7 @@ class RunConfig:
 # Fields added after results were first committed, per section. While such a field holds its default it is left out
 # of the run's hash, so adding a field never renames (and so never orphans) the runs already stored; a stored
 # config.json without it reads as the default (`run_config_from_dict`). Append new fields here.
-FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {}
+FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {"model": ("attention", "mlp", "layer_norm")}
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
              "checkpoint": CheckpointConfig}

@@ -17,6 +17,7 @@ import numpy as np
 
 from icl_regression import estimators, names, rng, tasks
 from icl_regression.config import INFINITE_TASKS, DataConfig, EvalConfig
+from icl_regression.model import evaluation_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +124,10 @@ def bootstrap_indices(eval_cfg: EvalConfig) -> jax.Array:
 def make_group_evaluator(model, eval_cfg: EvalConfig, strategy: str, with_bootstrap: bool):
     """Jitted `(params [E,…], per_member, shared, boot_idx) → (metrics {key: [E, K]}, bootstrap {key: [E, R]})`.
 
-    `per_member` and `shared` come from `stack_member_sets`.
+    `per_member` and `shared` come from `stack_member_sets`. The model is evaluated on the plain float32 path
+    whatever path it trains on (`model.evaluation_model`).
     """
+    model = evaluation_model(model)
 
     def member_metrics(params, member_arrays, shared, boot_idx):
         true_xs, true_ys, true_ridge = shared

@@ -38,12 +38,15 @@ def test_benchmark_main_writes_a_complete_record(tmp_path):
 
     assert record["device"]["platform"] == "cpu" and record["device"]["kind"]
     assert all(record["versions"][p] for p in ("jax", "flax", "optax"))
-    assert record["config"]["model"] == {"num_layers": 1, "d_model": 16, "num_heads": 2,
-                                         "compute_dtype": "float32"}
+    assert record["config"]["model"] == {"num_layers": 1, "d_model": 16, "num_heads": 2, "compute_dtype": "float32",
+                                         "attention": "xla", "mlp": "xla", "layer_norm": "xla"}
+    assert record["settings"]["fast_paths"] == ["bfloat16"]  # the CPU default
+    assert record["fast_errors"] == {}
+    [fast] = record["fast"]
     assert record["settings"]["ensemble_size"] == 2 and record["settings"]["steps_per_call"] == 2
     for section, keys in {
-        "train": ("steps_per_s", "model_steps_per_s", "step_s", "first_call_s", "params_per_model"),
-        "reference": ("steps_per_s", "model_steps_per_s", "step_s"),
+        "train": ("steps_per_s", "model_steps_per_s", "step_s", "compile_s", "first_call_s", "params_per_model"),
+        "reference": ("steps_per_s", "model_steps_per_s", "step_s", "compile_s"),
         "flops": ("model_flops_per_step", "achieved_flops", "reference_achieved_flops", "peak_flops",
                   "peak_fraction", "reference_peak_fraction"),
         "dmmse": ("dmmse_s", "task_sequences_per_s", "memory_bytes_estimate"),
@@ -52,13 +55,26 @@ def test_benchmark_main_writes_a_complete_record(tmp_path):
             assert _positive(record[section][key]), (section, key, record[section].get(key))
     assert record["train"]["num_members"] == 2 and record["reference"]["num_members"] == 1
     assert record["reference"]["compute_dtype"] == "float32" and record["reference"]["steps_per_call"] == 1
-    assert _positive(record["speedup"])
+    for key in ("steps_per_s", "model_steps_per_s", "compile_s", "first_call_s", "speedup", "over_float32"):
+        assert _positive(fast[key]), key
+    assert _positive(fast["flops"]["achieved_flops"])
+    assert record["train"]["path"] == "float32" and fast["path"] == "bfloat16" and fast["num_members"] == 2
     assert record["speedup"] == pytest.approx(record["train"]["model_steps_per_s"]
                                               / record["reference"]["model_steps_per_s"])
+    assert fast["speedup"] == pytest.approx(fast["model_steps_per_s"] / record["reference"]["model_steps_per_s"])
+    assert "compile (not in rates)" in result.stdout
     cfg = run_config_from_dict(record["config"])
     forward = flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim)
     assert record["flops"]["model_flops_per_step"] == pytest.approx(3 * forward * 8)  # fwd + 2×fwd bwd, batch 8
     assert record["eval"] is None  # --eval not given
+
+
+def test_benchmark_groups_of_any_size_have_bounded_pools():
+    """Ensembles of 20-44 models (member i once trained on M = 2^(2i+1): int32 overflow at 16 members)."""
+    cfgs = benchmarking.group_configs(run_config_from_dict({}), 44)
+    num_tasks = [c.data.num_tasks for c in cfgs]
+    assert len(num_tasks) == 44 and max(num_tasks) == 2**benchmarking.MAX_BENCHMARK_POOL_LOG2
+    assert min(num_tasks) == 2 and len(set(num_tasks)) == 8
 
 
 def test_time_evaluation_reports_positive_times(tiny_config):

@@ -1,0 +1,58 @@
+"""Predicts H100 model-steps/s of whole training steps without a GPU: compiles the engine's training chunk for an
+abstract H100 (../shared/tools/h100_roofline) and reads the bytes and FLOPs of every kernel of one step.
+
+    pip install --target /tmp/cuda-plugin "jax-cuda12-plugin==$JAXV" "jax-cuda12-pjrt==$JAXV"   # compile only
+    PYTHONPATH=$PWD:/tmp/cuda-plugin nice -n 10 python experiments/roofline.py --size=base --ensemble_size=20 \
+        --paths=float32,bfloat16,bfloat16+pallas,bfloat16+fused_mlp,bfloat16+fused_ln,bfloat16+pallas+fused_mlp+fused_ln
+
+Each path is a `ModelConfig.fast_path` label (float32 or bfloat16, then any of cudnn / pallas / fused_mlp /
+fused_ln); cuDNN does not compile without a GPU (it falls back to XLA attention), so `pallas` (JAX's Pallas
+flash attention, the same arrays in and out) stands in for it. One JSON record per path goes to
+results/roofline/<size>_B<batch>_E<ensemble>_<path>.json. Compiling the base model takes 1-3 minutes per path on
+2 cores. `--table` prints the markdown table of the records in --out (experiments/PERFORMANCE.md has it, and
+what these predictions can and cannot see).
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+from absl import app, flags  # noqa: E402
+
+from icl_regression import roofline, store  # noqa: E402
+from icl_regression.config import MODEL_SIZES, RunConfig, fast_path_overrides, model_size  # noqa: E402
+
+DEFAULT_TARGET = Path(__file__).resolve().parents[2] / "shared" / "tools" / "h100_roofline" / "target_h100.txtpb"
+
+_SIZE = flags.DEFINE_enum("size", "base", list(MODEL_SIZES), "Model size of the study.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sequences per model per step.")
+_ENSEMBLE_SIZE = flags.DEFINE_integer("ensemble_size", 20, "Models per compiled program (vmapped).")
+_STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", 10, "Steps per compiled call (>= 2: the scan's loop body "
+                                       "is the step that is read).")
+_PATHS = flags.DEFINE_list("paths", ["float32", "bfloat16"], "Compute paths (ModelConfig.fast_path labels).")
+_TARGET = flags.DEFINE_string("target", str(DEFAULT_TARGET), "XLA GPU target description of the H100.")
+_OUT = flags.DEFINE_string("out", "results/roofline", "Folder for the JSON records.")
+_HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Also write each optimized HLO here (large; not committed).")
+_TABLE = flags.DEFINE_bool("table", False, "Only print the markdown table of the records already in --out.")
+
+
+def main(argv):
+    del argv
+    if _TABLE.value:
+        print(roofline.markdown_table([store.read_json(p) for p in sorted(Path(_OUT.value).glob("*.json"))]))
+        return
+    for path in _PATHS.value:
+        cfg = RunConfig().replace(model={**model_size(_SIZE.value), **fast_path_overrides(path)},
+                                  train={"batch_size": _BATCH_SIZE.value})
+        name = f"{_SIZE.value}_B{_BATCH_SIZE.value}_E{_ENSEMBLE_SIZE.value}_{path}"
+        hlo_out = Path(_HLO_DIR.value) / f"{name}.hlo" if _HLO_DIR.value else None
+        record = roofline.roofline_record(cfg, _ENSEMBLE_SIZE.value, _STEPS_PER_CALL.value, Path(_TARGET.value),
+                                          hlo_out)
+        store.write_json(Path(_OUT.value) / f"{name}.json", record)
+        print(roofline.format_line(name, record), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,135 @@
+"""Does a fast training path change the science? One group of models spanning the transition (several M, at least
+two seeds) is trained twice, from the same initialisations and the same data streams: on the float32 path the
+sweeps use and on a fast path (`ModelConfig.fast_path`, e.g. bfloat16 with fused kernels). Evaluation is float32
+on both (`model.evaluation_model`). The final Δ_{PT,Ridge} and Δ_{PT,dMMSE} on both evaluation distributions are
+compared, per M, with the seed-to-seed spread of the float32 path: a fast path whose mean moves by more than that
+spread changes the science and is not used for the paper's sweeps (experiments/PERFORMANCE.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from icl_regression import engine, names, store
+from icl_regression.config import RunConfig, fast_path_overrides, num_tasks_label
+from icl_regression.store import RunStore
+
+# The compared metrics: Δ of the transformer from each Bayes estimator, on each evaluation distribution.
+METRICS = tuple(names.delta_key(eval_set, pair) for eval_set in names.EVAL_SETS for pair in ("pt_ridge", "pt_dmmse"))
+REFERENCE_PATH = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionSpec:
+    base: RunConfig  # everything but M, the seed and the compute path
+    num_tasks: tuple[int, ...]  # M of the group's models (0 = ∞), spanning the transition
+    seeds: tuple[int, ...]  # at least two: the spread the difference is measured against
+    fast_path: str  # the ModelConfig.fast_path label compared with float32
+
+    def __post_init__(self):
+        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds={self.seeds!r}: need at least two distinct seeds for a seed-to-seed spread")
+        if self.fast_path == REFERENCE_PATH:
+            raise ValueError(f"fast_path={self.fast_path!r} is the reference path; name another")
+        fast_path_overrides(self.fast_path)  # a bad label fails before anything trains
+
+    def configs(self, path: str) -> list[RunConfig]:
+        """One config per (M, seed) on `path`: one group, one compiled program."""
+        model = fast_path_overrides(path)
+        return [self.base.replace(model=model, data={"num_tasks": m}, train={"seed": s})
+                for m in self.num_tasks for s in self.seeds]
+
+
+def train_path(spec: PrecisionSpec, path: str, workdir: Path,
+               progress: Callable[[engine.Progress], None] | None = None) -> tuple[list[dict], float]:
+    """Trains (or resumes, or finds finished) the group on `path` under `workdir/path`; its summaries and the
+    wall time this call took."""
+    cfgs = spec.configs(path)
+    run_dirs = [Path(workdir) / path / cfg.run_name for cfg in cfgs]
+    start = time.perf_counter()
+    if any(RunStore(d).summary() is None for d in run_dirs):
+        engine.GroupTrainer(cfgs, run_dirs).run(progress)
+    return [RunStore(d).summary() for d in run_dirs], time.perf_counter() - start
+
+
+def compare(spec: PrecisionSpec, summaries: dict[str, list[dict]]) -> dict:
+    """Per (M, metric): each path's final values per seed, the difference of the means (fast − float32), the
+    float32 seed-to-seed standard deviation, and their ratio; `within_seed_spread` if every ratio is ≤ 1."""
+    rows = []
+    by_key = {path: {(s["num_tasks"], s["seed"]): s for s in sums} for path, sums in summaries.items()}
+    for num_tasks in spec.num_tasks:
+        for metric in METRICS:
+            values = {path: np.array([by_key[path][(num_tasks, seed)]["final"][metric] for seed in spec.seeds])
+                      for path in (REFERENCE_PATH, spec.fast_path)}
+            reference, fast = values[REFERENCE_PATH], values[spec.fast_path]
+            spread = float(np.std(reference, ddof=1))
+            difference = float(fast.mean() - reference.mean())
+            rows.append({
+                "num_tasks": num_tasks, "num_tasks_label": num_tasks_label(num_tasks), "metric": metric,
+                "seeds": list(spec.seeds), REFERENCE_PATH: reference.tolist(), "fast": fast.tolist(),
+                "float32_mean": float(reference.mean()), "fast_mean": float(fast.mean()),
+                "difference": difference, "seed_spread": spread,
+                "ratio": abs(difference) / spread if spread > 0 else None,
+                "paired_max_abs_difference": float(np.max(np.abs(fast - reference))),
+            })
+    ratios = [r["ratio"] for r in rows if r["ratio"] is not None]
+    statuses = {path: sorted({s["status"] for s in sums}) for path, sums in summaries.items()}
+    return {
+        "rows": rows,
+        "max_ratio": max(ratios) if ratios else None,
+        "median_ratio": float(np.median(ratios)) if ratios else None,
+        "within_seed_spread": bool(ratios) and max(ratios) <= 1.0 and all(
+            s == [names.DONE] for s in statuses.values()),
+        "statuses": statuses,
+        "rule": "for every M and metric, |mean(fast) − mean(float32)| over seeds ≤ the float32 seed-to-seed "
+                "standard deviation, and no run diverged",
+    }
+
+
+def run_precision_check(spec: PrecisionSpec, workdir: Path,
+                        progress: Callable[[str, engine.Progress], None] | None = None) -> dict:
+    """Trains both paths and returns the comparison as a JSON-ready record."""
+    summaries, wall = {}, {}
+    for path in (REFERENCE_PATH, spec.fast_path):
+        report = None if progress is None else (lambda p, path=path: progress(path, p))
+        summaries[path], wall[path] = train_path(spec, path, workdir, report)
+    device = jax.devices()[0]
+    return {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": {"kind": device.device_kind, "platform": device.platform},
+        "jax": jax.__version__,
+        "fast_path": spec.fast_path, "num_tasks": list(spec.num_tasks), "seeds": list(spec.seeds),
+        "config": spec.base.to_dict(),
+        "wall_s": wall,  # this call's training + evaluation time per path (0 where already finished)
+        **compare(spec, summaries),
+    }
+
+
+def write_record(record: dict, out_dir: Path) -> Path:
+    """`<out_dir>/<device>_L<layers>_d<width>_B<batch>_<timestamp>.json`, written atomically."""
+    model, train = record["config"]["model"], record["config"]["train"]
+    stamp = datetime.datetime.fromisoformat(record["timestamp"]).strftime("%Y%m%dT%H%M%SZ")
+    device = re.sub(r"[^a-z0-9]+", "-", record["device"]["kind"].lower()).strip("-") or "device"
+    path = Path(out_dir) / f"{device}_L{model['num_layers']}_d{model['d_model']}_B{train['batch_size']}_{stamp}.json"
+    store.write_json(path, record)
+    return path
+
+
+def format_table(record: dict) -> str:
+    """One line per (M, metric): means, difference, spread, ratio."""
+    lines = [f"fast path {record['fast_path']} vs float32, seeds {record['seeds']}; "
+             f"within the seed spread: {record['within_seed_spread']} (max ratio {record['max_ratio']})"]
+    for r in record["rows"]:
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"  M={r['num_tasks_label']:>6} {r['metric']:<22} float32 {r['float32_mean']:.4g}  "
+                     f"fast {r['fast_mean']:.4g}  diff {r['difference']:+.3g}  spread {r['seed_spread']:.3g}  "
+                     f"ratio {ratio}")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""The precision check trains one group on two compute paths and compares the final Δ with the seed spread."""
+
+import math
+
+import numpy as np
+import pytest
+
+from icl_regression import names, precision
+from icl_regression.config import run_config_from_dict
+
+from conftest import TINY_SWEEP
+
+# The tiny sweep's model and data, 40 steps, no bootstrap (one evaluator to compile per path).
+BASE = run_config_from_dict({k: v for k, v in TINY_SWEEP.items() if k != "sweep"}).replace(
+    train={"steps": 40}, eval={"num_bootstrap": 0}, checkpoint={"interval": 40})
+
+
+def test_precision_check_compares_both_paths_per_task_count_and_metric(tmp_path):
+    spec = precision.PrecisionSpec(BASE, num_tasks=(2, 0), seeds=(0, 1), fast_path="bfloat16")
+    record = precision.run_precision_check(spec, tmp_path)
+    assert {(r["num_tasks"], r["metric"]) for r in record["rows"]} == {
+        (m, metric) for m in (2, 0) for metric in precision.METRICS}
+    assert record["statuses"] == {"float32": [names.DONE], "bfloat16": [names.DONE]}
+    for row in record["rows"]:
+        assert len(row["float32"]) == len(row["fast"]) == 2
+        assert all(math.isfinite(v) for v in row["float32"] + row["fast"])
+        assert row["difference"] == pytest.approx(np.mean(row["fast"]) - np.mean(row["float32"]))
+        assert row["seed_spread"] == pytest.approx(np.std(row["float32"], ddof=1))
+        # Same seed, same data: the paths differ by rounding only, far less than two seeds differ.
+        assert row["paired_max_abs_difference"] < row["seed_spread"]
+    assert record["within_seed_spread"] and record["max_ratio"] < 1
+    run_names = {p.name for path in ("float32", "bfloat16") for p in (tmp_path / path).iterdir()}
+    assert len(run_names) == 8  # four models per path, each path's runs named apart
+    assert "M=     2" in precision.format_table(record)
+
+    again = precision.run_precision_check(spec, tmp_path)  # finished runs are read, not retrained
+    assert again["rows"] == record["rows"] and again["wall_s"]["float32"] < record["wall_s"]["float32"]
+
+
+def test_precision_check_needs_two_seeds_and_another_path():
+    with pytest.raises(ValueError, match="at least two distinct seeds"):
+        precision.PrecisionSpec(BASE, num_tasks=(2,), seeds=(0,), fast_path="bfloat16")
+    with pytest.raises(ValueError, match="reference path"):
+        precision.PrecisionSpec(BASE, num_tasks=(2,), seeds=(0, 1), fast_path="float32")
