@@ -133,7 +133,7 @@ def test_values_of_the_wrong_type_or_range_name_the_field(section, field, value)
 def test_fields_added_later_do_not_rename_stored_runs(tiny_config, monkeypatch):
     """A field appended to FIELDS_ADDED_LATER is left out of the hash while it holds its default, so runs stored
     before it existed keep their folder names; a non-default value still names a different run."""
-    stored = tiny_config.to_dict()
+    stored = tiny_config.hashed_dict()  # without the fields already added later (they hold their defaults)
     del stored["train"]["ensemble_strategy"]  # as a config.json written before the field existed would read
     before = hashlib.sha1(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:6]
     monkeypatch.setitem(config.FIELDS_ADDED_LATER, "train", ("ensemble_strategy",))
@@ -155,3 +155,12 @@ def test_committed_sweeps_match_their_configs():
         cells = {c.name for c in sweep.expand(stored, workdir)}
         on_disk = {p.name for p in (workdir / "runs").iterdir() if p.is_dir()}
         assert cells == on_disk, name
+
+
+def test_task_prior_is_validated_and_the_default_keeps_run_names():
+    with pytest.raises(config.ConfigError, match=r"data\.task_prior='cauchy'; allowed: 'gaussian', 'laplace'"):
+        run_config_from_dict({"data": {"task_prior": "cauchy"}})
+    gaussian = run_config_from_dict({"data": {"task_prior": "gaussian"}})
+    assert gaussian.run_name == config.RunConfig().run_name  # the default stays out of the hash: stored runs keep names
+    assert run_config_from_dict({"data": {"task_prior": "laplace"}}).run_name != gaussian.run_name
+    assert gaussian.data.laplace_scale == pytest.approx(2**-0.5)
