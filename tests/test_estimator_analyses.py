@@ -161,3 +161,28 @@ def test_figure_scripts_draw_the_stored_analyses(retrained, tiny_laplace_sweep, 
         assert_png_and_pdf(list(out.iterdir()), name)
     with pytest.raises(StoreError, match="run python experiments/laplace_comparison.py"):
         estimator_plots.write_analysis_figure("laplace_comparison", tiny_sweep_dir, tmp_path)
+
+
+def test_named_predictors_for_analyses():
+    from icl_regression import estimators, predictors
+    from icl_regression.config import DataConfig
+
+    data = DataConfig(dim=3, context_len=6, noise_std=0.5)
+    rng_np = np.random.default_rng(0)
+    xs = rng_np.standard_normal((10, 6, 3)).astype(np.float32)
+    ys = rng_np.standard_normal((10, 6)).astype(np.float32)
+    pool = rng_np.standard_normal((5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(predictors.predict(names.OLS, data, xs, ys, batch_size=4),
+                                  estimators.ols_preds(xs, ys))
+    np.testing.assert_allclose(predictors.predict(names.RIDGE_LAMBDA, data, xs, ys, lam=2.0),
+                               estimators.ridge_preds(xs, ys, 2.0), rtol=1e-6)
+    np.testing.assert_allclose(predictors.predict(names.SMOOTHED_DMMSE, data, xs, ys, pool, smoothing_std=0.0),
+                               predictors.predict(names.DMMSE, data, xs, ys, pool), atol=1e-6)
+    with pytest.raises(ValueError, match="needs lam"):
+        predictors.make_predictor(names.RIDGE_LAMBDA, data)
+    with pytest.raises(ValueError, match="needs smoothing_std, pool"):
+        predictors.make_predictor(names.SMOOTHED_DMMSE, data)
+    with pytest.raises(ValueError, match="allowed: ridge, dmmse, ols"):
+        predictors.make_predictor("lasso", data)
+    distance = predictors.distance(np.zeros((2, 3)), np.ones((2, 3)), dim=4)
+    np.testing.assert_allclose(distance, [0.25, 0.25, 0.25])
