@@ -37,6 +37,15 @@ def load_analysis(workdir: Path, filename: str) -> dict:
     return read_json(path)
 
 
+def params_note(rows: Sequence[Mapping]) -> str:
+    """'' when every model is the stored one; else how far the retrained models' metrics deviate from it."""
+    deviations = [r.get("retrained_max_relative_deviation", 0.0) for r in rows]
+    if not any(deviations):
+        return ""
+    return (f"\nmodels retrained with the same config; their metrics deviate from the stored runs' by up to "
+            f"{100 * max(deviations):.1f}%")
+
+
 def _budget(row: Mapping) -> tuple[int, int]:
     return row["batch_size"], row["steps"]
 
@@ -88,7 +97,8 @@ def interpolation_figure(result: Mapping, budget: tuple[int, int] | None = None,
         axes[0, 0].legend(loc="best")
         opts = result["options"]
         fig.suptitle(title or f"interpolated tasks between pool tasks, {plotting.budget_label(*budget)} "
-                              f"({opts['num_pairs']} pairs × {opts['sequences_per_pair']} sequences per α)")
+                              f"({opts['num_pairs']} pairs × {opts['sequences_per_pair']} sequences per α)"
+                              + params_note(rows))
         fig.tight_layout()
     return fig
 
@@ -197,7 +207,7 @@ def laplace_figure(result: Mapping, title: str | None = None):
         ax.legend(loc="best")
         sampler = result["sampler"]
         fig.suptitle(title or "trained on Laplace tasks: the transformer against the Laplace posterior mean "
-                              f"(Gibbs, {sampler['num_samples']:,} sweeps), ridge and dMMSE")
+                              f"(Gibbs, {sampler['num_samples']:,} sweeps), ridge and dMMSE" + params_note(runs))
         fig.tight_layout()
     return fig
 

@@ -118,7 +118,7 @@ def run_interpolation(workdir: Path, scratch: Path | None = None, num_tasks: Seq
         cfg = run.config
         curves = interpolation_curves(run, options)
         rows.append({"name": run.name, "num_tasks": cfg.data.num_tasks, "batch_size": cfg.train.batch_size,
-                     "steps": cfg.train.steps, "seed": cfg.train.seed, "params": run.source.split(" in ")[0],
+                     "steps": cfg.train.steps, "seed": cfg.train.seed, **run.describe(),
                      **curves})
         print_fn(f"[interpolation] {run.name}: L/D at α = 0, ½, 1: " + ", ".join(
             f"{name} {c['mean'][0]:.3f}/{c['mean'][len(c['mean']) // 2]:.3f}/{c['mean'][-1]:.3f}"

@@ -74,7 +74,7 @@ def run_laplace_comparison(workdir: Path, scratch: Path | None = None, num_tasks
         cfg = run.config
         result = compare_run(run, num_samples, burn_in, cache)
         rows.append({"name": run.name, "num_tasks": cfg.data.num_tasks, "batch_size": cfg.train.batch_size,
-                     "steps": cfg.train.steps, "seed": cfg.train.seed, "params": run.source.split(" in ")[0],
+                     "steps": cfg.train.steps, "seed": cfg.train.seed, **run.describe(),
                      **result})
         true = result[names.TRUE]
         print_fn(f"[laplace] {run.name}: T_true L/D pt {true['loss'][names.PT]['mean']:.4f}, laplace "

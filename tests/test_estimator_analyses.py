@@ -58,6 +58,7 @@ def test_interpolated_path_keeps_the_mean_norm_and_ends_at_the_pool_tasks():
 def test_interpolation_from_retrained_runs_equals_the_one_from_checkpoints(retrained):
     _, scratch, from_retraining, from_checkpoints = retrained
     assert [r["params"] for r in from_retraining["runs"]] == ["retrained", "retrained"]
+    assert all(r["retrained_max_relative_deviation"] == 0.0 for r in from_retraining["runs"])  # bit-identical
     assert [r["params"] for r in from_checkpoints["runs"]] == ["checkpoint", "checkpoint"]
     for a, b in zip(from_retraining["runs"], from_checkpoints["runs"]):
         assert a["name"] == b["name"] and a["loss"] == b["loss"]  # bit-identical parameters, identical numbers
@@ -80,7 +81,8 @@ def test_a_retrained_run_that_does_not_reproduce_its_metrics_is_refused(retraine
     with pytest.raises(trained.ParamsError, match="does not reproduce the stored metrics"):
         trained.load_trained(tampered, cells, scratch, print_fn=lambda *a: None)  # scratch: already retrained
     runs = trained.load_trained(tampered, cells, scratch, rtol=1e-3, print_fn=lambda *a: None)  # knowingly
-    assert runs[0].source.startswith("retrained")
+    assert runs[0].source == "retrained" and 0 < runs[0].deviation <= 1e-3
+    assert runs[0].describe()["retrained_max_relative_deviation"] == runs[0].deviation
 
 
 def test_missing_checkpoints_without_a_scratch_folder_say_what_to_run(retrained):
