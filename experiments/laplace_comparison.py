@@ -22,8 +22,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder trained with data.
 _SCRATCH = flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
                                "(default: runs/retrained/<workdir name>).")
 _RETRAIN = flags.DEFINE_bool("retrain", True, "Retrain runs without a final checkpoint (else stop and say so).")
-_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained metrics within this relative tolerance "
-                                   "of the stored ones (0: exactly equal).")
+_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
+                                   "relative tolerance of the stored ones (0: every record exactly equal).")
 _NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values to analyse (default: all).")
 _BATCH_SIZE = flags.DEFINE_list("batch_size", None, "Batch sizes to analyse (default: all).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", laplace_comparison.DEFAULT_NUM_SAMPLES,

@@ -39,11 +39,11 @@ def load_analysis(workdir: Path, filename: str) -> dict:
 
 def params_note(rows: Sequence[Mapping]) -> str:
     """'' when every model is the stored one; else how far the retrained models' metrics deviate from it."""
-    deviations = [r.get("retrained_max_relative_deviation", 0.0) for r in rows]
+    deviations = [r.get("retrained_final_max_relative_deviation", 0.0) for r in rows]
     if not any(deviations):
         return ""
-    return (f"\nmodels retrained with the same config; their metrics deviate from the stored runs' by up to "
-            f"{100 * max(deviations):.1f}%")
+    return (f"\nmodels retrained with the same config on another machine; their final metrics deviate from the "
+            f"stored runs' by up to {100 * max(deviations):.1f}%")
 
 
 def _budget(row: Mapping) -> tuple[int, int]:

@@ -188,3 +188,16 @@ def test_named_predictors_for_analyses():
         predictors.make_predictor("lasso", data)
     distance = predictors.distance(np.zeros((2, 3)), np.ones((2, 3)), dim=4)
     np.testing.assert_allclose(distance, [0.25, 0.25, 0.25])
+
+
+@pytest.mark.parametrize("name", sorted(estimator_plots.ANALYSIS_FIGURES))
+def test_committed_analyses_redraw(name, tmp_path):
+    """Every committed analysis JSON draws its figure (the committed figures come from these files alone)."""
+    from conftest import COMMITTED_SWEEPS
+
+    filename = estimator_plots.ANALYSIS_FIGURES[name][0]
+    folders = [p for p in COMMITTED_SWEEPS.values() if (p / names.ANALYSIS_DIR / filename).exists()]
+    if not folders:
+        pytest.skip(f"no committed sweep holds {names.ANALYSIS_DIR}/{filename}")
+    for folder in folders:
+        assert_png_and_pdf(estimator_plots.write_analysis_figure(name, folder, tmp_path / folder.name), name)
