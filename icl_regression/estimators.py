@@ -1,7 +1,8 @@
-"""Exact Bayes and least-squares estimators, for every context prefix at once.
+"""Bayes and least-squares estimators, for every context prefix at once.
 
 All map xs [B, K, D], ys [B, K] → preds [B, K], where preds[:, k] uses only the pairs 0..k−1 (the transformer's
-signature). No Python loop over positions: prefix statistics are exclusive cumulative sums along K.
+signature). No Python loop over positions: prefix statistics are exclusive cumulative sums along K. All are closed
+form except the posterior mean under a Laplace task prior, which is a seeded Monte Carlo estimate of stated accuracy.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def smoothed_dmmse_preds(xs: jax.Array, ys: jax.Array, pool: jax.Array, noise_st
     ∝ N(y_{<k}; X w(i), σ²I + s²XXᵀ), i.e. log weight = −(‖y − Xw(i)‖² − κ vᵢᵀA⁻¹vᵢ)/2σ² with vᵢ = b − Gw(i)
     (Woodbury). So ŷ_k = κ x_kᵀA⁻¹b + Σ_i softmax_i(log weight) (A⁻¹x_k)ᵀw(i). Written in κ rather than λ, s = 0 is
     exactly dMMSE (A = I) and large s tends to least squares; the residual term is the one dMMSE uses (stable for
-    small σ). Streams over blocks of tasks like `dmmse_preds`; memory O(B·K·block_size·D).
+    small σ). Streams over blocks of tasks like `dmmse_preds`; memory O(B·K·block_size·D). In float32 it matches
+    a float64 reference to 1e-4 for s ≤ 10σ (tests); as A's condition number grows like (s/σ)²·λ_max(G), prefixes
+    with k ≤ D drift beyond that (1e-3 at s = 60σ, 2e-2 at 200σ), far past the best smoothing of any analysis here.
     """
     num_tasks, dim = pool.shape
     block_size = min(block_size, num_tasks)
