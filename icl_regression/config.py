@@ -61,6 +61,9 @@ def num_tasks_label(num_tasks: int) -> str:
     return "inf" if num_tasks == INFINITE_TASKS else str(num_tasks)
 
 
+TASK_PRIORS = ("gaussian", "laplace")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     dim: int = 8  # D, task and input dimension
@@ -69,6 +72,11 @@ class DataConfig:
     task_scale: float = 1.0  # τ, tasks w ~ N(0, τ² I)
     num_tasks: int = 0  # M, size of the pretraining pool; 0 = ∞
     nested_pools: bool = True  # pool for M = first M rows of one pool per seed (else a fresh pool per M)
+    # Distribution of every task (pool rows, fresh tasks at M = ∞, the T_true evaluation set): "gaussian",
+    # w ~ N(0, τ²I), or "laplace", i.i.d. Laplace(0, τ/√2) coordinates (the same variance τ², heavier tails). With
+    # "laplace", T_true is that Laplace prior, ridge (λ = σ²/τ²) is the best *linear* estimator but no longer the
+    # Bayes one (that is estimators.laplace_preds), and the "dmmse" metric of M = ∞ runs is ridge.
+    task_prior: str = "gaussian"
 
     def __post_init__(self):
         object.__setattr__(self, "num_tasks", parse_num_tasks(self.num_tasks))
@@ -78,11 +86,18 @@ class DataConfig:
         _require(self.noise_std > 0, f"data.noise_std={self.noise_std!r}; allowed: a float > 0 (the Bayes "
                  "estimators and the dMMSE likelihood need noise)")
         _require(self.task_scale > 0, f"data.task_scale={self.task_scale!r}; allowed: a float > 0")
+        _require(self.task_prior in TASK_PRIORS,
+                 f"data.task_prior={self.task_prior!r}; allowed: {', '.join(map(repr, TASK_PRIORS))}")
 
     @property
     def ridge_lambda(self) -> float:
         """λ = σ²/τ², the ridge penalty that makes ridge the Bayes estimator."""
         return self.noise_std**2 / self.task_scale**2
+
+    @property
+    def laplace_scale(self) -> float:
+        """b of the Laplace task prior: Laplace(0, b) has variance 2b², so b = τ/√2 matches the Gaussian's τ²."""
+        return self.task_scale * 2.0**-0.5
 
 
 # Allowed values of ModelConfig's fast-path fields (the first is the default).
@@ -266,7 +281,7 @@ class RunConfig:
 # Fields added after results were first committed, per section. While such a field holds its default it is left out
 # of the run's hash, so adding a field never renames (and so never orphans) the runs already stored; a stored
 # config.json without it reads as the default (`run_config_from_dict`). Append new fields here.
-FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {"model": ("attention", "mlp", "layer_norm")}
+FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {"data": ("task_prior",), "model": ("attention", "mlp", "layer_norm")}
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
              "checkpoint": CheckpointConfig}

@@ -47,7 +47,8 @@ def _pools_for(cfgs: Sequence[RunConfig]) -> tuple[list[evaluation.PoolId], np.n
     pool_ids = [evaluation.PoolId(c.train.seed, 0 if data.nested_pools else c.data.num_tasks) for c in cfgs]
     unique = sorted(set(pool_ids), key=lambda p: (p.seed, p.salt))
     rows = max([c.data.num_tasks for c in cfgs] + [1])
-    pools = jnp.stack([tasks.make_pool(p.seed, rows, data.dim, data.task_scale, p.salt) for p in unique])
+    pools = jnp.stack([tasks.make_pool(p.seed, rows, data.dim, data.task_scale, p.salt, data.task_prior)
+                       for p in unique])
     return pool_ids, np.array([unique.index(p) for p in pool_ids], np.int32), pools
 
 

@@ -48,7 +48,8 @@ class EvalBank:
     def _draw(self, stream: rng.Stream, pool, num_tasks: int, *indices):
         keys = tasks.evaluation_keys(self.eval_cfg.seed, stream, *indices)
         xs, ys, _ = tasks.sample_sequences(keys, pool, num_tasks, self.eval_cfg.num_sequences,
-                                           self.data.context_len, self.data.noise_std, self.data.task_scale)
+                                           self.data.context_len, self.data.noise_std, self.data.task_scale,
+                                           task_prior=self.data.task_prior)
         return xs, ys
 
     def _ridge(self, xs, ys):
@@ -78,7 +79,7 @@ class EvalBank:
                 self._sets[cache_key] = {names.PRETRAIN: true, names.TRUE: true}
             else:
                 pool = tasks.make_pool(pool_id.seed, num_tasks, self.data.dim, self.data.task_scale,
-                                       pool_id.salt)
+                                       pool_id.salt, self.data.task_prior)
                 pre_xs, pre_ys = self._draw(rng.Stream.EVAL_PRETRAIN, pool, num_tasks, pool_id.seed,
                                             pool_id.salt, num_tasks)
                 self._sets[cache_key] = {

@@ -14,8 +14,18 @@ RIDGE = "ridge"  # Bayes estimator under the Gaussian task prior
 DMMSE = "dmmse"  # Bayes estimator under the uniform prior on the pool
 PREDICTORS = (PT, RIDGE, DMMSE)
 
+# Predictors that analyses evaluate on demand (icl_regression/predictors.py), never in every training evaluation.
+OLS = "ols"  # minimum-norm least squares
+RIDGE_LAMBDA = "ridge_lambda"  # ridge with a chosen λ (option `lam`), e.g. a mismatched prior variance
+SMOOTHED_DMMSE = "smoothed_dmmse"  # posterior mean under the mixture of N(w(i), s²I) over the pool
+LAPLACE_MMSE = "laplace_mmse"  # posterior mean under i.i.d. Laplace task coordinates (Gibbs sampler)
+ANALYSIS_PREDICTORS = (OLS, RIDGE_LAMBDA, SMOOTHED_DMMSE, LAPLACE_MMSE)
+
 # Distances between predictors, as (name, f, g).
 PAIRS = (("pt_ridge", PT, RIDGE), ("pt_dmmse", PT, DMMSE), ("dmmse_ridge", DMMSE, RIDGE))
+# ... and those of the Laplace comparison (a sweep trained on Laplace tasks against the Laplace posterior mean).
+LAPLACE_PAIRS = (("pt_ridge", PT, RIDGE), ("pt_dmmse", PT, DMMSE), ("pt_laplace_mmse", PT, LAPLACE_MMSE),
+                 ("laplace_mmse_ridge", LAPLACE_MMSE, RIDGE))
 
 LABELS = {
     PRETRAIN: "$T_{pretrain}$",
@@ -23,9 +33,15 @@ LABELS = {
     PT: "transformer",
     RIDGE: "ridge",
     DMMSE: "dMMSE",
+    OLS: "least squares",
+    RIDGE_LAMBDA: r"ridge ($\lambda$ chosen)",
+    SMOOTHED_DMMSE: "smoothed dMMSE",
+    LAPLACE_MMSE: "Laplace posterior mean",
     "pt_ridge": r"$\Delta_{PT,Ridge}$",
     "pt_dmmse": r"$\Delta_{PT,dMMSE}$",
     "dmmse_ridge": r"$\Delta_{dMMSE,Ridge}$",
+    "pt_laplace_mmse": r"$\Delta_{PT,Laplace}$",
+    "laplace_mmse_ridge": r"$\Delta_{Laplace,Ridge}$",
 }
 
 
@@ -69,3 +85,7 @@ SWEEP_INDEX_FILE = "sweep_index.json"
 SWEEP_SUMMARY_FILE = "sweep_summary.json"
 SWEEP_CONFIG_FILE = "sweep_config.json"
 RUNS_DIR = "runs"
+ANALYSIS_DIR = "analysis"  # analyses of a stored sweep, beside its runs: <workdir>/analysis/<file>
+INTERPOLATION_FILE = "interpolation.json"  # error along paths between pool tasks (paper Fig 5)
+SMOOTHING_FILE = "smoothing.json"  # the transformer against the best smoothed dMMSE (paper Fig 12)
+LAPLACE_FILE = "laplace_comparison.json"  # a Laplace-task sweep against the Laplace posterior mean (paper Fig 14)

@@ -1,7 +1,8 @@
 """Task pools and sequence sampling: the data of SPEC.md, drawn on device inside jit.
 
 A sequence is K pairs (x_k, y_k = wᵀx_k + ε_k) sharing one task w. Training sequences take w uniformly from a
-pool of M tasks (M = 0 means a fresh Gaussian w per sequence).
+pool of M tasks (M = 0 means a fresh w per sequence). Tasks come from the task prior of the config: Gaussian
+(the paper's) or Laplace coordinates of the same variance.
 """
 
 from __future__ import annotations
@@ -10,12 +11,24 @@ import jax
 import jax.numpy as jnp
 
 from icl_regression import rng
+from icl_regression.config import TASK_PRIORS
 
 POOL_BLOCK = 1_024  # pool rows are drawn in blocks of this many, so that row i never depends on the pool size
+LAPLACE_UNIT_SCALE = 2.0**-0.5  # Laplace(0, b) has variance 2b²: b = 1/√2 gives unit variance
 
 
-def make_pool(seed: int, num_rows: int, dim: int, task_scale: float = 1.0, salt: int = 0) -> jax.Array:
-    """Pool of tasks w(i) ~ N(0, τ² I), shape [num_rows, dim].
+def standard_tasks(key: jax.Array, shape: tuple[int, ...], task_prior: str = "gaussian") -> jax.Array:
+    """Task coordinates of unit variance from the task prior (config.TASK_PRIORS): N(0, 1) or Laplace(0, 1/√2)."""
+    if task_prior == "gaussian":
+        return jax.random.normal(key, shape)
+    if task_prior == "laplace":
+        return LAPLACE_UNIT_SCALE * jax.random.laplace(key, shape)
+    raise ValueError(f"task_prior={task_prior!r}; allowed: {', '.join(map(repr, TASK_PRIORS))}")
+
+
+def make_pool(seed: int, num_rows: int, dim: int, task_scale: float = 1.0, salt: int = 0,
+              task_prior: str = "gaussian") -> jax.Array:
+    """Pool of tasks w(i) = τ·(unit-variance draw of the task prior), shape [num_rows, dim].
 
     Rows come in fixed blocks keyed by their block index, so the first M rows of a larger pool equal the pool of
     size M: pools for different M are nested. A non-zero `salt` gives an independent pool (non-nested sweeps
@@ -23,7 +36,7 @@ def make_pool(seed: int, num_rows: int, dim: int, task_scale: float = 1.0, salt:
     """
     num_blocks = max(1, -(-num_rows // POOL_BLOCK))
     keys = jax.vmap(lambda b: rng.stream_key(seed, rng.Stream.POOL, salt, b))(jnp.arange(num_blocks))
-    blocks = jax.vmap(lambda k: jax.random.normal(k, (POOL_BLOCK, dim)))(keys)
+    blocks = jax.vmap(lambda k: standard_tasks(k, (POOL_BLOCK, dim), task_prior))(keys)
     return task_scale * blocks.reshape(-1, dim)[:num_rows]
 
 
@@ -36,11 +49,12 @@ def sample_sequences(
     noise_std: float,
     task_scale: float = 1.0,
     pool_index=None,
+    task_prior: str = "gaussian",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Draws a batch: xs [B, K, D], ys [B, K], ws [B, D].
 
     `keys` holds one key per stream ("task_index", "task_fresh", "inputs", "noise"). `num_tasks` may be a traced
-    integer: rows are taken from the first `num_tasks` rows of `pool`, or fresh Gaussian tasks where it is 0.
+    integer: rows are taken from the first `num_tasks` rows of `pool`, or fresh tasks from `task_prior` where it is 0.
     `pool` is [M_max, D], or a stack of pools [P, M_max, D] read at `pool_index` (one gather of B rows, never a
     copy of the whole pool).
     """
@@ -48,7 +62,7 @@ def sample_sequences(
     num_tasks = jnp.asarray(num_tasks, jnp.int32)
     index = jax.random.randint(keys["task_index"], (batch_size,), 0, jnp.maximum(num_tasks, 1))
     rows = pool[index] if pool_index is None else pool[pool_index, index]
-    fresh = task_scale * jax.random.normal(keys["task_fresh"], (batch_size, dim))
+    fresh = task_scale * standard_tasks(keys["task_fresh"], (batch_size, dim), task_prior)
     ws = jnp.where(num_tasks > 0, rows, fresh)
     xs = jax.random.normal(keys["inputs"], (batch_size, context_len, dim))
     noise = noise_std * jax.random.normal(keys["noise"], (batch_size, context_len))

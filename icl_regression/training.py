@@ -100,7 +100,8 @@ def make_train_chunk(cfg: RunConfig, num_steps: int, strategy: str, batch_shardi
     def one_step(state: MemberState, member: Members, pools, step):
         keys = tasks.training_keys(member.seed, step)
         xs, ys, _ = tasks.sample_sequences(keys, pools, member.num_tasks, batch_size, data.context_len,
-                                           data.noise_std, data.task_scale, pool_index=member.pool_index)
+                                           data.noise_std, data.task_scale, pool_index=member.pool_index,
+                                           task_prior=data.task_prior)
         if batch_sharding is not None:
             xs, ys = (jax.lax.with_sharding_constraint(a, batch_sharding(a.ndim)) for a in (xs, ys))
         loss, grads = jax.value_and_grad(functools.partial(mse_loss, model))(state.params, xs, ys)

@@ -155,3 +155,12 @@ def test_committed_sweeps_match_their_configs():
         cells = {c.name for c in sweep.expand(stored, workdir)}
         on_disk = {p.name for p in (workdir / "runs").iterdir() if p.is_dir()}
         assert cells == on_disk, name
+
+
+def test_task_prior_is_validated_and_the_default_keeps_run_names():
+    with pytest.raises(config.ConfigError, match=r"data\.task_prior='cauchy'; allowed: 'gaussian', 'laplace'"):
+        run_config_from_dict({"data": {"task_prior": "cauchy"}})
+    gaussian = run_config_from_dict({"data": {"task_prior": "gaussian"}})
+    assert gaussian.run_name == config.RunConfig().run_name  # the default stays out of the hash: stored runs keep names
+    assert run_config_from_dict({"data": {"task_prior": "laplace"}}).run_name != gaussian.run_name
+    assert gaussian.data.laplace_scale == pytest.approx(2**-0.5)

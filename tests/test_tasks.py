@@ -168,3 +168,38 @@ def test_stacked_pools_are_read_at_the_pool_index():
         _, _, expected = tasks.sample_sequences(keys, pools[index], 10, BATCH, CONTEXT_LEN, NOISE_STD)
         np.testing.assert_array_equal(np.asarray(ws), np.asarray(expected))
 
+
+
+def _excess_kurtosis(values) -> float:
+    values = np.asarray(values, np.float64).ravel()
+    centred = values - values.mean()
+    return float(np.mean(centred**4) / np.mean(centred**2) ** 2 - 3.0)
+
+
+def test_laplace_prior_gives_unit_variance_heavy_tailed_nested_pools_and_fresh_tasks():
+    pool = np.asarray(tasks.make_pool(0, 3000, DIM, task_prior="laplace"))
+    assert abs(pool.std() - 1.0) < 0.05 and abs(pool.mean()) < 0.05  # variance τ², like the Gaussian prior
+    assert abs(_excess_kurtosis(pool) - 3.0) < 0.6  # Laplace: 3; Gaussian: 0
+    np.testing.assert_array_equal(np.asarray(tasks.make_pool(0, 1500, DIM, task_prior="laplace")), pool[:1500])
+    np.testing.assert_allclose(np.asarray(tasks.make_pool(0, 3000, DIM, 2.0, task_prior="laplace")), 2.0 * pool,
+                               rtol=1e-6)
+    keys = tasks.training_keys(0, 3)
+    _, _, ws = tasks.sample_sequences(keys, jnp.asarray(pool), 0, 4000, CONTEXT_LEN, NOISE_STD,
+                                      task_prior="laplace")
+    ws = np.asarray(ws)
+    assert abs(ws.std() - 1.0) < 0.05 and abs(_excess_kurtosis(ws) - 3.0) < 0.6
+    _, _, gaussian_ws = tasks.sample_sequences(keys, jnp.asarray(pool), 0, 4000, CONTEXT_LEN, NOISE_STD)
+    assert abs(_excess_kurtosis(gaussian_ws)) < 0.3
+
+
+def test_the_default_gaussian_prior_draws_exactly_what_it_drew_before_the_option():
+    """`task_prior` defaults to "gaussian", which must keep every draw bit-identical to the draws made before the
+    option existed (committed results and the golden step depend on it): N(0, 1) from the same keys."""
+    key = rng.stream_key(0, rng.Stream.POOL, 0, 0)
+    np.testing.assert_array_equal(np.asarray(tasks.make_pool(0, 10, DIM)),
+                                  np.asarray(jax.random.normal(key, (tasks.POOL_BLOCK, DIM)))[:10])
+    keys = tasks.training_keys(0, 3)
+    _, _, ws = tasks.sample_sequences(keys, jnp.zeros((1, DIM)), 0, 16, CONTEXT_LEN, NOISE_STD, task_scale=2.0)
+    np.testing.assert_array_equal(np.asarray(ws), 2.0 * np.asarray(jax.random.normal(keys["task_fresh"], (16, DIM))))
+    with pytest.raises(ValueError, match="task_prior='cauchy'"):
+        tasks.make_pool(0, 10, DIM, task_prior="cauchy")

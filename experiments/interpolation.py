@@ -1,0 +1,51 @@
+"""Interpolated tasks (paper Fig 5): L/D of the trained model, dMMSE and ridge along paths between pairs of pool
+tasks, for the chosen runs of a stored sweep; writes <workdir>/analysis/interpolation.json and the figure.
+
+    python experiments/interpolation.py --workdir=results/cpu_demo
+    python experiments/interpolation.py --workdir=runs/my_sweep --num_tasks=2,8,32 --batch_size=256
+
+Needs the runs' final parameters: their checkpoints, or (for committed sweeps, whose checkpoints are not committed)
+a deterministic retraining of their compiled groups into --scratch, verified against the stored metrics.
+"""
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+from icl_regression import estimator_plots, interpolation, trained
+from icl_regression.store import StoreError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (runs/, sweep_config.json).", required=True)
+_SCRATCH = flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
+                               "(default: runs/retrained/<workdir name>).")
+_RETRAIN = flags.DEFINE_bool("retrain", True, "Retrain runs without a final checkpoint (else stop and say so).")
+_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
+                                   "relative tolerance of the stored ones (0: every record exactly equal).")
+_NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values to analyse (default: every finite M >= 2).")
+_BATCH_SIZE = flags.DEFINE_list("batch_size", None, "Batch sizes to analyse (default: the largest).")
+_NUM_PAIRS = flags.DEFINE_integer("num_pairs", 64, "Pairs of pool tasks per run.")
+_NUM_ALPHAS = flags.DEFINE_integer("num_alphas", 21, "α values in [0, 1].")
+_SEQUENCES = flags.DEFINE_integer("sequences_per_pair", 32, "Sequences per pair (reused for every α).")
+_FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/interpolation.{png,pdf}.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    try:
+        options = interpolation.InterpolationOptions(_NUM_PAIRS.value, _NUM_ALPHAS.value, _SEQUENCES.value)
+        batch_sizes = [int(b) for b in _BATCH_SIZE.value] if _BATCH_SIZE.value else None
+        scratch = (Path(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)) if _RETRAIN.value else None)
+        interpolation.run_interpolation(Path(_WORKDIR.value), scratch, _NUM_TASKS.value, batch_sizes, options,
+                                        _RETRAIN_RTOL.value)
+        if _FIGURE.value:
+            print("\n".join(map(str, estimator_plots.write_analysis_figure("interpolation", _WORKDIR.value))))
+    except (StoreError, ValueError) as e:
+        raise app.UsageError(str(e))
+    except trained.ParamsError as e:
+        sys.exit(f"[interpolation] {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)
