@@ -58,7 +58,7 @@ import numpy as np
 from icl_regression import names
 from icl_regression.config import ConfigError, parse_num_tasks
 
-# The three definitions of t*: (name, metric, what its t* is).
+# The three definitions of t*, the metric each reads (T_true, mean over positions), and their labels.
 RIDGE, LOSS, MIXTURE = "ridge", "loss", "mixture"
 DEFINITIONS = (RIDGE, LOSS, MIXTURE)
 DEFINITION_KEYS = {RIDGE: names.THRESHOLD_METRIC, LOSS: names.loss_key(names.TRUE, names.PT),
@@ -85,7 +85,7 @@ NUM_BOOTSTRAP = 1000  # replicates for the intervals of t*, the rise and α
 PER_RUN_BOOTSTRAP = 64  # per run (one seed) the replicates only redraw the stored evaluation replicates
 BOOTSTRAP_SEED = 0  # fixed, so that intervals are reproducible
 LEVEL = 0.95
-MIN_FIT_POINTS = 2  # a fit needs two M values; its interval, replicates with two located t*s
+MIN_FIT_POINTS = 2  # distinct M values a fit needs (and each bootstrap replicate refitted for α's interval)
 
 
 def metric_curve(records: Sequence[Mapping], key: str = names.THRESHOLD_METRIC) -> tuple[np.ndarray, np.ndarray]:

@@ -171,7 +171,17 @@ def bootstrap_indices(eval_cfg: EvalConfig) -> jax.Array:
 
 def dynamics_bootstrap_indices(eval_cfg: EvalConfig) -> jax.Array | None:
     """[R, N] resampling indices for the replicates stored at every evaluation (None when R = 0); the same for every
-    model and evaluation, so replicate r of a curve is that curve on one resample of the sequences throughout."""
+    model and evaluation, so replicate r of a curve is that curve on one resample of the sequences throughout.
+
+    What is stored, and why that is enough: the t* intervals (icl_regression/dynamics.py) need the evaluation-
+    sequence noise of whole curves, and that noise is correlated across evaluations (every evaluation reuses the
+    same sequences), so per-evaluation standard errors would misstate it; replicate curves keep the correlation.
+    Only the three metrics t* is read from are resampled (`names.DYNAMICS_BOOTSTRAP_KEYS`, position means), and
+    R = 32 (`eval.num_bootstrap_per_eval`): each t* bootstrap replicate draws one of them, and 32 estimate the
+    evaluation part of a t* interval's width to about 1/√(2·31) ≈ 13%, a part that is small next to the seed spread
+    anyway. Cost: about 1 KB per evaluation and run, so a paper-scale sweep (44 runs × 100 evaluations) stores
+    about 5 MB of replicates, where 200 replicates of all 20 metrics at all 16 positions would be over 3 GB.
+    """
     if not eval_cfg.num_bootstrap_per_eval:
         return None
     key = rng.stream_key(eval_cfg.seed, rng.Stream.BOOTSTRAP, 1)  # index 1: apart from the final replicates'

@@ -56,6 +56,8 @@ def test_run_writes_config_metrics_summary_and_checkpoints(trained_run):
         assert all(np.isnan(record["mean"][key]) for key in mixture)  # M = ∞: ridge = dMMSE, no mixture weight
         assert set(record["bootstrap"]) == set(names.DYNAMICS_BOOTSTRAP_KEYS)
         assert all(len(v) == LEARN_CONFIG.eval.num_bootstrap_per_eval for v in record["bootstrap"].values())
+        replicates = record["bootstrap"][names.THRESHOLD_METRIC]  # resamples of the same sequences: close to it
+        assert np.mean(replicates) == pytest.approx(record["mean"][names.THRESHOLD_METRIC], rel=0.1)
         assert not record["diverged"]
     assert records[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-12)  # the triangle ends at 0
 
