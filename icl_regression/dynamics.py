@@ -356,7 +356,19 @@ def analyse_group(group: GroupCurves, draws: BootstrapDraws) -> dict:
             entry["replicates_located"] = int(np.sum(statuses == LOCATED))
         out["t_star"][definition] = entry
     out.update(_kind(group))
+    out["weight"] = _weight_summary(steps, group.mean_curve(DEFINITION_KEYS[MIXTURE]))
     return out
+
+
+def _weight_summary(steps: np.ndarray, weights: np.ndarray) -> dict:
+    """The seed-mean ridge weight a: its peak after step 0 (where), and its mean over the end of training."""
+    keep = (steps > 0) & np.isfinite(weights)
+    if not keep.any():
+        return {"peak": math.nan, "peak_step": math.nan, "final": math.nan}
+    steps, weights = steps[keep], weights[keep]
+    best = int(np.argmax(weights))
+    return {"peak": float(weights[best]), "peak_step": int(steps[best]),
+            "final": float(np.mean(weights[end_mask(steps)]))}
 
 
 def student_t_quantile(dof: float, level: float = LEVEL) -> float:
@@ -634,7 +646,10 @@ def format_dynamics(dynamics: Mapping) -> str:
                      + "".join(f"{_step_text(p['t_star'][d]):>{width}}" for d in DEFINITIONS))
     lines.append("why:")
     for p in dyn["per_num_tasks"]:
-        lines.append(f"  M={_m_label(p)}, B={p['batch_size']}: {p['kind']}: {p['reason']}")
+        weight = p.get("weight", {})
+        mixture = (f"; ridge weight a peaks at {weight['peak']:.2f} (step {weight['peak_step']:,}), ends at "
+                   f"{weight['final']:.2f}" if math.isfinite(weight.get("peak", math.nan)) else "")
+        lines.append(f"  M={_m_label(p)}, B={p['batch_size']}: {p['kind']}: {p['reason']}{mixture}")
     for note in sorted({p["noise"] for p in dyn["per_num_tasks"]}):
         lines.append(f"t* intervals: {note}")
     for note in sorted({p["rise_noise"] for p in dyn["per_num_tasks"] if p.get("rise_noise")}):

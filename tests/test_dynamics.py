@@ -234,6 +234,7 @@ def test_printout_gives_every_m_its_three_t_stars_kind_and_reason_and_three_alph
         assert text.count(label) == 2  # a column and a fit line
     for m in (4, 5, 6, 7, 8):
         assert f"M={m}, B=64: transient: Δ rises by" in text
+    assert text.count("ridge weight a peaks at 0.8") + text.count("ridge weight a peaks at 0.9") == 5
     assert text.count("α = ") == 3 and "nan" not in text.lower()
 
 
