@@ -433,7 +433,7 @@ def _kind(group: GroupCurves) -> dict:
     end_label = f"the last {round(100 * END_FRACTION)}% of training"
     if point["status"] == AT_END:
         return {**base, "kind": MONOTONE,
-                "reason": f"closest to ridge in {end_label} (t* ≥ {steps[at_end][0]:,}): still approaching ridge"}
+                "reason": f"closest to ridge at step {point['grid_step']:,}, in {end_label}: still approaching ridge"}
     if point["status"] == AT_START:
         return {**base, "kind": MONOTONE,
                 "reason": f"closest to ridge at the first evaluation (step {steps[0]:,}): moving away from ridge "

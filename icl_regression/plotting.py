@@ -222,7 +222,8 @@ def _mark_t_star(ax, steps, values, entry: Mapping, color, filled: bool) -> None
 
 def dynamics_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequence[dict], dynamics: Mapping,
                     title: str | None = None):
-    """The training dynamics on T_true, one line per M (colour) and data budget (line style), means over seeds:
+    """The training dynamics on T_true, one line per M (colour) and data budget (line style), means over seeds
+    (each seed faded):
     Δ_PT,Ridge, the model's L/D, its ridge weight a and what the best mixture a·ridge + (1 − a)·dMMSE leaves
     unexplained, against step; t* by each definition marked on its curve with its 95% interval (filled: M is
     transient; open: monotone or unresolved); t* against M on log-log axes with the power laws t* ∝ M^α."""
@@ -246,7 +247,12 @@ def dynamics_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequence
                     keep = (steps > 0) & np.isfinite(values) if len(steps) else np.array([], bool)
                     if not keep.any():
                         continue
-                    ax.plot(steps[keep], values[keep], styles[budget], color=colors[m], lw=1.2)
+                    ax.plot(steps[keep], values[keep], styles[budget], color=colors[m], lw=1.4)
+                    for run in _done_runs(rows, budget, m):  # each seed, faded
+                        run_steps, run_values = dynamics_lib.metric_curve(metrics_by_run.get(run, []), key)
+                        shown = (run_steps > 0) & np.isfinite(run_values)
+                        ax.plot(run_steps[shown], run_values[shown], styles[budget], color=colors[m], lw=0.5,
+                                alpha=0.3)
                     point = points.get((*budget, m))
                     if point is not None:
                         _mark_t_star(ax, steps[keep], values[keep], point["t_star"][definition], colors[m],
@@ -297,13 +303,20 @@ def _residual_panel(ax, metrics_by_run, rows, budgets, styles, all_m, colors) ->
 
 def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
     """t* against M, one marker and colour per definition, intervals as vertical bars (filled: transient M; open:
-    the others, whose t* lies inside the run); the fitted power law of each definition over its budget's fit set."""
+    the others, whose t* lies inside the run), each seed's own t* faded; the fitted power law of each definition
+    over its budget's fit set."""
     plotted_m, offsets = set(), {d: f for d, f in zip(dynamics_lib.DEFINITIONS, (0.97, 1.0, 1.03))}
     for budget in budgets:
         pts = [p for p in dyn["per_num_tasks"] if (p["batch_size"], p["steps"]) == budget and p["num_tasks"] > 0]
+        runs = [r for r in dyn.get("per_run", []) if (r["batch_size"], r["steps"]) == budget and r["num_tasks"] > 0]
         fits = dyn["power_law_by_budget"].get(f"B={budget[0]}_N={budget[1]}", {})
         for definition in dynamics_lib.DEFINITIONS:
             color, marker = DEFINITION_COLORS[definition], DEFINITION_MARKERS[definition]
+            seeds = [(r["num_tasks"] * offsets[definition], r["t_star"][definition]["value"]) for r in runs
+                     if r.get("t_star", {}).get(definition, {}).get("status") == dynamics_lib.LOCATED]
+            if seeds:  # each seed's own t*, faded
+                ax.plot(*zip(*seeds), marker, color=color, ms=3, alpha=0.35, mew=0)
+                plotted_m.update(round(x / offsets[definition]) for x, _ in seeds)
             for p in pts:
                 entry = p["t_star"][definition]
                 if entry["status"] != dynamics_lib.LOCATED:
@@ -332,7 +345,7 @@ def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", handlelength=3.0, frameon=False)
         else:
-            ax.text(0.5, 0.04, "no power-law fit (no transient M)", ha="center", transform=ax.transAxes)
+            ax.text(0.5, 0.96, "no power-law fit (no transient M)", ha="center", va="top", transform=ax.transAxes)
     else:
         ax.text(0.5, 0.5, "no finite M with a t* inside the run", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
@@ -352,7 +365,9 @@ def _dynamics_legend(ax, all_m, colors, budgets, styles) -> None:
     handles += [plt.Line2D([], [], ls="", marker="o", color="0.3"),
                 plt.Line2D([], [], ls="", marker="o", color="0.3", mfc="white"),
                 plt.Line2D([], [], color="0.3", lw=2.2, alpha=0.45)]
-    labels += ["t*, M transient", "t*, M monotone or unresolved", "95% interval (seeds × evaluation sequences)"]
+    handles += [plt.Line2D([], [], color="0.3", lw=0.6, alpha=0.4, marker="o", ms=3, mew=0)]
+    labels += ["t*, M transient", "t*, M monotone or unresolved", "95% interval (seeds × evaluation sequences)",
+               "one seed (faded: single seeds' curves and t*)"]
     handles += [plt.Line2D([], [], ls="", marker=DEFINITION_MARKERS[d], color=DEFINITION_COLORS[d])
                 for d in dynamics_lib.DEFINITIONS]
     labels += [f"t* {dynamics_lib.DEFINITION_LABELS[d]}" for d in dynamics_lib.DEFINITIONS]
