@@ -279,3 +279,14 @@ def test_sweep_summary_from_the_store_uses_the_stored_fit_setting_and_is_json(tm
     assert summary["dynamics"]["power_law"][dynamics.RIDGE]["alpha"] == pytest.approx(1.0, abs=0.1)
     json.loads(json.dumps(summary))
     assert "evaluation sequences only" in dynamics.format_dynamics(results.load_summary(tmp_path))
+
+
+def test_an_analysis_section_changes_no_cell_of_the_sweep(tmp_path):
+    from conftest import TINY_SWEEP
+
+    from icl_regression import sweep
+
+    with_analysis = {**TINY_SWEEP, "sweep": {**TINY_SWEEP["sweep"], "analysis": {"fit_num_tasks": (2, 8)}}}
+    cells = lambda config: [c.name for c in sweep.expand(config, tmp_path)]  # noqa: E731
+    assert cells(with_analysis) == cells(TINY_SWEEP)
+    assert dynamics.analysis_settings(with_analysis) == {"fit_num_tasks": (2, 8)}
