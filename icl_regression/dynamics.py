@@ -15,26 +15,33 @@ metrics every evaluation stores (T_true, averaged over context positions):
 
 Below the evaluation grid: a minimum is the vertex of a quadratic fitted by least squares to the curve against
 u = ln(step) over the evaluations within a factor `WINDOW_FACTOR` of the lowest one (at least `MIN_WINDOW`
-evaluations), then fitted again over the window recentred on that vertex. The raw argmin of a curve that jitters from evaluation to evaluation
-(training noise, independent between evaluations) lands on whichever evaluation dipped lowest; the local fit averages
-that jitter over the window and places the vertex between grid points. ln(step), because the dynamics are
-multiplicative in time (t* ∝ M^α): the window then scales with t* and the bottom of a curve is closer to symmetric.
-A parabola that is not convex, or whose vertex leaves the window, falls back to the grid argmin. The crossing of
+evaluations), fitted again over the window recentred on that vertex. The raw argmin of a curve that jitters from
+evaluation to evaluation (training noise, independent between evaluations) lands on whichever evaluation dipped
+lowest; the local fit averages that jitter over the window and places the vertex between grid points. ln(step),
+because the dynamics are multiplicative in time (t* ∝ M^α): the window then scales with t* and the bottom of a curve
+is closer to symmetric. A wider window averages more jitter but shifts the vertex of a lopsided valley towards its
+flatter side; 1.5 was chosen on synthetic valleys with the jitter of three-seed CPU curves (RMS error of ln t* 0.11
+against the grid argmin's 0.18), and a shift that is the same fraction of t* at every M leaves α unchanged. A
+parabola that is not convex, or whose vertex leaves the window, falls back to the grid argmin. The crossing of
 a = 1/2 is the root of a straight line fitted to a against ln(step) over the evaluations within `WINDOW_FACTOR` of the
 two that bracket the last downward crossing, kept between those two (linear interpolation between them when the
-window holds only them or the line is not falling).
-tests/test_dynamics.py measures both on synthetic curves with a known t*.
+window holds only them or the line is not falling). tests/test_dynamics.py measures both on synthetic curves with a
+known t*.
 
 Per M and data budget the curve is the mean over seeds, and t* is located on it. Intervals: `NUM_BOOTSTRAP`
 replicates, each resampling seeds with replacement (the same draw for every M: nested pools and shared seeds make
 the M correlated) and taking one of the evaluation-sequence replicates stored at every evaluation (`"bootstrap"` in
 each metrics record; the same resample for every model, since all models share the T_true sequences); t* is
-located again on each replicate curve; 95% percentile intervals. Runs stored without those replicates give
-seed-only intervals, and the output says so.
+located again on each replicate curve; 95% percentile intervals. With few seeds these are optimistic (three seeds
+give ten distinct resamples, and a bootstrap mean of n values spreads √((n − 1)/n) as far as the mean itself).
+Runs stored without the per-evaluation replicates give seed-only intervals, and the output says so.
 
-Whether M is transient is decided by that same noise, not by a fixed margin: the rise of Δ^{T_true}_{PT,Ridge}
-from t* (the local fit's value there) to its mean over the last `END_FRACTION` of training, recomputed on every
-replicate at the same steps (so no replicate can pick its own, lower, minimum). *Transient*: the rise's 95% interval
+Whether M is transient is decided by its noise, not by a fixed margin: the rise of Δ^{T_true}_{PT,Ridge} from t*
+(the local fit's value there) to its mean over the last `END_FRACTION` of training. With S >= 2 seeds, each seed's
+rise is measured at the t* of the mean of the other seeds, so that no seed is measured where its own jitter dipped
+(a rise measured at the curve's own minimum is positive even for a flat curve); the interval is Student's t with
+S − 1 degrees of freedom on their mean, widened by the spread of the same rise over the evaluation replicates.
+With one seed the noise is the curve's own evaluation-to-evaluation jitter. *Transient*: the rise's 95% interval
 lies above 0. *Monotone*: the closest approach is in the last `END_FRACTION` of training (still approaching ridge:
 t* lies at or past the end) or at the first evaluation (moving away from ridge from the start). *Unresolved*: a
 minimum inside the run whose rise is within its noise.
