@@ -219,13 +219,18 @@ class EvalConfig:
     dmmse_block: int = 1_024  # tasks per block when streaming dMMSE over the pool
     num_bootstrap: int = 200  # bootstrap replicates of the final Δ over evaluation sequences
     seed: int = 0  # seed of the evaluation streams (disjoint from every training stream)
+    # Bootstrap replicates over evaluation sequences of the dynamics metrics (Δ^{T_true}_{PT,Ridge}, L/D of PT on
+    # T_true, ridge weight a), stored at every evaluation: the evaluation-noise part of the t* intervals. 32, not
+    # num_bootstrap: about 1 KB per evaluation, and enough to estimate that (small) part (icl_regression/dynamics.py).
+    num_bootstrap_per_eval: int = 32
 
     def __post_init__(self):
         for name in ("interval", "num_sequences", "batch_size", "dmmse_block"):
             value = getattr(self, name)
             _require(_is_int(value) and value >= 1, f"eval.{name}={value!r}; allowed: an integer >= 1")
-        _require(_is_int(self.num_bootstrap) and self.num_bootstrap >= 0,
-                 f"eval.num_bootstrap={self.num_bootstrap!r}; allowed: an integer >= 0")
+        for name in ("num_bootstrap", "num_bootstrap_per_eval"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 0, f"eval.{name}={value!r}; allowed: an integer >= 0")
         _require(self.num_sequences % min(self.batch_size, self.num_sequences) == 0,
                  f"eval.num_sequences={self.num_sequences} is not a multiple of eval.batch_size={self.batch_size}")
 
@@ -281,7 +286,11 @@ class RunConfig:
 # Fields added after results were first committed, per section. While such a field holds its default it is left out
 # of the run's hash, so adding a field never renames (and so never orphans) the runs already stored; a stored
 # config.json without it reads as the default (`run_config_from_dict`). Append new fields here.
-FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {"data": ("task_prior",), "model": ("attention", "mlp", "layer_norm")}
+FIELDS_ADDED_LATER: dict[str, tuple[str, ...]] = {
+    "data": ("task_prior",),
+    "model": ("attention", "mlp", "layer_norm"),
+    "eval": ("num_bootstrap_per_eval",),
+}
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
              "checkpoint": CheckpointConfig}

@@ -79,8 +79,9 @@ def _float(value) -> float:
     return float(f"{float(value):.8g}")
 
 
-def _records(step: int, lr: float, train_loss, diverged, metrics: dict) -> list[dict]:
-    """One metrics.jsonl record per member: every metric per position and averaged over positions."""
+def _records(step: int, lr: float, train_loss, diverged, metrics: dict, replicates: dict) -> list[dict]:
+    """One metrics.jsonl record per member: every metric per position and averaged over positions, and the
+    dynamics metrics' bootstrap replicates over evaluation sequences (6 digits: they measure noise)."""
     records = []
     for i in range(len(diverged)):
         per_position = {key: [_float(v) for v in values[i]] for key, values in metrics.items()}
@@ -91,6 +92,9 @@ def _records(step: int, lr: float, train_loss, diverged, metrics: dict) -> list[
             "mean": {key: _float(np.mean(metrics[key][i])) for key in per_position},
             "per_position": per_position,
         })
+        if replicates:
+            records[-1]["bootstrap"] = {key: [float(f"{v:.6g}") for v in values[i]]
+                                        for key, values in replicates.items()}
     return records
 
 
@@ -123,9 +127,9 @@ class GroupTrainer:
         if with_bootstrap not in self._evaluators:
             self._evaluators[with_bootstrap] = evaluation.make_group_evaluator(
                 self.model, self.cfg.eval, self.strategy, with_bootstrap)
-        per_member, shared, boot_idx = eval_arrays
-        metrics, boot = self._evaluators[with_bootstrap](states.params, per_member, shared, boot_idx)
-        return jax.device_get(metrics), jax.device_get(boot)
+        per_member, shared, boot_idx, dynamics_idx = eval_arrays
+        return jax.device_get(self._evaluators[with_bootstrap](states.params, per_member, shared, boot_idx,
+                                                               dynamics_idx))
 
     def _place(self, tree):
         return tree if self.placement is None else self.placement.place_members(tree)
@@ -166,7 +170,7 @@ class GroupTrainer:
         sets = [bank.sets_for(pid, c.data.num_tasks) for pid, c in zip(pool_ids, self.cfgs)]
         per_member, shared = evaluation.stack_member_sets(sets)
         boot_idx = evaluation.bootstrap_indices(self.cfg.eval) if self.cfg.eval.num_bootstrap else None
-        return self._place(per_member), shared, boot_idx
+        return self._place(per_member), shared, boot_idx, evaluation.dynamics_bootstrap_indices(self.cfg.eval)
 
     def _loop(self, states, members, pools, eval_arrays, step, progress, stop_after_step):
         cfg = self.cfg
@@ -191,10 +195,11 @@ class GroupTrainer:
                 return
 
     def _log_evaluation(self, states, eval_arrays, step, train_loss, final):
-        metrics, boot = self._evaluate(states, eval_arrays, final)
+        metrics, boot, replicates = self._evaluate(states, eval_arrays, final)
         diverged = np.asarray(jax.device_get(states.diverged))
         lr = float(self.schedule(step))
-        for i, (run, record) in enumerate(zip(self.runs, _records(step, lr, train_loss, diverged, metrics))):
+        records = _records(step, lr, train_loss, diverged, metrics, replicates)
+        for i, (run, record) in enumerate(zip(self.runs, records)):
             run.append_metrics(record)
             if final:
                 bootstrap = {key: [_float(v) for v in values[i]] for key, values in boot.items()}

@@ -42,6 +42,8 @@ LABELS = {
     "dmmse_ridge": r"$\Delta_{dMMSE,Ridge}$",
     "pt_laplace_mmse": r"$\Delta_{PT,Laplace}$",
     "laplace_mmse_ridge": r"$\Delta_{Laplace,Ridge}$",
+    "mixture/weight": "ridge weight a",
+    "mixture/residual": "mixture residual",
 }
 
 
@@ -55,11 +57,23 @@ def delta_key(eval_set: str, pair: str) -> str:
     return f"{eval_set}/delta/{pair}"
 
 
+def mixture_weight_key(eval_set: str) -> str:
+    """The weight a ∈ [0, 1] that best writes the model as a·ridge + (1 − a)·dMMSE on `eval_set` (least squares over
+    sequences, per position); NaN where ridge = dMMSE (M = ∞)."""
+    return f"{eval_set}/mixture/weight"
+
+
+def mixture_residual_key(eval_set: str) -> str:
+    """What that best mixture leaves unexplained: E[(1/D)(PT − a·ridge − (1 − a)·dMMSE)²], per position, like Δ."""
+    return f"{eval_set}/mixture/residual"
+
+
 def all_metric_keys() -> list[str]:
     keys = []
     for eval_set in EVAL_SETS:
         keys += [loss_key(eval_set, p) for p in PREDICTORS]
         keys += [delta_key(eval_set, pair) for pair, _, _ in PAIRS]
+        keys += [mixture_weight_key(eval_set), mixture_residual_key(eval_set)]
     return keys
 
 
@@ -67,6 +81,10 @@ def all_metric_keys() -> list[str]:
 THRESHOLD_METRIC = delta_key(TRUE, "pt_ridge")
 THRESHOLD_SCALE = delta_key(TRUE, "dmmse_ridge")
 BOOTSTRAP_KEYS = (THRESHOLD_METRIC, THRESHOLD_SCALE)
+# Metrics of the training dynamics (t* three ways) whose bootstrap replicates over evaluation sequences are stored
+# at every evaluation (metrics record field "bootstrap"): Δ^{T_true}_{PT,Ridge}, the model's T_true loss, and its
+# ridge weight a on T_true, each averaged over positions.
+DYNAMICS_BOOTSTRAP_KEYS = (THRESHOLD_METRIC, loss_key(TRUE, PT), mixture_weight_key(TRUE))
 
 # Run and sweep-cell states.
 PENDING = "pending"

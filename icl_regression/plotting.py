@@ -145,7 +145,6 @@ def _threshold_title(summary: Mapping) -> str:
 
 INFINITE_COLOR = "black"  # M = ∞ against a colour map over log2 M
 NUM_TASKS_CMAP = "viridis"
-BUDGET_MARKERS = ("o", "s", "^", "D")
 PER_POSITION_STYLES = {names.PT: "-", names.RIDGE: "-", names.DMMSE: "--"}  # dMMSE = ridge at M = ∞
 
 
@@ -189,93 +188,191 @@ def _inner(dynamics: Mapping) -> Mapping:
     return dynamics.get("dynamics", dynamics)
 
 
-def _t_star_of(point: Mapping) -> float:
-    return point["t_star_transient"] if point["kind"] == dynamics_lib.TRANSIENT else point["t_star_median"]
+DEFINITION_COLORS = {dynamics_lib.RIDGE: COLORS["pt_ridge"], dynamics_lib.LOSS: COLORS[names.PT],
+                     dynamics_lib.MIXTURE: COLORS[names.DMMSE]}
+DEFINITION_MARKERS = {dynamics_lib.RIDGE: "o", dynamics_lib.LOSS: "s", dynamics_lib.MIXTURE: "D"}
+PANEL_TITLES = {dynamics_lib.RIDGE: "t* (a): closest approach to ridge",
+                dynamics_lib.LOSS: "t* (b): lowest loss on new tasks",
+                dynamics_lib.MIXTURE: "t* (c): a falls through 1/2, PT ≈ a·ridge + (1−a)·dMMSE"}
+
+
+def _residual_fraction(metrics_by_run, run_names) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mixture residual / min(Δ_PT,Ridge, Δ_PT,dMMSE)) on T_true, means over seeds and positions: the part
+    of the model's distance to the nearer pure strategy that the best mixture of the two leaves unexplained."""
+    steps, residual = seed_mean_curve(metrics_by_run, run_names, names.mixture_residual_key(names.TRUE))
+    _, to_ridge = seed_mean_curve(metrics_by_run, run_names, names.THRESHOLD_METRIC)
+    _, to_dmmse = seed_mean_curve(metrics_by_run, run_names, names.delta_key(names.TRUE, "pt_dmmse"))
+    if not len(steps) or len(to_ridge) != len(steps) or len(to_dmmse) != len(steps):
+        return np.array([], dtype=np.int64), np.array([])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return steps, residual / np.minimum(to_ridge, to_dmmse)
+
+
+def _mark_t_star(ax, steps, values, entry: Mapping, color, filled: bool) -> None:
+    """t* on a curve (at the curve's value there), with its interval as a horizontal bar; only t*s inside the run."""
+    if entry["status"] != dynamics_lib.LOCATED or not len(steps):
+        return
+    t_star = entry["value"]
+    y = float(np.interp(math.log(t_star), np.log(np.maximum(steps, 1)), values))
+    lo, hi = entry["interval"]
+    if math.isfinite(lo) and math.isfinite(hi):
+        ax.plot([lo, hi], [y, y], color=color, lw=2.2, alpha=0.45, solid_capstyle="butt", zorder=3)
+    ax.plot([t_star], [y], "o", ms=5, color=color, mfc=color if filled else "white", zorder=4)
 
 
 def dynamics_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequence[dict], dynamics: Mapping,
                     title: str | None = None):
-    """Δ^{T_true}_{PT,Ridge} against step, one line per M and one panel per budget, t* marked (filled: transient,
-    open: monotone); last panel: t* against M on log-log axes with the fitted power law t* ∝ M^α per budget."""
+    """The training dynamics on T_true, one line per M (colour) and data budget (line style), means over seeds
+    (each seed faded):
+    Δ_PT,Ridge, the model's L/D, its ridge weight a and what the best mixture a·ridge + (1 − a)·dMMSE leaves
+    unexplained, against step; t* by each definition marked on its curve with its 95% interval (filled: M is
+    transient; open: monotone or unresolved); t* against M on log-log axes with the power laws t* ∝ M^α."""
     dyn = _inner(dynamics)
     budgets = _budgets_of(rows)
+    styles = {b: BUDGET_STYLES[i % len(BUDGET_STYLES)] for i, b in enumerate(budgets)}
     all_m = _sorted_num_tasks(r["num_tasks"] for r in rows)
     colors = num_tasks_colors(all_m)
     points = {(p["batch_size"], p["steps"], p["num_tasks"]): p for p in dyn["per_num_tasks"]}
+    true = names.LABELS[names.TRUE]
+    panels = [(dynamics_lib.RIDGE, f"{names.LABELS['pt_ridge']} on {true}", "log"),
+              (dynamics_lib.LOSS, f"L/D of the transformer on {true}", "log"),
+              (dynamics_lib.MIXTURE, f"ridge weight a on {true}", "linear")]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(budgets) + 1, figsize=(3.4 * (len(budgets) + 1), 3.2), squeeze=False)
-        axes = axes[0]
-        for ax, budget in zip(axes, budgets):
-            for m in all_m:
-                steps, values = seed_mean_curve(metrics_by_run, _done_runs(rows, budget, m), names.THRESHOLD_METRIC)
-                if not len(steps):
-                    continue
-                ax.plot(steps, values, color=colors[m], lw=1.2, label=f"M={num_tasks_label(m)}")
-                point = points.get((*budget, m))
-                t_star = _t_star_of(point) if point else math.nan
-                if math.isfinite(t_star):
-                    y = values[int(np.argmin(np.abs(steps - t_star)))]
-                    filled = point["kind"] == dynamics_lib.TRANSIENT
-                    ax.plot([t_star], [y], "o", ms=5, color=colors[m], mfc=colors[m] if filled else "white",
-                            zorder=3)
-            ax.set_yscale("log")
+        fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
+        for ax, (definition, ylabel, yscale) in zip(axes[0], panels):
+            key = dynamics_lib.DEFINITION_KEYS[definition]
+            for budget in budgets:
+                for m in all_m:
+                    steps, values = seed_mean_curve(metrics_by_run, _done_runs(rows, budget, m), key)
+                    keep = (steps > 0) & np.isfinite(values) if len(steps) else np.array([], bool)
+                    if not keep.any():
+                        continue
+                    ax.plot(steps[keep], values[keep], styles[budget], color=colors[m], lw=1.4)
+                    for run in _done_runs(rows, budget, m):  # each seed, faded
+                        run_steps, run_values = dynamics_lib.metric_curve(metrics_by_run.get(run, []), key)
+                        shown = (run_steps > 0) & np.isfinite(run_values)
+                        ax.plot(run_steps[shown], run_values[shown], styles[budget], color=colors[m], lw=0.5,
+                                alpha=0.3)
+                    point = points.get((*budget, m))
+                    if point is not None:
+                        _mark_t_star(ax, steps[keep], values[keep], point["t_star"][definition], colors[m],
+                                     point["kind"] == dynamics_lib.TRANSIENT)
+            ax.set_yscale(yscale)
+            ax.set_ylabel(ylabel)
+            ax.set_title(PANEL_TITLES[definition])
+        _ridge_loss_line(axes[0, 1], rows)
+        axes[0, 2].axhline(0.5, color="0.5", lw=0.8, zorder=0)
+        axes[0, 2].set_ylim(-0.02, 1.02)
+        _residual_panel(axes[1, 0], metrics_by_run, rows, budgets, styles, all_m, colors)
+        for ax in list(axes[0]) + [axes[1, 0]]:
+            ax.set_xscale("log")
             ax.set_xlabel("training step")
-            ax.set_ylabel(f"{names.LABELS['pt_ridge']} on {names.LABELS[names.TRUE]}")
-            ax.set_title(budget_label(*budget))
-        handles, labels = axes[0].get_legend_handles_labels()
-        handles += [plt.Line2D([], [], ls="", marker="o", color="0.3"),
-                    plt.Line2D([], [], ls="", marker="o", color="0.3", mfc="white")]
-        labels += ["t*, transient", "t*, monotone (no turn away from ridge)"]
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 7), frameon=False)
-        _t_star_panel(axes[-1], dyn, budgets)
-        fig.suptitle(title or "training dynamics: closest approach to ridge t* and its growth with M")
-        fig.tight_layout(rect=(0, 0.1 if len(labels) <= 7 else 0.16, 1, 1))
+        _t_star_panel(axes[1, 1], dyn, budgets, styles)
+        _dynamics_legend(axes[1, 2], all_m, colors, budgets, styles)
+        fig.suptitle(title or "training dynamics: approach to ridge, the turn to the pool, and t* three ways")
+        fig.tight_layout()
     return fig
 
 
-def _t_star_panel(ax, dyn: Mapping, budgets) -> None:
-    """t* against M per budget: filled markers for transient M (the power law is fitted to these), open markers
-    for monotone M (the closest approach so far: a lower bound on a later turn), and the fitted line."""
-    plotted_m, max_t = set(), 0.0
-    for i, budget in enumerate(budgets):
-        pts = [p for p in dyn["per_num_tasks"] if (p["batch_size"], p["steps"]) == budget and p["num_tasks"] > 0
-               and math.isfinite(_t_star_of(p))]
-        if not pts:
-            continue
-        color, marker = f"C{i}", BUDGET_MARKERS[i % len(BUDGET_MARKERS)]
-        transient = [p for p in pts if p["kind"] == dynamics_lib.TRANSIENT]
-        monotone = [p for p in pts if p["kind"] != dynamics_lib.TRANSIENT]
-        if transient:
-            ax.plot([p["num_tasks"] for p in transient], [_t_star_of(p) for p in transient], marker, color=color,
-                    ms=5, label=f"t*, transient, {budget_label(*budget)}")
-        if monotone:
-            ax.plot([p["num_tasks"] for p in monotone], [_t_star_of(p) for p in monotone], marker, color=color,
-                    mfc="white", ms=5, label=f"t*, monotone, {budget_label(*budget)}")
-        fit = dyn["power_law_by_budget"].get(f"B={budget[0]}_N={budget[1]}", {})
-        if transient and math.isfinite(fit.get("alpha", math.nan)):
-            m = np.array([p["num_tasks"] for p in transient], float)
-            lo, hi = fit["alpha_interval"]
-            interval = f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else " (no interval)"
-            grid = np.geomspace(m.min(), m.max(), 50)
-            ax.plot(grid, fit["prefactor"] * grid ** fit["alpha"], BUDGET_STYLES[i % len(BUDGET_STYLES)],
-                    color=color, lw=1, label=f"fit: α = {fit['alpha']:.2f}{interval}")
-        plotted_m.update(p["num_tasks"] for p in pts)
-        max_t = max([max_t] + [_t_star_of(p) for p in pts])
+def _ridge_loss_line(ax, rows) -> None:
+    """Ridge's L/D on T_true (the floor of the model's loss) as a thin grey line."""
+    values = [r["final"][names.loss_key(names.TRUE, names.RIDGE)] for r in rows
+              if names.loss_key(names.TRUE, names.RIDGE) in r.get("final", {})]
+    if values:
+        ax.axhline(float(np.mean(values)), color="0.5", lw=0.8, zorder=0)
+        ax.text(0.99, float(np.mean(values)), "ridge", color="0.4", ha="right", va="bottom",
+                transform=ax.get_yaxis_transform())
+
+
+def _residual_panel(ax, metrics_by_run, rows, budgets, styles, all_m, colors) -> None:
+    drawn = False
+    for budget in budgets:
+        for m in all_m:
+            steps, fraction = _residual_fraction(metrics_by_run, _done_runs(rows, budget, m))
+            keep = (steps > 0) & np.isfinite(fraction) if len(steps) else np.array([], bool)
+            if keep.any():
+                ax.plot(steps[keep], fraction[keep], styles[budget], color=colors[m], lw=1.2)
+                drawn = True
+    if not drawn:
+        ax.text(0.5, 0.5, "no mixture metrics stored\n(runs predate them, or only M = ∞)", ha="center",
+                va="center", transform=ax.transAxes)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("unexplained by the best mixture\n(residual / min(Δ_PT,Ridge, Δ_PT,dMMSE))")
+    ax.set_title("what neither strategy explains")
+
+
+def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
+    """t* against M, one marker and colour per definition, intervals as vertical bars (filled: transient M; open:
+    the others, whose t* lies inside the run), each seed's own t* faded; the fitted power law of each definition
+    over its budget's fit set."""
+    plotted_m, offsets = set(), {d: f for d, f in zip(dynamics_lib.DEFINITIONS, (0.97, 1.0, 1.03))}
+    for budget in budgets:
+        pts = [p for p in dyn["per_num_tasks"] if (p["batch_size"], p["steps"]) == budget and p["num_tasks"] > 0]
+        runs = [r for r in dyn.get("per_run", []) if (r["batch_size"], r["steps"]) == budget and r["num_tasks"] > 0]
+        fits = dyn["power_law_by_budget"].get(f"B={budget[0]}_N={budget[1]}", {})
+        for definition in dynamics_lib.DEFINITIONS:
+            color, marker = DEFINITION_COLORS[definition], DEFINITION_MARKERS[definition]
+            seeds = [(r["num_tasks"] * offsets[definition], r["t_star"][definition]["value"]) for r in runs
+                     if r.get("t_star", {}).get(definition, {}).get("status") == dynamics_lib.LOCATED]
+            if seeds:  # each seed's own t*, faded
+                ax.plot(*zip(*seeds), marker, color=color, ms=3, alpha=0.35, mew=0)
+                plotted_m.update(round(x / offsets[definition]) for x, _ in seeds)
+            for p in pts:
+                entry = p["t_star"][definition]
+                if entry["status"] != dynamics_lib.LOCATED:
+                    continue
+                x = p["num_tasks"] * offsets[definition]  # side by side where the definitions agree
+                lo, hi = entry["interval"]
+                if math.isfinite(lo) and math.isfinite(hi):
+                    ax.plot([x, x], [lo, hi], color=color, lw=1.2)
+                filled = p["kind"] == dynamics_lib.TRANSIENT
+                ax.plot([x], [entry["value"]], marker, color=color, ms=5, mfc=color if filled else "white")
+                plotted_m.add(p["num_tasks"])
+            fit = fits.get(definition, {})
+            if math.isfinite(fit.get("alpha", math.nan)):
+                lo, hi = fit["alpha_interval"]
+                grid = np.geomspace(min(fit["num_tasks"]), max(fit["num_tasks"]), 50)
+                label = (f"{dynamics_lib.DEFINITION_LABELS[definition]}: α = {fit['alpha']:.2f}"
+                         + (f" [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else ""))
+                ax.plot(grid, fit["prefactor"] * grid ** fit["alpha"], styles[budget], color=color, lw=1,
+                        label=label if len(budgets) == 1 else f"{label}, {budget_label(*budget)}")
     if plotted_m:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ticks = sorted(plotted_m)[:: max(1, len(plotted_m) // 8)]  # at most about 8 labelled M values
+        ticks = sorted(plotted_m)[:: max(1, len(plotted_m) // 8)]
         ax.set_xticks(ticks, [str(m) for m in ticks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_ylim(top=4 * max_t)  # room above the points for the legend
-        ax.legend(loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", handlelength=3.0, frameon=False)
+        else:
+            ax.text(0.5, 0.96, "no power-law fit (no transient M)", ha="center", va="top", transform=ax.transAxes)
     else:
-        ax.text(0.5, 0.5, "no finite M with a t*", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no finite M with a t* inside the run", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_xlabel("number of pretraining tasks M")
-    ax.set_ylabel("t* (step of closest approach)")
-    ax.set_title("t* against M (fit: transient M only)")
+    ax.set_ylabel("t* (training step)")
+    ax.set_title("t* against M, three ways, with t* ∝ M^α")
+
+
+def _dynamics_legend(ax, all_m, colors, budgets, styles) -> None:
+    """The keys of the figure in a panel of their own: M colours, budget line styles, the t* markers."""
+    ax.axis("off")
+    handles = [plt.Line2D([], [], color=colors[m], lw=2) for m in all_m]
+    labels = [f"M = {num_tasks_label(m)}" for m in all_m]
+    handles += [plt.Line2D([], [], ls=styles[b], color="0.3") for b in budgets]
+    labels += [budget_label(*b) for b in budgets]
+    handles += [plt.Line2D([], [], ls="", marker="o", color="0.3"),
+                plt.Line2D([], [], ls="", marker="o", color="0.3", mfc="white"),
+                plt.Line2D([], [], color="0.3", lw=2.2, alpha=0.45)]
+    handles += [plt.Line2D([], [], color="0.3", lw=0.6, alpha=0.4, marker="o", ms=3, mew=0)]
+    labels += ["t*, M transient", "t*, M monotone or unresolved", "95% interval (seeds × evaluation sequences)",
+               "one seed (faded: single seeds' curves and t*)"]
+    handles += [plt.Line2D([], [], ls="", marker=DEFINITION_MARKERS[d], color=DEFINITION_COLORS[d])
+                for d in dynamics_lib.DEFINITIONS]
+    labels += [f"t* {dynamics_lib.DEFINITION_LABELS[d]}" for d in dynamics_lib.DEFINITIONS]
+    ax.legend(handles, labels, loc="center left", ncol=2 if len(labels) > 16 else 1, handlelength=3.0,
+              frameon=False)
 
 
 def final_record(metrics_by_run: Mapping[str, Sequence[dict]], name: str) -> dict | None:
@@ -356,9 +453,14 @@ def _draw_sweep(summary, metrics_by_run):
     return sweep_figure(summary)
 
 
+def sweep_dynamics(summary: Mapping, metrics_by_run: Mapping[str, Sequence[dict]]) -> dict:
+    """A sweep summary's dynamics block, recomputed (with the default fit set) when it predates t* three ways."""
+    dyn = summary.get("dynamics", {})
+    return dyn if "definitions" in dyn else dynamics_lib.summarize_dynamics(metrics_by_run, summary["cells"])
+
+
 def _draw_dynamics(summary, metrics_by_run):
-    dyn = dynamics_lib.summarize_dynamics(metrics_by_run, summary["cells"])
-    return dynamics_figure(metrics_by_run, summary["cells"], dyn)
+    return dynamics_figure(metrics_by_run, summary["cells"], sweep_dynamics(summary, metrics_by_run))
 
 
 def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,

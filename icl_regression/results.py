@@ -34,7 +34,9 @@ def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | Non
     summary = threshold.estimate_thresholds(rows, num_replicates)
     summary.update({"complete": len(rows) == len(run_dirs), "num_cells": len(run_dirs), "cells": rows,
                     "threshold_metric": names.THRESHOLD_METRIC})
-    summary.update(dynamics.summarize_dynamics(run_metrics(workdir), rows))
+    sweep_config = Path(workdir) / names.SWEEP_CONFIG_FILE
+    analysis = dynamics.analysis_settings(read_json(sweep_config) if sweep_config.exists() else None)
+    summary.update(dynamics.summarize_dynamics(run_metrics(workdir), rows, **analysis))
     write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     return summary
 

@@ -133,7 +133,7 @@ def test_values_of_the_wrong_type_or_range_name_the_field(section, field, value)
 def test_fields_added_later_do_not_rename_stored_runs(tiny_config, monkeypatch):
     """A field appended to FIELDS_ADDED_LATER is left out of the hash while it holds its default, so runs stored
     before it existed keep their folder names; a non-default value still names a different run."""
-    stored = tiny_config.hashed_dict()  # without the fields already listed as added later (at their defaults)
+    stored = tiny_config.hashed_dict()  # without the fields already added later (at their defaults)
     del stored["train"]["ensemble_strategy"]  # as a config.json written before the field existed would read
     before = hashlib.sha1(json.dumps(stored, sort_keys=True).encode()).hexdigest()[:6]
     monkeypatch.setitem(config.FIELDS_ADDED_LATER, "train", ("ensemble_strategy",))

@@ -1,4 +1,4 @@
-"""Training dynamics on synthetic metrics records with a known t* and a known exponent α."""
+"""Training dynamics on synthetic metrics records with a known t* (three ways), known noise and a known exponent."""
 
 import json
 import math
@@ -7,161 +7,286 @@ import numpy as np
 import pytest
 
 from icl_regression import dynamics, names, results
-from icl_regression.store import RunStore, atomic_write_text
+from icl_regression.config import ConfigError
+from icl_regression.store import RunStore, atomic_write_text, write_json
 
-EVAL_INTERVAL = 50
-TOTAL_STEPS = 20_000
+EVAL_INTERVAL = 250
+TOTAL_STEPS = 10_000
+STEPS = np.arange(0, TOTAL_STEPS + 1, EVAL_INTERVAL)
+RIDGE_LOSS = 0.45
+DELTA, LOSS, WEIGHT = (dynamics.DEFINITION_KEYS[d] for d in dynamics.DEFINITIONS)
 
 
-def curve_records(t_star: float, depth: float = 0.5, rise: float = 1.0, start: float = 1.0,
-                  steps=range(0, TOTAL_STEPS + 1, EVAL_INTERVAL)) -> list[dict]:
-    """Δ falls linearly from `start` to `start - depth` at t*, then rises by `rise` over the run."""
-    records = []
+def valley(t_star: float, curvature: float = 0.1, floor: float = 0.2):
+    """Δ(t): a parabola in ln t with its minimum at t*."""
+    return lambda step: floor + curvature * (math.log(max(step, 1)) - math.log(t_star)) ** 2
+
+
+def switch(t_cross: float, width: float = 0.6):
+    """a(t): falls from 0.9 to 0.1 through 1/2 at t_cross."""
+    return lambda step: 0.5 + 0.4 * math.tanh((math.log(t_cross) - math.log(max(step, 1))) / width)
+
+
+def records(delta, weight, jitter: float = 0.0, eval_noise: float = 0.0, num_replicates: int = 0,
+            seed: int = 0, steps=STEPS) -> list[dict]:
+    """Metrics records of one run. `jitter`: training noise, independent between evaluations; `eval_noise`: the
+    evaluation-sequence noise, an offset shared by every evaluation of one replicate (the same sequences)."""
+    rng = np.random.default_rng(seed)
+    offsets = eval_noise * rng.standard_normal((num_replicates, 2))
+    out = []
     for step in steps:
-        value = start - depth * min(step / t_star, 1.0) + rise * max(step - t_star, 0) / TOTAL_STEPS
-        records.append({"step": step, "learning_rate": 1e-3, "train_loss": None, "diverged": False,
-                        "mean": {names.THRESHOLD_METRIC: value}, "per_position": {}})
-    return records
+        d = delta(step) + jitter * rng.standard_normal()
+        a = weight(step) + jitter * rng.standard_normal()
+        record = {"step": int(step), "learning_rate": 1e-3, "train_loss": None, "diverged": False,
+                  "mean": {DELTA: d, LOSS: RIDGE_LOSS + d, WEIGHT: a, names.THRESHOLD_SCALE: 1.0},
+                  "per_position": {}}
+        if num_replicates:
+            record["bootstrap"] = {DELTA: list(d + offsets[:, 0]), LOSS: list(RIDGE_LOSS + d + offsets[:, 0]),
+                                   WEIGHT: list(a + offsets[:, 1])}
+        out.append(record)
+    return out
 
 
-def row(name: str, num_tasks: int, batch_size: int = 64, seed: int = 0, status: str = names.DONE) -> dict:
+def row(name: str, num_tasks: int, seed: int = 0, batch_size: int = 64, status: str = names.DONE) -> dict:
     return {"name": name, "num_tasks": num_tasks, "batch_size": batch_size, "steps": TOTAL_STEPS, "seed": seed,
             "status": status}
 
 
-def power_law_sweep(alpha: float, prefactor: float, num_tasks=(2, 4, 8, 16, 32), seeds=(0, 1)):
+def sweep(curves_by_m: dict, seeds=(0, 1, 2), **noise) -> tuple[dict, list]:
+    """{M: (delta, weight)} → (metrics by run, rows), one run per seed."""
     metrics, rows = {}, []
-    for m in num_tasks:
+    for m, (delta, weight) in curves_by_m.items():
         for seed in seeds:
             name = f"M={m}_seed={seed}"
-            metrics[name] = curve_records(prefactor * m**alpha * (1 + 0.02 * seed))
-            rows.append(row(name, m, seed=seed))
+            metrics[name] = records(delta, weight, seed=1000 * m + seed, **noise)
+            rows.append(row(name, m, seed))
     return metrics, rows
 
 
-def test_t_star_is_the_evaluated_step_of_the_minimum():
-    steps, values = dynamics.metric_curve(curve_records(t_star=1_000))
-    result = dynamics.closest_approach(steps, values)
-    assert result["t_star"] == 1_000
-    assert result["kind"] == dynamics.TRANSIENT
-    assert result["min_value"] == pytest.approx(0.5)
+def locate(definition, recs):
+    return dynamics.locate(definition, *dynamics.metric_curve(recs, dynamics.DEFINITION_KEYS[definition]))
 
 
-def test_t_star_has_the_resolution_of_the_evaluation_interval():
-    records = curve_records(t_star=1_030)  # between evaluations at 1000 and 1050
-    t_star = dynamics.closest_approach(*dynamics.metric_curve(records))["t_star"]
-    assert t_star in (1_000, 1_050)
+# --- t* on one curve, below the grid. ---
+
+
+@pytest.mark.parametrize("t_star", [1_130, 2_870, 6_130])
+def test_minimum_between_evaluations_is_located_below_the_grid(t_star):
+    recs = records(valley(t_star), switch(5_000))
+    for definition in (dynamics.RIDGE, dynamics.LOSS):
+        result = locate(definition, recs)
+        assert result["status"] == dynamics.LOCATED
+        assert result["t_star"] == pytest.approx(t_star, abs=0.05 * EVAL_INTERVAL)
+        assert abs(result["grid_step"] - t_star) > 0.1 * EVAL_INTERVAL  # the grid alone cannot say it
+
+
+def test_local_fit_is_closer_than_the_grid_argmin_on_jittery_curves():
+    errors_fit, errors_grid = [], []
+    for seed in range(100):
+        t_star = 1_500 + 40 * seed
+        result = locate(dynamics.RIDGE, records(valley(t_star), switch(5_000), jitter=0.01, seed=seed))
+        errors_fit.append(math.log(result["t_star"] / t_star))
+        errors_grid.append(math.log(result["grid_step"] / t_star))
+    rms = lambda e: float(np.sqrt(np.mean(np.square(e))))  # noqa: E731
+    assert rms(errors_fit) < 0.75 * rms(errors_grid)
+    assert abs(np.mean(errors_fit)) < 0.05  # no systematic shift on a symmetric valley
+
+
+@pytest.mark.parametrize("t_cross", [730, 4_321, 8_888])
+def test_crossing_of_one_half_is_located_between_evaluations(t_cross):
+    result = locate(dynamics.MIXTURE, records(valley(3_000), switch(t_cross)))
+    assert result["status"] == dynamics.LOCATED
+    assert result["t_star"] == pytest.approx(t_cross, rel=0.02)
+
+
+def test_the_last_crossing_counts():
+    recs = records(valley(3_000), lambda step: 0.8 if step < 2_000 or 4_000 < step < 6_000 else 0.2)
+    t_star = locate(dynamics.MIXTURE, recs)["t_star"]
+    assert 5_750 - 1e-6 <= t_star <= 6_000 + 1e-6  # between the last evaluation above 1/2 and the next
+
+
+@pytest.mark.parametrize("weight, status", [(lambda s: 0.8, dynamics.AT_END), (lambda s: 0.3, dynamics.NEVER),
+                                            (lambda s: math.nan, dynamics.UNDEFINED)])
+def test_crossing_statuses(weight, status):
+    assert locate(dynamics.MIXTURE, records(valley(3_000), weight))["status"] == status
 
 
 def test_step_zero_is_excluded():
-    records = curve_records(t_star=1_000)
-    records[0]["mean"][names.THRESHOLD_METRIC] = 0.0  # lowest at initialisation
-    assert dynamics.closest_approach(*dynamics.metric_curve(records))["t_star"] == 1_000
+    recs = records(valley(3_000), switch(5_000))
+    recs[0]["mean"][DELTA] = 0.0  # lowest at initialisation
+    assert locate(dynamics.RIDGE, recs)["t_star"] == pytest.approx(3_000, rel=0.01)
 
 
-def test_curve_still_approaching_ridge_at_the_end_is_monotone():
-    result = dynamics.closest_approach(*dynamics.metric_curve(curve_records(t_star=10 * TOTAL_STEPS)))
-    assert result["t_star"] == TOTAL_STEPS
-    assert result["kind"] == dynamics.MONOTONE
+def test_curve_still_approaching_ridge_at_the_end_and_curve_leaving_it_from_the_start():
+    assert locate(dynamics.RIDGE, records(valley(10 * TOTAL_STEPS), switch(5_000)))["status"] == dynamics.AT_END
+    assert locate(dynamics.RIDGE, records(valley(10), switch(5_000)))["status"] == dynamics.AT_START
 
 
-def test_small_rise_after_the_minimum_is_monotone_unless_the_margin_allows_it():
-    records = curve_records(t_star=1_000, rise=0.05)  # final = 0.55 × … = 1.1 × minimum
-    steps, values = dynamics.metric_curve(records)
-    assert dynamics.closest_approach(steps, values)["kind"] == dynamics.MONOTONE
-    assert dynamics.closest_approach(steps, values, margin=1.05)["kind"] == dynamics.TRANSIENT
+# --- A group of seeds: intervals and the kind. ---
 
 
-def test_curve_that_moves_away_from_ridge_from_the_start_is_monotone():
-    records = curve_records(t_star=50, depth=-0.2)  # rises from the first evaluation on
-    result = dynamics.closest_approach(*dynamics.metric_curve(records))
-    assert result["t_star"] == 50
-    assert result["kind"] == dynamics.MONOTONE
+def analyse(curves_by_m: dict, seeds=(0, 1, 2), **noise) -> dict:
+    metrics, rows = sweep(curves_by_m, seeds, **noise)
+    return {p["num_tasks"]: p for p in dynamics.summarize_dynamics(metrics, rows)["dynamics"]["per_num_tasks"]}
 
 
-def test_curve_without_finite_values_has_no_data():
-    records = curve_records(t_star=1_000)
-    for record in records[1:]:
-        record["mean"][names.THRESHOLD_METRIC] = math.nan
-    result = dynamics.closest_approach(*dynamics.metric_curve(records))
-    assert result["kind"] == dynamics.NO_DATA and math.isnan(result["t_star"])
+def test_intervals_cover_the_known_t_star_and_shrink_with_the_noise():
+    widths = []
+    for jitter in (0.02, 0.005):
+        (point,) = analyse({6: (valley(3_000), switch(6_000))}, jitter=jitter, eval_noise=0.01,
+                           num_replicates=16).values()
+        for definition, truth in ((dynamics.RIDGE, 3_000), (dynamics.LOSS, 3_000), (dynamics.MIXTURE, 6_000)):
+            entry = point["t_star"][definition]
+            lo, hi = entry["interval"]
+            assert lo <= truth <= hi, (jitter, definition, entry)
+        lo, hi = point["t_star"][dynamics.RIDGE]["interval"]
+        widths.append(hi - lo)
+        assert "bootstrap over 3 seeds × 16 evaluation-sequence replicates" in point["noise"]
+    assert widths[1] < 0.6 * widths[0]
 
 
-def test_power_law_recovers_alpha():
-    metrics, rows = power_law_sweep(alpha=0.7, prefactor=300.0)
-    fit = dynamics.summarize_dynamics(metrics, rows)["dynamics"]["power_law"]
-    assert fit["num_points"] == 5
-    assert fit["alpha"] == pytest.approx(0.7, abs=0.03)
-    assert fit["prefactor"] == pytest.approx(300.0 * 1.01, rel=0.1)  # median over the two seeds
-    lo, hi = fit["alpha_interval"]
-    assert lo <= fit["alpha"] <= hi and hi - lo < 0.1
+def test_a_rise_larger_than_its_noise_is_transient_and_a_smaller_one_unresolved():
+    rising = lambda step: valley(3_000)(step) + (0.1 if step > 3_000 else 0.0) * (step - 3_000) / 7_000  # noqa
+    flat = lambda step: valley(3_000, curvature=0.002)(step)  # noqa: E731  (rises by 0.003 over the run)
+    points = analyse({5: (rising, switch(6_000)), 6: (flat, switch(6_000))}, jitter=0.02, eval_noise=0.01,
+                     num_replicates=16)
+    assert points[5]["kind"] == dynamics.TRANSIENT and points[5]["rise_interval"][0] > 0
+    assert points[6]["kind"] == dynamics.UNRESOLVED and "within its noise" in points[6]["reason"]
+    lo, hi = points[6]["rise_interval"]
+    assert lo < 0 < hi
 
 
-def test_power_law_interval_is_reproducible_and_covers_a_noisy_alpha():
-    rng = np.random.default_rng(1)
-    m = np.array([2, 4, 8, 16, 32, 64, 128])
-    t = 100 * m**0.5 * np.exp(0.1 * rng.standard_normal(len(m)))
-    first, second = dynamics.fit_power_law(m, t), dynamics.fit_power_law(m, t)
-    assert first["alpha_interval"] == second["alpha_interval"]
-    lo, hi = first["alpha_interval"]
-    assert lo < 0.5 < hi
+def test_a_small_dip_is_transient_when_the_noise_is_smaller_still():
+    dip = valley(3_000, curvature=0.01)  # Δ rises by about 0.011 from t* to the end
+    assert analyse({5: (dip, switch(500))}, jitter=0.001)[5]["kind"] == dynamics.TRANSIENT
+    assert analyse({5: (dip, switch(500))}, jitter=0.03)[5]["kind"] == dynamics.UNRESOLVED
 
 
-def test_monotone_and_infinite_m_are_left_out_of_the_fit():
-    metrics, rows = power_law_sweep(alpha=0.7, prefactor=300.0, seeds=(0,))
-    metrics["M=64"], metrics["M=inf"] = curve_records(10 * TOTAL_STEPS), curve_records(500)  # inf: transient
-    rows += [row("M=64", 64), row("M=inf", 0)]
+def test_monotone_kinds_say_why():
+    points = analyse({8: (valley(10 * TOTAL_STEPS), switch(20_000)), 4: (valley(10), switch(300))}, jitter=0.001)
+    assert points[8]["kind"] == points[4]["kind"] == dynamics.MONOTONE
+    assert "still approaching ridge" in points[8]["reason"]
+    assert "moving away from ridge from the start" in points[4]["reason"]
+    assert points[8]["t_star"][dynamics.MIXTURE]["status"] == dynamics.AT_END
+
+
+def test_one_seed_without_replicates_has_no_interval_and_judges_the_rise_by_its_jitter():
+    (point,) = analyse({6: (valley(3_000), switch(6_000))}, seeds=(0,), jitter=0.01).values()
+    assert point["t_star"][dynamics.RIDGE]["value"] == pytest.approx(3_000, rel=0.2)
+    assert all(math.isnan(x) for x in point["t_star"][dynamics.RIDGE]["interval"])
+    assert point["noise"].startswith("none (one seed")
+    assert point["kind"] == dynamics.TRANSIENT and point["rise_noise"] == dynamics.RISE_NOISE_ONE
+
+
+def test_infinite_m_has_no_mixture_weight_and_is_left_out_of_the_fits():
+    nan_weight = lambda step: math.nan  # noqa: E731
+    points = analyse({0: (valley(3_000), nan_weight)}, jitter=0.001)
+    assert points[0]["t_star"][dynamics.MIXTURE]["status"] == dynamics.UNDEFINED
+    assert points[0]["t_star"][dynamics.RIDGE]["status"] == dynamics.LOCATED
+
+
+# --- Power laws. ---
+
+
+def power_law_curves(alpha_min: float, alpha_cross: float, num_tasks=(4, 5, 6, 7, 8)) -> dict:
+    return {m: (valley(120 * m**alpha_min), switch(40 * m**alpha_cross)) for m in num_tasks}
+
+
+def test_known_exponents_are_recovered_with_intervals():
+    metrics, rows = sweep(power_law_curves(alpha_min=1.6, alpha_cross=2.5), jitter=0.004, eval_noise=0.004,
+                          num_replicates=8)
+    fits = dynamics.summarize_dynamics(metrics, rows)["dynamics"]["power_law"]
+    assert fits["fit_num_tasks"] == [4, 5, 6, 7, 8] and fits["fit_set"] == "the transient M"
+    for definition, alpha in ((dynamics.RIDGE, 1.6), (dynamics.LOSS, 1.6), (dynamics.MIXTURE, 2.5)):
+        fit = fits[definition]
+        lo, hi = fit["alpha_interval"]
+        assert fit["alpha"] == pytest.approx(alpha, abs=0.1), definition
+        assert lo <= alpha <= hi and hi - lo < 0.6, (definition, fit)
+        assert fit["num_points"] == 5
+
+
+def test_fit_over_named_m_and_over_transient_m_only_by_default():
+    curves = power_law_curves(alpha_min=1.0, alpha_cross=1.0, num_tasks=(4, 5, 6))
+    curves[64] = (valley(10 * TOTAL_STEPS), switch(20_000))  # monotone
+    curves[0] = (valley(500), lambda step: math.nan)  # M = ∞: never in a fit
+    metrics, rows = sweep(curves, jitter=0.002)
+    default = dynamics.summarize_dynamics(metrics, rows)["dynamics"]["power_law"]
+    assert default["fit_num_tasks"] == [4, 5, 6]
+    named = dynamics.summarize_dynamics(metrics, rows, fit_num_tasks=(4, 5, 64, 128))["dynamics"]["power_law"]
+    assert named["fit_num_tasks"] == [4, 5, 64] and "[128] not in this budget" in named["fit_set"]
+    assert named[dynamics.RIDGE]["num_points"] == 2  # M = 64 has no t* inside the run
+    assert "left out (t* not inside the run): M = [64]" in named[dynamics.RIDGE]["note"]
+
+
+def test_no_transient_m_prints_a_sentence_not_nan():
+    metrics, rows = sweep({m: (valley(10 * TOTAL_STEPS), switch(20_000)) for m in (8, 16)}, jitter=0.002)
+    dyn = dynamics.summarize_dynamics(metrics, rows)
+    text = dynamics.format_dynamics(dyn)
+    assert text.count("no transient M in this sweep") == 1
+    assert "nan" not in text.lower()
+
+
+def test_printout_gives_every_m_its_three_t_stars_kind_and_reason_and_three_alphas():
+    metrics, rows = sweep(power_law_curves(alpha_min=1.0, alpha_cross=2.0), jitter=0.004, eval_noise=0.004,
+                          num_replicates=8)
+    text = dynamics.format_dynamics(dynamics.summarize_dynamics(metrics, rows))
+    for label in dynamics.DEFINITION_LABELS.values():
+        assert text.count(label) == 2  # a column and a fit line
+    for m in (4, 5, 6, 7, 8):
+        assert f"M={m}, B=64: transient: Δ rises by" in text
+    assert text.count("ridge weight a peaks at 0.8") + text.count("ridge weight a peaks at 0.9") == 5
+    assert text.count("α = ") == 3 and "nan" not in text.lower()
+
+
+def test_seeds_and_budgets_are_grouped_and_diverged_runs_left_out():
+    metrics, rows = sweep({6: (valley(3_000), switch(6_000))}, jitter=0.002)
+    metrics["bad"] = records(valley(100), switch(200))
+    rows.append(row("bad", 6, seed=3, status=names.DIVERGED))
+    metrics["big"] = records(valley(2_000), switch(4_000))
+    rows.append(row("big", 6, batch_size=128))
     dyn = dynamics.summarize_dynamics(metrics, rows)["dynamics"]
-    kinds = {p["num_tasks"]: p["kind"] for p in dyn["per_num_tasks"]}
-    assert kinds[64] == dynamics.MONOTONE and kinds[0] == dynamics.TRANSIENT
-    assert dyn["power_law"]["num_points"] == 5
-    assert dyn["power_law"]["alpha"] == pytest.approx(0.7, abs=0.03)
-
-
-@pytest.mark.parametrize("num_transient", [0, 1, 2])
-def test_fewer_than_three_transient_m_give_no_interval_and_say_why(num_transient):
-    metrics, rows = power_law_sweep(alpha=0.7, prefactor=300.0, num_tasks=(2, 4, 8)[:num_transient], seeds=(0,))
-    for m in (64, 128):
-        metrics[f"M={m}"] = curve_records(10 * TOTAL_STEPS)
-        rows.append(row(f"M={m}", m))
-    fit = dynamics.summarize_dynamics(metrics, rows)["dynamics"]["power_law"]
-    assert fit["num_points"] == num_transient
-    assert all(math.isnan(x) for x in fit["alpha_interval"])
-    assert "at least 3" in fit["note"]
-    assert math.isfinite(fit["alpha"]) == (num_transient == 2)
-
-
-def test_seeds_are_aggregated_by_median_and_diverged_runs_left_out():
-    metrics, rows = {}, []
-    for seed, t_star in enumerate((1_000, 2_000, 4_000)):
-        metrics[f"s{seed}"] = curve_records(t_star)
-        rows.append(row(f"s{seed}", 8, seed=seed))
-    metrics["bad"] = curve_records(100)
-    rows.append(row("bad", 8, seed=3, status=names.DIVERGED))
-    dyn = dynamics.summarize_dynamics(metrics, rows)["dynamics"]
-    assert len(dyn["per_run"]) == 4
-    (point,) = dyn["per_num_tasks"]
-    assert point["num_seeds"] == 3 and point["t_star_median"] == 2_000 and point["t_star_transient"] == 2_000
-
-
-def test_one_fit_per_budget_and_the_largest_budget_is_primary():
-    metrics, rows = power_law_sweep(alpha=0.7, prefactor=300.0, seeds=(0,))
-    for m in (2, 4, 8, 16, 32):
-        metrics[f"big M={m}"] = curve_records(600.0 * m**0.5)
-        rows.append(row(f"big M={m}", m, batch_size=128))
-    dyn = dynamics.summarize_dynamics(metrics, rows)["dynamics"]
+    assert len(dyn["per_run"]) == 5
+    assert [(p["batch_size"], p["num_seeds"]) for p in dyn["per_num_tasks"]] == [(64, 3), (128, 1)]
     assert set(dyn["power_law_by_budget"]) == {f"B=64_N={TOTAL_STEPS}", f"B=128_N={TOTAL_STEPS}"}
-    assert dyn["power_law"]["batch_size"] == 128
-    assert dyn["power_law"]["alpha"] == pytest.approx(0.5, abs=0.03)
+    assert dyn["power_law"]["batch_size"] == 128  # the largest budget is the primary fit
 
 
-def test_dynamics_from_the_store_is_json(tmp_path):
-    metrics, rows = power_law_sweep(alpha=0.7, prefactor=300.0, seeds=(0,))
-    for name, records in metrics.items():
+def test_analysis_settings_come_from_the_sweep_config():
+    assert dynamics.analysis_settings(None) == {"fit_num_tasks": ()}
+    config = {"sweep": {"grid": {}, "analysis": {"fit_num_tasks": [5, "6", 7]}}}
+    assert dynamics.analysis_settings(config) == {"fit_num_tasks": (5, 6, 7)}
+    with pytest.raises(ConfigError, match="M = ∞"):
+        dynamics.analysis_settings({"sweep": {"analysis": {"fit_num_tasks": [4, "inf"]}}})
+    with pytest.raises(ConfigError, match="unknown sweep.analysis"):
+        dynamics.analysis_settings({"sweep": {"analysis": {"fit_range": [4, 8]}}})
+
+
+def test_sweep_summary_from_the_store_uses_the_stored_fit_setting_and_is_json(tmp_path):
+    metrics, rows = sweep(power_law_curves(alpha_min=1.0, alpha_cross=1.5), seeds=(0,), jitter=0.002,
+                          eval_noise=0.002, num_replicates=4)
+    run_dirs = []
+    for name, recs in metrics.items():
         run = RunStore(tmp_path / names.RUNS_DIR / name)
         run.init({"name": name})
-        atomic_write_text(run.dir / names.METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
-    extra = dynamics.summarize_dynamics(results.run_metrics(tmp_path), rows)
-    assert extra["dynamics"]["power_law"]["alpha"] == pytest.approx(0.7, abs=0.03)
-    json.loads(json.dumps(extra))
-    assert "M^" in dynamics.format_dynamics(extra)
+        atomic_write_text(run.dir / names.METRICS_FILE, "".join(json.dumps(r) + "\n" for r in recs))
+        summary = next(r for r in rows if r["name"] == name)
+        write_json(run.dir / names.SUMMARY_FILE, {**summary, "num_tasks_label": str(summary["num_tasks"]),
+                                                  "final": recs[-1]["mean"], "bootstrap": {}, "train_loss": 0.1})
+        run_dirs.append(run.dir)
+    write_json(tmp_path / names.SWEEP_CONFIG_FILE, {"sweep": {"analysis": {"fit_num_tasks": [5, 6, 7]}}})
+    summary = results.summarize(tmp_path, run_dirs)
+    assert summary["dynamics"]["power_law"]["fit_num_tasks"] == [5, 6, 7]
+    assert summary["dynamics"]["power_law"][dynamics.RIDGE]["alpha"] == pytest.approx(1.0, abs=0.1)
+    json.loads(json.dumps(summary))
+    assert "evaluation sequences only" in dynamics.format_dynamics(results.load_summary(tmp_path))
+
+
+def test_an_analysis_section_changes_no_cell_of_the_sweep(tmp_path):
+    from conftest import TINY_SWEEP
+
+    from icl_regression import sweep
+
+    with_analysis = {**TINY_SWEEP, "sweep": {**TINY_SWEEP["sweep"], "analysis": {"fit_num_tasks": (2, 8)}}}
+    cells = lambda config: [c.name for c in sweep.expand(config, tmp_path)]  # noqa: E731
+    assert cells(with_analysis) == cells(TINY_SWEEP)
+    assert dynamics.analysis_settings(with_analysis) == {"fit_num_tasks": (2, 8)}

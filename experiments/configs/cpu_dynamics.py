@@ -1,30 +1,41 @@
 """Training dynamics on the CPU: does the model approach ridge and then leave it (SPEC, the dynamics experiment)?
 
-    python experiments/sweep.py --config=experiments/configs/cpu_dynamics.py --workdir=runs/cpu_dynamics
+    nice -n 10 python experiments/sweep.py --config=experiments/configs/cpu_dynamics.py:fine \
+        --workdir=runs/cpu_dynamics_fine
+    nice -n 10 python experiments/sweep.py --config=experiments/configs/cpu_dynamics.py --workdir=runs/cpu_dynamics
 
 The CPU main job's setting (D = 2, K = 8, 2-layer width-32 transformer, σ² = 0.25, Adam 3e-3, triangle schedule)
-trained 4× longer (10,000 steps, batch 64) on M = 4 … 64 tasks, evaluated every 250 steps: one compiled program
-of 8 models. The dynamics table gives, per M, the step t* where Δ^{T_true}_{PT,Ridge} is lowest and whether the
-curve is transient (it rises again by more than the margin after t*), and the power-law fit t* ∝ M^α over the
-transient M values.
+trained 4× longer (10,000 steps, batch 64), evaluated every 250 steps, three seeds (each seed its own nested pool).
+Default grid: M = 4, 6, 8, 16, 32, 64 (around and above the main job's threshold); `:fine`: M = 5 … 10, where one
+seed of the earlier single-seed runs turned from ridge to its pool within the run. The dynamics block
+(`icl_regression/dynamics.py`) gives, per M, t* three ways (closest approach to ridge, lowest T_true loss, the step
+the model's ridge weight a falls through 1/2) with bootstrap intervals over seeds and evaluation sequences, whether M
+is transient, monotone or unresolved and why, and t* ∝ M^α for each definition over `sweep.analysis.fit_num_tasks`
+(empty: the transient M).
 
-Measured on the 2-core development machine (results/cpu_dynamics holds the run): 9 min 38 s. M = 6 is transient:
-the model comes within Δ = 0.22 of ridge at t* = 3,750 and then turns to its 6 tasks (Δ = 0.38 at the end, Δ_PT,dMMSE
-on T_pretrain down to 0.03), the paper's "approach ridge, then memorise". M = 4 memorises from early on; M ≥ 8 are
-still closest to ridge at or near the end. One transient M is too few for the t* ∝ M^α fit (it needs two, three for
-an interval), so α is not estimated here. The midpoint threshold moves from log2 M* ≈ 2.5 after 2,500 steps (the
-main job) to 2.93 [2.90, 2.97] (M* ≈ 7.6) after 10,000: more training, a higher threshold, as SPEC says.
+Measured on the shared 2-core development machine (load ~19 from other jobs, nice 10), both sweeps at once:
+`:fine` (18 models in one program) 1 h 44 min wall; the default grid's 12 cells of M = 4, 16, 32, 64 80 min 54 s
+wall (17 min CPU); its M = 6 and 8 cells are the `:fine` runs (same configs, same folders), copied rather than
+trained twice. On a quiet machine each sweep of 18 models should take about 25–30 minutes (one seed of 6–8 models
+took 9–10). results/cpu_dynamics and results/cpu_dynamics_fine hold the runs, figures and run_log.txt.
 
-Variant `:fine` (results/cpu_dynamics_fine, 9 min 5 s): M = 5, 6, 7, 8, 10, 12, same settings. M = 6 repeats the run
-above exactly (nested pools, same seed: same model). t* grows with M below the threshold, 2,750 (M = 5), 3,750
-(6), 5,250 (7), 9,250 (8), then the end of training (10, 12); but only M = 6 rises again by more than the margin
-(×1.25): M = 7 rises ×1.21 after its t*, M = 5 never comes closer to ridge than at initialisation. So α is still
-not estimated on the CPU: the paper's setting (small model, batch 512, 4× steps) on a GPU is where the fit has
-enough transient M.
+What it shows. Seed to seed (pool to pool) the dynamics differ more than M to M: at M = 6 seed 0 comes within
+Δ = 0.22 of ridge at t* ≈ 3,250 and turns to its pool (Δ rises by 0.14 [0.12, 0.17]; its weight a falls through 1/2
+at 6,000), seed 1 is dMMSE-like from the start (a ≈ 0) and seed 2 is still approaching ridge at 10,000. Transient
+single seeds: seed 0 at M = 6 and 7 (t* ≈ 3,250 and 5,200), seed 2 at M = 4 (3,570). Averaged over the three seeds
+no M has a rise after t* that exceeds its noise (M = 4 and 6: unresolved, rises −0.04 [−0.21, 0.13] and
+−0.02 [−0.15, 0.10]; every other M still approaching ridge at the end), so the default fit set is empty and no α is
+estimated by any definition: this setting cannot tell t* ∝ M^0.47 (Raventós et al.) from a superlinear switch time
+(Wurgaft et al.). By (c) the model is never more ridge- than dMMSE-like below M = 16: the seed-mean ridge weight a on
+T_true peaks at 0.29–0.43 for M ≤ 10 (0.52 at 16, 0.48 at 32, 0.66 at 64), and the best mixture
+a·ridge + (1 − a)·dMMSE leaves 52–93% of the model's distance to the nearer strategy unexplained at the end: at this
+size the model is close to neither strategy, nor to a blend of the two.
 """
 
 import importlib.util
 from pathlib import Path
+
+import ml_collections
 
 
 def _cpu_demo_config():
@@ -39,10 +50,13 @@ def get_config(variant: str = ""):
     config = _cpu_demo_config()
     config.train.steps = 10_000  # 4× the main job: room for a late turn towards the pool
     config.checkpoint.interval = 2_500
-    config.sweep.grid.data.num_tasks = (4, 6, 8, 12, 16, 24, 32, 64)  # around and above the main job's threshold
+    config.sweep.grid.data.num_tasks = (4, 6, 8, 16, 32, 64)  # around and above the main job's threshold
     config.sweep.grid.train.batch_size = (64,)  # one budget: dynamics, not the crossing
+    config.sweep.grid.train.seed = (0, 1, 2)  # seed-to-seed spread is most of the uncertainty of t*
+    config.sweep.analysis = ml_collections.ConfigDict()
+    config.sweep.analysis.fit_num_tasks = ()  # M values of the t* ∝ M^α fits; empty: the transient M
     if variant == "fine":
-        config.sweep.grid.data.num_tasks = (5, 6, 7, 8, 10, 12)  # dense where M = 6 turned: several transients
+        config.sweep.grid.data.num_tasks = (5, 6, 7, 8, 9, 10)  # dense where the model turns within 10k steps
     elif variant:
         raise ValueError(f"unknown variant {variant!r}; allowed: '' or 'fine'")
     return config

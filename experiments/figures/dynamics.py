@@ -1,8 +1,9 @@
-"""Draws the training-dynamics figure (SPEC experiment 2) from a stored sweep: Δ^{T_true}_{PT,Ridge} against step
-per M and budget with t* (closest approach to ridge) marked, and t* against M with the power law t* ∝ M^α.
-Prints t* per M and the fit.
+"""Draws the training-dynamics figure (SPEC experiment 2) from a stored sweep and prints its dynamics block: per M,
+t* three ways (closest approach to ridge, lowest T_true loss, ridge weight a falling through 1/2) with intervals and
+whether M is transient, monotone or unresolved; the power laws t* ∝ M^α of each definition.
 
-    python experiments/figures/dynamics.py --workdir=results/cpu_demo   # → results/cpu_demo/figures/dynamics.{png,pdf}
+    python experiments/figures/dynamics.py --workdir=results/cpu_dynamics_fine
+    # → results/cpu_dynamics_fine/figures/dynamics.{png,pdf}
 """
 
 from absl import app, flags
@@ -10,7 +11,8 @@ from absl import app, flags
 from icl_regression import dynamics, plotting
 from icl_regression.store import StoreError
 
-_WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
+_WORKDIR = flags.DEFINE_string("workdir", "results/cpu_dynamics_fine",
+                               "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
 
 
@@ -22,7 +24,7 @@ def main(argv):
         paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded)
     except StoreError as e:
         raise app.UsageError(str(e))
-    print(dynamics.format_dynamics(dynamics.summarize_dynamics(metrics_by_run, summary["cells"])))
+    print(dynamics.format_dynamics(plotting.sweep_dynamics(summary, metrics_by_run)))
     print("\n".join(str(p) for p in paths))
 
 
