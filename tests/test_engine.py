@@ -136,7 +136,8 @@ class _Crash(Exception):
 
 
 def _crash(progress):
-    raise _Crash(progress.step)
+    if progress.phase == engine.TRAINING:  # after the first compiled call (not while compiling or evaluating)
+        raise _Crash(progress.step)
 
 
 def test_a_run_killed_before_its_first_checkpoint_does_not_duplicate_step_zero(tmp_path):
@@ -179,3 +180,41 @@ def test_a_running_mark_left_by_a_dead_process_of_this_host_reads_pending(tmp_pa
     assert run.state() == names.RUNNING
     store.write_json(run.dir / names.HEARTBEAT_FILE, {"host": "another-host", "pid": int(dead.stdout)})
     assert run.state() == names.RUNNING  # another host's process cannot be checked from here: trusted
+
+
+def test_rates_and_time_left_exclude_compilation(monkeypatch, tmp_path):
+    """A fake clock where compiling takes 1000 s and everything else 1 s per reading: the rates and the time left
+    must come from the training calls alone, and the compilation time is reported apart."""
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 1.0
+        return clock[0]
+
+    real_make = engine.training.make_train_chunk
+
+    class SlowCompile:
+        def __init__(self, jitted):
+            self.jitted = jitted
+
+        def lower(self, *args):
+            lowered = self.jitted.lower(*args)
+
+            class Lowered:
+                def compile(self):
+                    clock[0] += 1000.0
+                    return lowered.compile()
+            return Lowered()
+
+    monkeypatch.setattr(engine.time, "perf_counter", tick)
+    monkeypatch.setattr(engine.training, "make_train_chunk", lambda *a, **k: SlowCompile(real_make(*a, **k)))
+    cfg = LEARN_CONFIG.replace(train={"steps": 100, "steps_per_call": 50}, eval={"interval": 100},
+                               checkpoint={"interval": 100})
+    reports = []
+    engine.train_run(cfg, tmp_path / "run", progress=reports.append)
+    phases = [p.phase for p in reports]
+    assert phases[:2] == [engine.EVALUATING, engine.COMPILING] and engine.TRAINING in phases
+    first = next(p for p in reports if p.phase == engine.TRAINING)
+    assert first.compile_seconds >= 1000
+    assert first.steps_per_second > 1, first  # 50 steps over a few ticks, not over 1000 s
+    assert first.seconds_left < 100, first  # 50 steps left at the same rate
