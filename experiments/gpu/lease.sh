@@ -6,7 +6,7 @@
 #   bash experiments/gpu/lease.sh finish WORKDIR              # stop it cleanly, pack results + checkpoints into $OUT
 #   bash experiments/gpu/lease.sh status WORKDIR
 #
-# start: unpacks what an earlier lease brought back (archives in lease_in/, if the folder was carried), then starts
+# start: unpacks what an earlier lease brought back (archives in lease_in/ or $LEASE_IN, if carried), then starts
 # experiments/sweep.py detached (setsid nohup) with --stop_after=STOP_AFTER, its output in WORKDIR/lease.log.
 # finish: SIGTERM (the sweep checkpoints every unfinished model and rewrites its index), then packs the results
 # archive and the unfinished runs' checkpoints (parts of at most 15 MiB, at most 7) into $OUT: at most 8 files,
@@ -27,8 +27,9 @@ case "$verb" in
     config="${3:?CONFIG missing}"; stop_after="${4:?STOP_AFTER missing (e.g. 25m)}"; shift 4
     if alive; then echo "already running (pid $(cat "$pidfile"))"; exit 1; fi
     mkdir -p "$workdir"
-    if [[ -d lease_in ]] && compgen -G "lease_in/*" > /dev/null; then
-      "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack=lease_in
+    lease_in="${LEASE_IN:-lease_in}"
+    if [[ -d "$lease_in" ]] && compgen -G "$lease_in/*" > /dev/null; then
+      "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in"
     fi
     setsid nohup "$PYTHON" experiments/sweep.py --config="$config" --workdir="$workdir" --stop_after="$stop_after" \
       "$@" >> "$log" 2>&1 < /dev/null &
