@@ -11,6 +11,7 @@ the index (`sweep_index.json`) is rebuilt from them whenever it is written, so p
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import json
 import logging
@@ -194,13 +195,14 @@ def record_sweep_config(workdir: Path, config: Mapping[str, Any]) -> None:
     """Stores the sweep's config beside its results, and appends it to the folder's config history when it is new
     (the grid may grow between calls with --extend; the history says which configs produced which cells)."""
     workdir = Path(workdir)
-    stored = stored_config(workdir)
-    if stored is None or config_differences(stored, config):
-        line = json.dumps({"recorded_at": time.time(), "config": json.loads(json.dumps(dict(config)))},
-                          sort_keys=True)
-        with open(workdir / names.SWEEP_CONFIG_HISTORY_FILE, "a") as f:
-            f.write(line + "\n")
-        write_json(workdir / names.SWEEP_CONFIG_FILE, config)
+    with open(workdir / names.SWEEP_CONFIG_HISTORY_FILE, "a") as history:
+        fcntl.flock(history, fcntl.LOCK_EX)  # processes starting together record a new config once
+        stored = stored_config(workdir)
+        if stored is None or config_differences(stored, config):
+            history.write(json.dumps({"recorded_at": time.time(), "config": json.loads(json.dumps(dict(config)))},
+                                     sort_keys=True) + "\n")
+            history.flush()
+            write_json(workdir / names.SWEEP_CONFIG_FILE, config)
 
 
 class ProgressPrinter:
