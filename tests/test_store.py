@@ -129,3 +129,39 @@ def test_divergence_is_recorded_with_step_reason_and_last_finite_loss(tmp_path):
     assert any(f"diverged at step {info['step']}: {info['reason']}" in line for line in lines), lines
     row = results.summary_rows([tmp_path / "run"])[0]
     assert row[names.DIVERGENCE] == info and row[names.RUNAWAY] in (True, False)
+
+
+def test_figures_never_draw_a_stale_summary(finished_sweep):
+    import subprocess
+    import sys
+
+    from clitools import ENV, REPO
+
+    workdir, cells = finished_sweep
+    assert results.stale_summary(workdir) is None
+    (cells[0].run_dir / names.SUMMARY_FILE).unlink()  # the runs change after the summary was written
+    assert "changed since sweep_summary.json was written" in results.stale_summary(workdir)
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "figures" / "all.py"), f"--workdir={workdir}"],
+                          env=ENV, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "re-summarising" in done.stdout
+    summary = results.load_summary(workdir)
+    assert results.stale_summary(workdir) is None and not summary["complete"]
+    assert cells[0].name not in {row["name"] for row in summary["cells"]}
+
+
+def test_a_summary_written_before_fingerprints_is_not_called_stale(finished_sweep):
+    workdir, _ = finished_sweep
+    summary = results.load_summary(workdir)
+    del summary["fingerprint"]
+    (workdir / names.SWEEP_SUMMARY_FILE).write_text(json.dumps(summary))
+    assert results.stale_summary(workdir) is None
+
+
+def test_a_runaway_loss_is_flagged_in_the_summary(tiny_config):
+    zero = engine.predict_zero_loss(tiny_config)
+    record = {"step": 400, "train_loss": 1.0, "diverged": False, "per_position": {},
+              "mean": {names.loss_key(names.TRUE, names.PT): 101 * zero}}
+    assert engine._summary(tiny_config, record, {}, None)[names.RUNAWAY] is True
+    record["mean"][names.loss_key(names.TRUE, names.PT)] = 99 * zero
+    assert engine._summary(tiny_config, record, {}, None)[names.RUNAWAY] is False

@@ -2,11 +2,14 @@
 
     python experiments/figures/all.py                                   # results/cpu_demo → results/cpu_demo/figures
     python experiments/figures/all.py --workdir=runs/my_sweep --out=/tmp/figures
+
+When the runs changed since sweep_summary.json was written (its fingerprint no longer matches), the sweep is
+re-summarised first, with a line saying so: the figures never draw a stale summary.
 """
 
 from absl import app, flags
 
-from icl_regression import plotting
+from icl_regression import plotting, results
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
@@ -17,6 +20,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
+        results.refresh_summary(_WORKDIR.value)  # runs changed since the summary was written: re-summarise first
         paths = plotting.write_all_figures(_WORKDIR.value, _OUT.value)
     except StoreError as e:
         raise app.UsageError(str(e))
