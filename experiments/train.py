@@ -22,6 +22,7 @@ _CONFIG = flags.DEFINE_string("config", None, "Run config file, path[:variant]. 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder whose runs/ receives the run folder.")
 _STOP_AFTER = flags.DEFINE_string("stop_after", None, "Stop cleanly after this wall time (e.g. 90s, 25m, 1.5h): "
                                   "checkpoint, print how to resume, exit 0.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the run folder, its cost and a time estimate; train nothing.")
 _CACHE = flags.DEFINE_string("compilation_cache", "", "Persistent compilation cache folder (default: "
                              "$JAX_COMPILATION_CACHE_DIR or <workdir>/.jax_cache; 'none' turns it off).")
 
@@ -30,17 +31,27 @@ def main(overrides, stop: stopping.Stop):
     cfg = run_config_from_dict(cli.load_config(_CONFIG.value, overrides))
     if _STOP_AFTER.value:
         stop.set_deadline(stopping.parse_duration(_STOP_AFTER.value))
-    workdir = cli.check_workdir(_WORKDIR.value)
+    workdir = cli.check_workdir(_WORKDIR.value, create=not _DRY_RUN.value)
+    run_dir = workdir / names.RUNS_DIR / cfg.run_name
+    if _DRY_RUN.value:
+        return _plan(cfg, run_dir)
     cli.configure_compilation_cache(_CACHE.value, workdir)
     from icl_regression import engine  # jax: only once the signal handlers and the cache are in place
 
-    run_dir = workdir / names.RUNS_DIR / cfg.run_name
     summary = engine.train_run(cfg, run_dir, progress=engine.RunProgressPrinter(), stop=stop, print_fn=print)
     if summary is None:
         print(engine.stopped_message([run_dir], stop.reason, cli.rerun_command()))
         return
     print(f"{run_dir}: {summary['status']}, final "
           + ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items() if k.startswith(names.TRUE)))
+
+
+def _plan(cfg, run_dir) -> None:
+    from icl_regression import sweep
+
+    per_step = sweep.train_flops_per_step(sweep.Cell(cfg, run_dir))
+    print(f"{run_dir}: {cfg.train.steps:,} steps, {per_step * cfg.train.steps / 1e12:,.1f} TFLOP; "
+          + sweep.describe_estimate(per_step * cfg.train.steps, per_step, run_dir.parent.parent))
 
 
 if __name__ == "__main__":

@@ -263,8 +263,10 @@ def quiet_backend_logs() -> None:
 # Running a main.
 
 def _parse_flags(argv: list[str]) -> list[tuple[str, str]]:
-    from absl import flags
+    from absl import app, flags
 
+    if any(arg in ("--help", "-h", "--helpshort", "-?") for arg in argv[1:]):
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # help is not an error: exit 0
     try:
         rest, overrides = split_config_overrides(argv)
         remaining = flags.FLAGS(rest)

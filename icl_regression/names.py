@@ -71,6 +71,7 @@ SWEEP_INDEX_FILE = "sweep_index.json"
 SWEEP_SUMMARY_FILE = "sweep_summary.json"
 SWEEP_CONFIG_FILE = "sweep_config.json"
 SWEEP_CONFIG_HISTORY_FILE = "sweep_config_history.jsonl"  # every config the sweep folder has been run with
+SWEEP_RATE_FILE = "sweep_rate.json"  # the training rate this sweep measured (for --dry_run time estimates)
 RUNS_DIR = "runs"
 
 # Facts about a run's training health, in its summary and in the sweep summary's rows.

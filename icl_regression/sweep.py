@@ -15,6 +15,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -250,6 +251,54 @@ class ProgressPrinter:
                           f"~{left / 60:.1f} min left")
 
 
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "results" / "benchmarks"  # in a source checkout
+
+
+def record_rate(workdir: Path, printer: "ProgressPrinter") -> None:
+    """Stores the training rate this call measured (compilation excluded) for later time estimates."""
+    seconds = time.perf_counter() - printer.started - printer.compile_seconds
+    if printer.done_flops <= 0 or seconds <= 0:
+        return
+    import jax
+
+    write_json(Path(workdir) / names.SWEEP_RATE_FILE, {
+        "platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.local_device_count(), "train_flops_per_s": printer.done_flops / seconds,
+        "model_steps_per_s": printer.done_model_steps / seconds, "measured_at": time.time()})
+
+
+def measured_rate(workdir: Path, flops_per_step: float) -> tuple[float, str] | None:
+    """(training FLOP/s, where it comes from) for this backend: the rate this sweep folder measured before, else
+    the benchmark record (results/benchmarks) of the model size closest to this sweep's; None if neither."""
+    import jax
+
+    platform = jax.default_backend()
+    path = Path(workdir) / names.SWEEP_RATE_FILE
+    if path.exists() and read_json(path).get("platform") == platform:
+        return read_json(path)["train_flops_per_s"], f"measured by this sweep on {platform}"
+    records = []
+    for bench in sorted(BENCHMARKS_DIR.glob("*.json")) if BENCHMARKS_DIR.is_dir() else []:
+        record = read_json(bench)
+        if record.get("device", {}).get("platform") == platform and record.get("flops", {}).get("achieved_flops"):
+            distance = abs(math.log(record["flops"]["model_flops_per_step"] / max(flops_per_step, 1.0)))
+            records.append((distance, bench.name, record["flops"]["achieved_flops"]))
+    if not records:
+        return None
+    _, name, rate = min(records)
+    return rate, f"benchmark {name}; a model of another size runs at another rate, so this is rough"
+
+
+def describe_estimate(total_flops: float, flops_per_step: float, workdir: Path) -> str:
+    """A one-line estimate of the training time of `total_flops` from a measured rate, or what to run to get one."""
+    rate = measured_rate(workdir, flops_per_step)
+    if rate is None:
+        return ("estimated time: no measured rate on this backend yet (run experiments/benchmark.py, or start the "
+                "sweep: it stores its rate in sweep_rate.json)")
+    flops_per_s, source = rate
+    return (f"estimated training time ~{stopping.format_duration(total_flops / flops_per_s)} at "
+            f"{flops_per_s / 1e9:,.1f} GFLOP/s ({source}), plus compilation and evaluation")
+
+
 def repair_damaged(cells: Sequence[Cell], print_fn=print) -> list[str]:
     """Finished cells whose files are damaged (a torn or short metrics.jsonl, a summary for the wrong step) are
     made pending again, with a line saying why; the engine then re-evaluates or retrains them. Returns their
@@ -326,6 +375,8 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     if dry_run:
         for group in groups:
             print_fn(f"  group of {len(group)}: " + ", ".join(c.name for c in group))
+        if groups:
+            print_fn("[sweep] " + describe_estimate(cost["train_flops"], train_flops_per_step(groups[0][0]), workdir))
         return None
     workdir.mkdir(parents=True, exist_ok=True)
     record_sweep_config(workdir, config)
@@ -336,6 +387,7 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
         held = _train_groups(groups, workdir, cells, printer, placement_fn, stop, print_fn)
     finally:  # also after an interruption: the index shows what is done and what is left
         index = write_index(workdir, cells)
+        record_rate(workdir, printer)
     if held:
         print_fn(f"[sweep] {len(held)} cell(s) skipped: another live process trains them "
                  f"({describe_holder(RunStore(held[0].run_dir))}, …)")

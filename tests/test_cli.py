@@ -178,3 +178,38 @@ def test_lease_script_starts_stops_packs_and_the_next_lease_resumes(tmp_path):
         steps = [r["step"] for r in RunStore(second / cell["run_dir"]).metrics()]
         assert steps == list(range(0, 1001, 20)), cell["name"]
     assert transport.result_files(second)
+
+
+def test_summarize_uses_the_stored_config_and_refuses_another(tiny_sweep_dir, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep_dir, workdir)
+    before = (workdir / names.SWEEP_SUMMARY_FILE).read_text()
+    other = write_tiny_sweep(tmp_path / "other.py")
+    refused = run([script("sweep.py"), "--summarize", f"--workdir={workdir}", f"--config={other}"])
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "differs from" in refused.stderr and "train.steps" in refused.stderr
+    assert (workdir / names.SWEEP_SUMMARY_FILE).read_text() == before  # untouched
+    done = run([script("sweep.py"), "--summarize", f"--workdir={workdir}", "--figure=false"])
+    assert done.returncode == 0 and "threshold" in done.stdout, done.stderr[-2000:]
+    summary = json.loads((workdir / names.SWEEP_SUMMARY_FILE).read_text())
+    assert summary["complete"] and len(summary["cells"]) == 6
+
+
+def test_a_train_py_folder_can_be_summarised_and_drawn(tmp_path):
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=20, checkpoint=20)
+    workdir = tmp_path / "single"
+    assert run([script("train.py"), f"--config={config_file}", f"--workdir={workdir}"]).returncode == 0
+    done = run([script("sweep.py"), "--summarize", f"--workdir={workdir}"], timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(json.loads((workdir / names.SWEEP_SUMMARY_FILE).read_text())["cells"]) == 1
+    assert (workdir / "figures" / "sweep.png").exists()
+
+
+def test_help_shows_the_examples_unmangled():
+    result = run([script("train.py"), "--help"])
+    assert result.returncode == 0
+    assert ("python experiments/train.py --config=experiments/configs/cpu_demo.py --workdir=runs/single "
+            "--config.data.num_tasks=8") in result.stdout
+    assert not re.search(r"\S {4,}--config", result.stdout)  # no backslash-newline turned into a run of spaces
