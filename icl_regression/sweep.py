@@ -5,7 +5,10 @@ values (e.g. `grid.data.num_tasks = (2, 4, …, "inf")`, `grid.train.seed = (0, 
 with its own run folder under `<workdir>/runs/`. Cells that can share a compiled program train together
 (`engine.group_signature`); finished cells are skipped, interrupted ones resume. The run folders are the truth:
 the index (`sweep_index.json`) is rebuilt from them whenever it is written, so processes that share a sweep
-(`shard=(i, n)`) never disagree for long.
+(`shard=(i, n)`, hosts, or the same command started twice) never disagree for long; a process trains only the
+cells whose claim it holds (`RunStore.claim`). Before training, finished cells with damaged files are made pending
+again (`repair_damaged`); a config other than the folder's stored one is refused unless `extend`; a `Stop`
+(deadline or signal) ends the sweep after the compiled call in flight, with every model in flight checkpointed.
 """
 
 from __future__ import annotations
@@ -392,7 +395,9 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
         print_fn(f"[sweep] {len(held)} cell(s) skipped: another live process trains them "
                  f"({describe_holder(RunStore(held[0].run_dir))}, …)")
     if stop:
-        print_fn(f"[sweep] stopped ({stop.reason}): {index['counts']} over the whole sweep; checkpoints written")
+        counts = index["counts"]
+        print_fn(f"[sweep] stopped ({stop.reason}): {counts[names.DONE] + counts[names.DIVERGED]} of {len(cells)} "
+                 f"cells finished, {counts[names.PENDING]} pending; the models in flight were checkpointed")
         return None
     if index["counts"][names.DONE] + index["counts"][names.DIVERGED] < len(cells):
         print_fn(f"[sweep] this selection is finished; {index['counts']} over the whole sweep")
