@@ -220,7 +220,8 @@ class GroupTrainer:
         try:
             if on_start is not None:
                 on_start()
-            return self._run(progress or (lambda p: None), stop_after_step, stop if stop is not None else stopping.Stop())
+            stop = stop if stop is not None else stopping.Stop()
+            return self._run(progress or (lambda p: None), stop_after_step, stop)
         finally:  # finished, stopped or interrupted: unfinished runs are no longer running (they resume later)
             for claim in claims:
                 claim.release()

@@ -67,8 +67,10 @@ def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | Non
 
 
 def stale_summary(workdir: Path) -> str | None:
-    """Why the stored sweep summary no longer describes its runs (None when it does, or cannot tell: a summary
-    written before fingerprints existed)."""
+    """Why the stored sweep summary no longer describes its runs (None when it does, or cannot tell: no summary,
+    or one written before fingerprints existed)."""
+    if not (Path(workdir) / names.SWEEP_SUMMARY_FILE).exists():
+        return None
     summary = load_summary(workdir)
     if "fingerprint" not in summary or "run_dirs" not in summary:
         return None
@@ -78,11 +80,12 @@ def stale_summary(workdir: Path) -> str | None:
     return None
 
 
-def refresh_summary(workdir: Path, print_fn=print) -> dict:
-    """The stored sweep summary, re-summarised first (with a line saying so) when its runs changed since."""
+def refresh_summary(workdir: Path, print_fn=print) -> dict | None:
+    """Re-summarises a sweep (with a line saying so) whose runs changed since its summary was written; returns
+    the new summary, or None when nothing had to be done."""
     reason = stale_summary(workdir)
     if reason is None:
-        return load_summary(workdir)
+        return None
     print_fn(f"{reason}: re-summarising")
     return summarize(workdir, [Path(workdir) / d for d in load_summary(workdir)["run_dirs"]])
 

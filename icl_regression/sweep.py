@@ -310,6 +310,10 @@ def repair_damaged(cells: Sequence[Cell], print_fn=print) -> list[str]:
     for cell in cells:
         run = RunStore(cell.run_dir)
         problems = run.problems() if cell.run_dir.exists() else []
+        if not problems and cell.run_dir.exists() and run.summary() is None and (
+                cell.config.train.steps in checkpoint.available_steps(run)):
+            print_fn(f"[sweep] {cell.name}: {names.SUMMARY_FILE} is missing though training finished; "
+                     "re-evaluating it from its final checkpoint")
         if problems:
             print_fn(f"[sweep] {cell.name}: {'; '.join(problems)}; redoing it from its newest checkpoint that "
                      "the metrics cover")

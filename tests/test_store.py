@@ -95,7 +95,10 @@ def test_a_deleted_summary_is_redone_from_the_final_checkpoint(finished_sweep):
     before = run.summary()
     (run.dir / names.SUMMARY_FILE).unlink()
     assert run.state() == names.PENDING
-    summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lambda *_: None)
+    lines = []
+    summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    assert f"[sweep] {run.name}: summary.json is missing though training finished; re-evaluating it from its " \
+           "final checkpoint" in lines
     assert summary["complete"] and run.state() == names.DONE
     after = run.summary()
     assert after["train_loss"] == before["train_loss"]  # kept from the stored final record, not retrained
