@@ -140,18 +140,19 @@ def _lease(verb, workdir, *args, env, timeout=120):
 
 
 def test_lease_script_starts_stops_packs_and_the_next_lease_resumes(tmp_path):
+    steps = 4000  # a few seconds per group: long enough to be stopped inside the first one
     out, lease_in = tmp_path / "OUT", tmp_path / "lease_in"
     env = dict(ENV, OUT=str(out), PYTHON=sys.executable, LEASE_START_WAIT="1", LEASE_IN=str(lease_in))
-    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=1000, checkpoint=500)
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=steps, checkpoint=steps // 2)
     workdir = tmp_path / "first_lease"
     started = _lease("start", workdir, str(config_file), "10m", "--figure=false", env=env)
     assert started.returncode == 0 and "started pid" in started.stdout, started.stdout + started.stderr
+    waited = _lease("wait", workdir, "1", env=env)  # imports and setup alone take longer than this
+    assert waited.returncode == 0 and "still running" in waited.stdout, waited.stdout
     log = workdir / "lease.log"
     deadline = time.time() + 120
-    while "| group step" not in log.read_text() and time.time() < deadline:
-        time.sleep(0.5)
-    waited = _lease("wait", workdir, "2", env=env)
-    assert waited.returncode == 0 and "still running" in waited.stdout, waited.stdout
+    while "| group step" not in log.read_text() and time.time() < deadline:  # stop it inside the first group
+        time.sleep(0.2)
     finished = _lease("finish", workdir, env=env)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "stopped (signal SIGTERM)" in log.read_text()
@@ -174,9 +175,11 @@ def test_lease_script_starts_stops_packs_and_the_next_lease_resumes(tmp_path):
     assert "not running" in done.stdout, done.stdout
     index = json.loads((second / names.SWEEP_INDEX_FILE).read_text())
     assert index["counts"][names.DONE] == 4, (second / "lease.log").read_text()[-3000:]
+    log = (second / "lease.log").read_text()  # the carried log of the first lease, then this one's
+    plan = re.findall(r"([\d,]+) model-steps,", log.split("=== lease start")[-1])[0]
+    assert int(plan.replace(",", "")) < 4 * steps  # it resumed from the carried checkpoints
     for cell in index["cells"]:
-        steps = [r["step"] for r in RunStore(second / cell["run_dir"]).metrics()]
-        assert steps == list(range(0, 1001, 20)), cell["name"]
+        assert [r["step"] for r in RunStore(second / cell["run_dir"]).metrics()] == list(range(0, steps + 1, 20))
     assert transport.result_files(second)
 
 

@@ -31,6 +31,7 @@ case "$verb" in
     if [[ -d "$lease_in" ]] && compgen -G "$lease_in/*" > /dev/null; then
       "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in"
     fi
+    echo "=== lease start $(date -u +%Y-%m-%dT%H:%M:%SZ): sweep.py --config=$config --stop_after=$stop_after $*" >> "$log"
     setsid nohup "$PYTHON" experiments/sweep.py --config="$config" --workdir="$workdir" --stop_after="$stop_after" \
       "$@" >> "$log" 2>&1 < /dev/null &
     echo $! > "$pidfile"
