@@ -38,7 +38,8 @@ def main(overrides, stop):
         for rel in left_out:
             print(f"not packed (over {_MAX_PARTS.value} parts): {rel}")
     for path in paths:
-        print(f"{path} ({path.stat().st_size / 2**20:.2f} MiB)")
+        size = path.stat().st_size / 2**20
+        print(f"{path} ({size:.2f} MiB)" + ("  WARNING: over the 16 MiB a GPU lease brings back" if size > 16 else ""))
 
 
 if __name__ == "__main__":
