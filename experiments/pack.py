@@ -16,7 +16,8 @@ from icl_regression import cli, transport
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep (or train.py) folder to pack, or to unpack into.")
 _OUT = flags.DEFINE_string("out", None, "Folder that receives the archive(s).")
 _CHECKPOINTS = flags.DEFINE_bool("checkpoints", False, "Also pack the unfinished runs' newest checkpoints.")
-_MAX_PARTS = flags.DEFINE_integer("max_parts", 7, "At most this many checkpoint parts (whole runs that fit).")
+_MAX_PARTS = flags.DEFINE_integer("max_parts", 7, "At most this many checkpoint parts, less any extra results parts "
+                                  "(whole runs that fit).")
 _UNPACK = flags.DEFINE_list("unpack", None, "Archives, parts, or folders holding them, to extract into --workdir.")
 
 
@@ -31,15 +32,15 @@ def main(overrides, stop):
         return
     workdir = cli.check_workdir(_WORKDIR.value, create=False, must_exist=True)
     out = cli.check_workdir(_OUT.value, flag="--out")
-    paths = [transport.pack_results(workdir, out)]
-    if _CHECKPOINTS.value:
-        parts, left_out = transport.pack_checkpoints(workdir, out, max_parts=_MAX_PARTS.value)
+    paths = transport.pack_results(workdir, out)
+    if _CHECKPOINTS.value:  # a results archive in several parts leaves fewer files for checkpoints
+        parts, left_out = transport.pack_checkpoints(workdir, out, max_parts=_MAX_PARTS.value - len(paths) + 1)
         paths += parts
         for rel in left_out:
             print(f"not packed (over {_MAX_PARTS.value} parts): {rel}")
     for path in paths:
         size = path.stat().st_size / 2**20
-        print(f"{path} ({size:.2f} MiB)" + ("  WARNING: over the 16 MiB a GPU lease brings back" if size > 16 else ""))
+        print(f"{path} ({size:.2f} MiB)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A GPU lease returns at most 8 files of at most 16 MiB each, so a sweep travels as `<stem>-results.tar.gz` (every
 run's config, metrics, summary and divergence record, the sweep's config, config history, index, summary and
-figures; never checkpoints) and, to resume elsewhere, `<stem>-checkpoints.tar.partNN` (the newest checkpoint of
+figures; never checkpoints; split into `.partNN` files of 15 MiB if it is larger) and, to resume elsewhere, `<stem>-checkpoints.tar.partNN` (the newest checkpoint of
 every unfinished run, an uncompressed tar split into parts of at most 15 MiB). `unpack` puts either back into a
 sweep folder. No jax: it runs on any machine.
 """
@@ -54,15 +54,23 @@ def _check_workdir(workdir: Path) -> Path:
     return workdir
 
 
-def pack_results(workdir: Path, out_dir: Path, stem: str | None = None) -> Path:
-    """Writes `<out_dir>/<stem>-results.tar.gz` and returns its path."""
+def pack_results(workdir: Path, out_dir: Path, stem: str | None = None, part_bytes: int = PART_BYTES) -> list[Path]:
+    """Writes `<out_dir>/<stem>-results.tar.gz` (split into `….tar.gz.partNN` files of at most `part_bytes` when it
+    is larger) and returns the paths written."""
     workdir = _check_workdir(workdir)
-    out = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{RESULTS_SUFFIX}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out, "w:gz") as tar:
+    single = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{RESULTS_SUFFIX}"
+    single.parent.mkdir(parents=True, exist_ok=True)
+    for old in [single, *single.parent.glob(single.name + ".part*")]:
+        old.unlink(missing_ok=True)
+    writer = _PartWriter(Path(f"{single}.part"), part_bytes)
+    with tarfile.open(fileobj=writer, mode="w|gz") as tar:
         for rel in result_files(workdir):
             tar.add(workdir / rel, arcname=str(rel), recursive=False)
-    return out
+    writer.close()
+    if len(writer.paths) == 1:
+        writer.paths[0].replace(single)
+        return [single]
+    return writer.paths
 
 
 def unfinished_checkpoints(workdir: Path) -> list[Path]:
@@ -164,16 +172,15 @@ class _PartReader(io.RawIOBase):
 
 
 def archives_in(paths: Iterable[Path]) -> list[list[Path]]:
-    """Groups files into archives: each results archive alone, each set of checkpoint parts together, in order."""
+    """Groups files into archives: a results archive alone, or the parts of one archive together, in order."""
     files = []
     for path in map(Path, paths):
         files += sorted(path.iterdir()) if path.is_dir() else [path]
     groups: dict[str, list[Path]] = {}
     for path in files:
-        if path.name.endswith(RESULTS_SUFFIX):
-            groups[path.name] = [path]
-        elif CHECKPOINTS_INFIX in path.name:
-            groups.setdefault(path.name.rsplit(CHECKPOINTS_INFIX, 1)[0] + CHECKPOINTS_INFIX, []).append(path)
+        base = re.sub(r"\.part\d+$", "", path.name)
+        if base.endswith(RESULTS_SUFFIX) or base.endswith(CHECKPOINTS_INFIX[:-len(".part")]):
+            groups.setdefault(base, []).append(path)
     return [sorted(group) for _, group in sorted(groups.items())]
 
 
@@ -187,7 +194,7 @@ def unpack(paths: Iterable[Path], workdir: Path) -> list[Path]:
     written = []
     for parts in archives:
         stream = _PartReader(parts)
-        mode = "r|gz" if parts[0].name.endswith(".gz") else "r|"
+        mode = "r|gz" if re.sub(r"\.part\d+$", "", parts[0].name).endswith(".gz") else "r|"
         with tarfile.open(fileobj=io.BufferedReader(stream), mode=mode) as tar:
             for member in tar:
                 target = (workdir / member.name).resolve()

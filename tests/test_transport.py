@@ -1,5 +1,6 @@
 """Packing a sweep for transport: results without checkpoints, checkpoints of unfinished runs in parts; round trip."""
 
+import re
 import tarfile
 
 import pytest
@@ -25,7 +26,7 @@ def half_done_sweep(tmp_path_factory):
 
 def test_results_archive_holds_results_and_no_checkpoints(half_done_sweep, tmp_path):
     workdir, cells = half_done_sweep
-    archive = transport.pack_results(workdir, tmp_path)
+    (archive,) = transport.pack_results(workdir, tmp_path)
     assert archive.name == "sweep-results.tar.gz"
     with tarfile.open(archive) as tar:
         members = set(tar.getnames())
@@ -40,7 +41,7 @@ def test_results_archive_holds_results_and_no_checkpoints(half_done_sweep, tmp_p
 def test_checkpoint_parts_round_trip_and_resume(half_done_sweep, tmp_path):
     workdir, cells = half_done_sweep
     out = tmp_path / "out"
-    results = transport.pack_results(workdir, out)
+    (results,) = transport.pack_results(workdir, out)
     parts, left_out = transport.pack_checkpoints(workdir, out, part_bytes=64 * 1024)
     assert left_out == [] and len(parts) >= 2  # small parts force a split
     assert all(p.stat().st_size <= 64 * 1024 for p in parts)
@@ -92,3 +93,13 @@ def test_unpack_refuses_paths_outside_the_folder(tmp_path):
 def test_names_are_safe_for_a_lease():
     assert transport.safe_stem("M=4 B=256/x") == "M_4_B_256_x"
     assert transport.safe_stem("...") == "sweep"
+
+
+def test_a_large_results_archive_travels_in_parts(half_done_sweep, tmp_path):
+    workdir, cells = half_done_sweep
+    parts = transport.pack_results(workdir, tmp_path / "out", part_bytes=4 * 1024)
+    assert len(parts) >= 2 and all(p.stat().st_size <= 4 * 1024 for p in parts)
+    assert all(re.fullmatch(r"sweep-results\.tar\.gz\.part\d\d", p.name) for p in parts)
+    transport.unpack([tmp_path / "out"], tmp_path / "back")
+    for rel in transport.result_files(workdir):
+        assert (tmp_path / "back" / rel).read_bytes() == (workdir / rel).read_bytes(), rel
