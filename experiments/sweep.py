@@ -2,65 +2,107 @@
 
     python experiments/sweep.py --config=experiments/configs/cpu_demo.py --workdir=runs/cpu_demo
     python experiments/sweep.py --config=experiments/configs/paper_small.py --workdir=runs/paper_small --shard=0/4
-    python experiments/sweep.py --config=... --workdir=... --dry_run       # the plan and its cost only
-    python experiments/sweep.py --config=... --workdir=... --summarize     # table, threshold, figure from disk
+    python experiments/sweep.py --config=... --workdir=... --dry_run       # the plan, its cost and time estimate
+    python experiments/sweep.py --workdir=... --summarize                  # table, threshold, figures from disk
+    python experiments/sweep.py --config=... --workdir=... --stop_after=25m  # checkpoint and exit 0 by then
 
 Finished cells are skipped and interrupted ones resume from their checkpoints: rerunning the same command after a
-crash or kill completes the sweep without redoing finished work.
+crash, a kill, Ctrl-C, SIGTERM or --stop_after completes the sweep without redoing finished work. Grid values are
+overridable like any field: --config.sweep.grid.data.num_tasks=1,4,16,inf.
 """
 
-import sys
-from pathlib import Path
+from absl import flags
 
-from absl import app, flags
-from ml_collections import config_flags
+from icl_regression import cli, names, stopping
 
-from icl_regression import dynamics, parallel, plotting, results, sweep
-from icl_regression.config import ConfigError
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file (path[:variant]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (run folders, index, summary, figure).",
-                               required=True)
+_CONFIG = flags.DEFINE_string("config", None, "Sweep config file, path[:variant]. Override any field with "
+                              "--config.<section>.<field>=value. With --summarize: default the sweep's stored "
+                              "sweep_config.json.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (run folders, index, summary, figures).")
 _SHARD = flags.DEFINE_string("shard", None, "Train only slice i of n of the grid, as 'i/n'.")
 _CELLS = flags.DEFINE_list("cells", None, "Train only these cells (run folder names).")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and its cost, train nothing.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan, its cost and a time estimate; train nothing.")
 _SUMMARIZE = flags.DEFINE_bool("summarize", False, "Only summarise what is on disk (no training).")
 _MAX_GROUP = flags.DEFINE_integer("max_group_size", 0, "Models per compiled program (0: all that fit a group).")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize(); each host takes its cells.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --multihost: host:port of process 0 "
+                                   "(default: read from the cluster environment).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --multihost: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --multihost: this process's index.")
+_EXTEND = flags.DEFINE_bool("extend", False, "Accept a config that differs from the folder's stored one (its cells "
+                            "are added beside the old ones; sweep_config_history.jsonl keeps every config).")
+_STOP_AFTER = flags.DEFINE_string("stop_after", None, "Stop cleanly after this wall time (e.g. 90s, 25m, 1.5h): "
+                                  "checkpoint every unfinished model, update the index, exit 0.")
+_CACHE = flags.DEFINE_string("compilation_cache", "", "Persistent compilation cache folder (default: "
+                             "$JAX_COMPILATION_CACHE_DIR or <workdir>/.jax_cache; 'none' turns it off).")
 _FIGURE = flags.DEFINE_bool("figure", True, "Write the sweep, dynamics and per-position figures (PNG, PDF) into "
                              "<workdir>/figures.")
-flags.mark_flags_as_required(["config"])
 
 
-def main(argv):
-    del argv
-    config = _CONFIG.value.to_dict()
-    workdir = Path(_WORKDIR.value)
-    try:
-        shard = sweep.parse_shard(_SHARD.value) if _SHARD.value else None
-        if _MULTIHOST.value:
-            shard = parallel.initialize_multihost(shard)
-        if _SUMMARIZE.value:
-            cells = sweep.expand(config, workdir)
-            summary = results.summarize(workdir, [c.run_dir for c in cells])
-        else:
-            summary = sweep.run_sweep(config, workdir, shard, _CELLS.value, _MAX_GROUP.value, _DRY_RUN.value,
-                                      placement_fn=parallel.placement_for_group)
-    except ConfigError as e:
-        raise app.UsageError(str(e))
-    except KeyboardInterrupt:
-        print(f"[sweep] interrupted: finished cells are stored in {workdir}; run the same command again to resume "
-              "(interrupted cells restart from their last checkpoint)", file=sys.stderr)
-        sys.exit(130)
-    if summary is None:
-        return
+def main(overrides, stop: stopping.Stop):
+    if _STOP_AFTER.value:
+        stop.set_deadline(stopping.parse_duration(_STOP_AFTER.value))
+    if _SUMMARIZE.value:
+        return _report(_summarize(overrides), cli.check_workdir(_WORKDIR.value, create=False))
+    config = cli.load_config(_CONFIG.value, overrides)
+    workdir = cli.check_workdir(_WORKDIR.value, create=not _DRY_RUN.value)
+    if not _DRY_RUN.value:
+        cli.configure_compilation_cache(_CACHE.value, workdir)
+    from icl_regression import parallel, sweep  # jax: only once the signal handlers and the cache are in place
+
+    shard = sweep.parse_shard(_SHARD.value) if _SHARD.value else None
+    if _MULTIHOST.value:
+        shard = parallel.initialize_multihost(shard, **_multihost_args())
+    summary = sweep.run_sweep(config, workdir, shard, _CELLS.value, _MAX_GROUP.value, _DRY_RUN.value,
+                              placement_fn=parallel.placement_for_group, stop=stop, extend=_EXTEND.value)
+    if summary is not None:
+        _report(summary, workdir)
+    elif stop:
+        print(f"[sweep] resume with: {cli.rerun_command()}")
+
+
+def _multihost_args() -> dict:
+    args = {"coordinator_address": _COORDINATOR.value, "num_processes": _NUM_PROCESSES.value,
+            "process_id": _PROCESS_ID.value}
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def _summarize(overrides) -> dict:
+    """Summarises the folder with its own stored config; a --config that differs from it is refused."""
+    from icl_regression import results, sweep
+
+    workdir = cli.check_workdir(_WORKDIR.value, create=False, must_exist=True)
+    stored = sweep.stored_config(workdir)
+    if _CONFIG.value or overrides:
+        config = cli.load_config(_CONFIG.value, overrides)
+        if stored is not None and sweep.config_differences(stored, config):
+            raise cli.UsageError(f"--summarize: this config differs from {workdir / names.SWEEP_CONFIG_FILE} in "
+                                 f"{', '.join(sweep.config_differences(stored, config)[:8])}; drop --config to "
+                                 "summarise the sweep that is there")
+    else:
+        config = stored
+    if config is None:  # train.py's folders: every run under <workdir>/runs
+        run_dirs = sorted(p.parent for p in (workdir / names.RUNS_DIR).glob(f"*/{names.CONFIG_FILE}"))
+        if not run_dirs:
+            raise cli.UsageError(f"--workdir={workdir} holds no {names.SWEEP_CONFIG_FILE} and no runs/*/"
+                                 f"{names.CONFIG_FILE}: nothing to summarise")
+    else:
+        run_dirs = [c.run_dir for c in sweep.expand(config, workdir)]
+    return results.summarize(workdir, run_dirs)
+
+
+def _report(summary: dict, workdir) -> None:
+    from icl_regression import dynamics, plotting, results
+
     print(results.format_table(summary["cells"]))
     print(results.format_threshold(summary))
     print(dynamics.format_dynamics(summary))
+    for name, problems in summary.get("damaged_cells", {}).items():
+        print(f"not summarised: {name}: {'; '.join(problems)} (rerun the sweep to repair it)")
     if _FIGURE.value and summary["cells"]:
         paths = plotting.write_all_figures(workdir)
         print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,7 +1,9 @@
 """Checkpoints of one model's training state, inside its run folder, written atomically.
 
 A checkpoint is `step_<N>.msgpack` (flax.serialization of params, optimiser state and the divergence flag). The
-newest `keep` are kept, so that a crash while writing one always leaves an older complete one.
+newest `keep` are kept, so that a crash while writing one always leaves an older complete one. A checkpoint that
+cannot be read back (empty, truncated, from another model) raises `CheckpointError`; `set_aside` renames it to
+`step_<N>.msgpack.corrupt`, so the engine falls back to an older one (or to step 0) and the evidence stays.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ def save(run: RunStore, step: int, state, keep: int) -> None:
         _path(run, old).unlink(missing_ok=True)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be restored; the message names the file and why."""
+
+
 def restore(run: RunStore, step: int, template):
     """The state saved at `step`, with the structure of `template`."""
-    return serialization.from_bytes(template, _path(run, step).read_bytes())
+    path = _path(run, step)
+    try:
+        return serialization.from_bytes(template, path.read_bytes())
+    except Exception as e:  # msgpack, flax and numpy raise many kinds for damaged bytes
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"{path} ({size:,} bytes) cannot be read: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}") from e
+
+
+def set_aside(run: RunStore, step: int) -> Path:
+    """Renames an unreadable checkpoint out of the way (kept for inspection) and returns its new path."""
+    path = _path(run, step)
+    aside = path.with_name(path.name + ".corrupt")
+    path.replace(aside)
+    return aside

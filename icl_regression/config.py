@@ -357,8 +357,12 @@ def _deep_update(base: dict, updates: Mapping[str, Any]) -> dict:
 def base_config():
     """The paper's defaults as an ml_collections ConfigDict (documented field by field in the dataclasses above).
 
-    Experiment config files start from this and override what they change.
+    Experiment config files start from this and override what they change. Without ml_collections (the GPU
+    machine has none) it is `configdict.ConfigDict`, which does what the config files need.
     """
-    import ml_collections
+    try:
+        from ml_collections import ConfigDict
+    except ImportError:
+        from icl_regression.configdict import ConfigDict
 
-    return ml_collections.ConfigDict(RunConfig().to_dict())
+    return ConfigDict(RunConfig().to_dict())

@@ -98,12 +98,23 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
-HEARTBEAT_FILE = "RUNNING"
+HEARTBEAT_FILE = "RUNNING"  # who trains the run now: host, pid, since (information; the lock decides)
+LOCK_FILE = "LOCK"  # flock'ed by the process that trains the run (released by the kernel if it dies)
+DIVERGENCE_FILE = "divergence.json"  # step, reason and last finite loss of a diverged run
 SWEEP_INDEX_FILE = "sweep_index.json"
 SWEEP_SUMMARY_FILE = "sweep_summary.json"
 SWEEP_CONFIG_FILE = "sweep_config.json"
+SWEEP_CONFIG_HISTORY_FILE = "sweep_config_history.jsonl"  # every config the sweep folder has been run with
+SWEEP_RATE_FILE = "sweep_rate.json"  # the training rate this sweep measured (for --dry_run time estimates)
 RUNS_DIR = "runs"
 ANALYSIS_DIR = "analysis"  # analyses of a stored sweep, beside its runs: <workdir>/analysis/<file>
 INTERPOLATION_FILE = "interpolation.json"  # error along paths between pool tasks (paper Fig 5)
 SMOOTHING_FILE = "smoothing.json"  # the transformer against the best smoothed dMMSE (paper Fig 12)
 LAPLACE_FILE = "laplace_comparison.json"  # a Laplace-task sweep against the Laplace posterior mean (paper Fig 14)
+
+# Facts about a run's training health, in its summary and in the sweep summary's rows.
+DIVERGENCE = "divergence"  # None, or {"step", "reason", "last_finite_loss"}: the first non-finite loss or gradient
+RUNAWAY = "runaway"  # True when the final L/D on T_true exceeds RUNAWAY_FACTOR × the predict-zero L/D
+RUNAWAY_FACTOR = 100.0
+NONFINITE_LOSS = "non-finite loss"
+NONFINITE_GRADIENT = "non-finite gradient"

@@ -5,6 +5,7 @@ Numpy and JSON only (no jax), so notebooks and figure scripts can use it on any 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,30 +16,80 @@ from icl_regression.store import RunStore, StoreError, iter_runs, read_json, wri
 
 ROW_FIELDS = ("name", "status", "num_tasks", "num_tasks_label", "batch_size", "steps", "seed", "final", "bootstrap",
               "train_loss")
+HEALTH_FIELDS = (names.DIVERGENCE, names.RUNAWAY)  # absent from summaries written before they existed
 
 
-def summary_rows(run_dirs: Sequence[Path]) -> list[dict]:
-    """One row per finished run: its sweep values, final metrics and bootstrap replicates."""
+def summary_rows(run_dirs: Sequence[Path], damaged: dict | None = None) -> list[dict]:
+    """One row per finished run: its sweep values, final metrics and bootstrap replicates, and whether (and where)
+    it diverged or ran away. A finished run whose files are damaged (`RunStore.problems`) gives no row; its
+    problems go into `damaged` ({name: [problem, …]}) when given."""
     rows = []
     for run_dir in run_dirs:
-        summary = RunStore(run_dir).summary() if Path(run_dir).exists() else None
-        if summary is not None:
-            rows.append({k: summary[k] for k in ROW_FIELDS})
+        run = RunStore(run_dir)
+        summary = run.summary() if Path(run_dir).exists() else None
+        if summary is None:
+            continue
+        problems = run.problems()
+        if problems:
+            if damaged is not None:
+                damaged[run.name] = problems
+            continue
+        rows.append({**{k: summary[k] for k in ROW_FIELDS}, **{k: summary.get(k) for k in HEALTH_FIELDS}})
     return rows
+
+
+def fingerprint(run_dirs: Sequence[Path]) -> str:
+    """A hash of what a summary is made from: every run's summary.json and metrics.jsonl (content, not times, so
+    a fresh clone of committed results matches)."""
+    digest = hashlib.sha1()
+    for run_dir in sorted(Path(d) for d in run_dirs):
+        for name in (names.SUMMARY_FILE, names.METRICS_FILE):
+            path = run_dir / name
+            digest.update(f"{run_dir.name}/{name}:".encode())
+            digest.update(path.read_bytes() if path.exists() else b"-")
+    return digest.hexdigest()[:16]
 
 
 def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None) -> dict:
     """Writes `sweep_summary.json`: the threshold both ways with intervals, the training dynamics (t*, α), and
-    one row per finished run. `run_dirs` are the sweep's cells, finished or not."""
-    rows = summary_rows(run_dirs)
+    one row per finished run. `run_dirs` are the sweep's cells, finished or not; damaged cells are listed under
+    `damaged_cells`, never summarised."""
+    damaged: dict = {}
+    rows = summary_rows(run_dirs, damaged)
     summary = threshold.estimate_thresholds(rows, num_replicates)
     summary.update({"complete": len(rows) == len(run_dirs), "num_cells": len(run_dirs), "cells": rows,
-                    "threshold_metric": names.THRESHOLD_METRIC})
+                    "threshold_metric": names.THRESHOLD_METRIC, "damaged_cells": damaged,
+                    "run_dirs": sorted(str(Path(d).relative_to(workdir)) for d in run_dirs),
+                    "fingerprint": fingerprint(run_dirs)})
     sweep_config = Path(workdir) / names.SWEEP_CONFIG_FILE
     analysis = dynamics.analysis_settings(read_json(sweep_config) if sweep_config.exists() else None)
     summary.update(dynamics.summarize_dynamics(run_metrics(workdir), rows, **analysis))
     write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     return summary
+
+
+def stale_summary(workdir: Path) -> str | None:
+    """Why the stored sweep summary no longer describes its runs (None when it does, or cannot tell: no summary,
+    or one written before fingerprints existed)."""
+    if not (Path(workdir) / names.SWEEP_SUMMARY_FILE).exists():
+        return None
+    summary = load_summary(workdir)
+    if "fingerprint" not in summary or "run_dirs" not in summary:
+        return None
+    run_dirs = [Path(workdir) / d for d in summary["run_dirs"]]
+    if fingerprint(run_dirs) != summary["fingerprint"]:
+        return f"runs under {workdir} changed since {names.SWEEP_SUMMARY_FILE} was written"
+    return None
+
+
+def refresh_summary(workdir: Path, print_fn=print) -> dict | None:
+    """Re-summarises a sweep (with a line saying so) whose runs changed since its summary was written; returns
+    the new summary, or None when nothing had to be done."""
+    reason = stale_summary(workdir)
+    if reason is None:
+        return None
+    print_fn(f"{reason}: re-summarising")
+    return summarize(workdir, [Path(workdir) / d for d in load_summary(workdir)["run_dirs"]])
 
 
 def run_metrics(workdir: Path) -> dict[str, list[dict]]:

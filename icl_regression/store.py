@@ -1,12 +1,15 @@
 """The results store: one folder per run, JSON files written atomically, metrics appended as they come.
 
 A run folder holds `config.json`, `metrics.jsonl` (one line per evaluation), `summary.json` (when finished),
-`checkpoints/` and, while a process trains it, a `RUNNING` heartbeat. Nothing here imports jax: analysis and
-figures read the store without it.
+`checkpoints/`, `divergence.json` (if it diverged) and, while a process trains it, a `RUNNING` mark naming that
+process. A process trains a run only while it holds the run's claim: an exclusive `flock` on its `LOCK` file,
+which the kernel drops when the process dies, so a claim left by a killed process is free again at once and two
+live processes never write one folder. Nothing here imports jax: analysis and figures read the store without it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -91,18 +94,62 @@ class RunStore:
             os.fsync(f.fileno())
 
     def metrics(self) -> list[dict]:
-        """All evaluation records; a torn last line (a crash mid-append) is ignored."""
+        """The evaluation records up to the first unreadable line (a crash mid-append tears the last one);
+        `problems()` reports a finished run whose records are incomplete."""
+        return self._read_metrics()[0]
+
+    def _read_metrics(self) -> tuple[list[dict], bool]:
+        """(records up to the first unreadable line, whether there was one)."""
         path = self.dir / names.METRICS_FILE
         if not path.exists():
-            return []
+            return [], False
         records = []
         with open(path) as f:
             for line in f:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError:
-                    break
-        return records
+                    return records, True
+        return records, False
+
+    def covered_step(self) -> int:
+        """The largest step up to which every evaluation this run's config asks for is on record, in order
+        (a resume from a checkpoint at or below it leaves no gap); -1 if not even step 0 is."""
+        cfg = self.config()
+        expected = expected_eval_steps(cfg["train"]["steps"], cfg["eval"]["interval"])
+        steps = [r.get("step") for r in self.metrics()]
+        have = 0
+        while have < len(steps) and have < len(expected) and steps[have] == expected[have]:
+            have += 1
+        return expected[-1] if have == len(expected) else expected[have] - 1
+
+    def problems(self) -> list[str]:
+        """What is wrong with a finished run's files (empty when nothing is, or when the run is not finished)."""
+        summary = self.summary()
+        if summary is None:
+            return []
+        if not (self.dir / names.CONFIG_FILE).exists():
+            return [f"{names.CONFIG_FILE} is missing"]
+        cfg = self.config()
+        total = cfg["train"]["steps"]
+        records, torn = self._read_metrics()
+        expected = expected_eval_steps(total, cfg["eval"]["interval"])
+        found = [r.get("step") for r in records]
+        out = []
+        if torn:
+            out.append(f"{names.METRICS_FILE} has an unreadable line after step {found[-1] if found else 'none'}")
+        if found != expected:
+            missing = sorted(set(expected) - set(found))
+            out.append(f"{names.METRICS_FILE} lacks the evaluations at steps {_short(missing)}" if missing else
+                       f"{names.METRICS_FILE} holds steps {_short(found)}, not {_short(expected)}")
+        if summary.get("step") != total:
+            out.append(f"{names.SUMMARY_FILE} is for step {summary.get('step')}, not the final step {total}")
+        return out
+
+    def invalidate(self) -> None:
+        """Makes a damaged finished run pending again: the engine then re-evaluates it from its final checkpoint,
+        or retrains it from the newest checkpoint its metrics cover."""
+        (self.dir / names.SUMMARY_FILE).unlink(missing_ok=True)
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drops records after `last_step` (on resume from the checkpoint at that step)."""
@@ -116,8 +163,56 @@ class RunStore:
         write_json(self.dir / names.SUMMARY_FILE, summary)
 
     def summary(self) -> dict | None:
+        """The run's summary, or None while it is unfinished (or if the file is unreadable: then it is redone)."""
         path = self.dir / names.SUMMARY_FILE
+        try:
+            return read_json(path) if path.exists() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def write_divergence(self, info: dict) -> None:
+        write_json(self.dir / names.DIVERGENCE_FILE, info)
+
+    def divergence(self) -> dict | None:
+        """Where the run diverged ({"step", "reason", "last_finite_loss"}), or None."""
+        path = self.dir / names.DIVERGENCE_FILE
         return read_json(path) if path.exists() else None
+
+    def claim(self) -> "Claim | None":
+        """This process's exclusive claim on the run, or None while another live process holds it."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / names.LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        _HELD[self.dir.resolve()] = fd
+        self.mark_running()
+        return Claim(self, fd)
+
+    def holder(self) -> dict:
+        """The RUNNING mark of the process that trains the run (host, pid, since), as far as it is readable."""
+        try:
+            return read_json(self.dir / names.HEARTBEAT_FILE)
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _claimed_elsewhere(self) -> bool | None:
+        """Whether another process holds the claim (None: no LOCK file, a run written before claims existed)."""
+        lock = self.dir / names.LOCK_FILE
+        if self.dir.resolve() in _HELD:
+            return True
+        if not lock.exists():
+            return None
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # this process holds no other descriptor of that lock (see `_HELD`), so nothing is lost
 
     def mark_running(self) -> None:
         write_json(self.dir / names.HEARTBEAT_FILE, {"host": socket.gethostname(), "pid": os.getpid(),
@@ -135,10 +230,47 @@ class RunStore:
         summary = self.summary()
         if summary is not None:
             return summary["status"]
+        claimed = self._claimed_elsewhere()
+        if claimed is not None:
+            return names.RUNNING if claimed else names.PENDING
         heartbeat = self.dir / names.HEARTBEAT_FILE
-        if heartbeat.exists() and _process_may_be_alive(read_json(heartbeat)):
+        if heartbeat.exists() and _process_may_be_alive(self.holder()):
             return names.RUNNING
         return names.PENDING
+
+
+_HELD: dict[Path, int] = {}  # this process's claims: run folder → the descriptor holding its flock
+
+
+class Claim:
+    """A held claim on a run folder; `release()` (or the process's death) frees it."""
+
+    def __init__(self, run: RunStore, fd: int):
+        self.run, self._fd = run, fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if self.run.summary() is None:
+            self.run.clear_running()
+        _HELD.pop(self.run.dir.resolve(), None)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+def describe_holder(run: RunStore) -> str:
+    mark = run.holder()
+    return f"pid {mark.get('pid', '?')} on {mark.get('host', '?')}"
+
+
+def expected_eval_steps(steps: int, interval: int) -> list[int]:
+    """The steps a run of `steps` steps evaluates at: every `interval` steps from 0, and the last step."""
+    return sorted(set(range(0, steps, interval)) | {steps})
+
+
+def _short(values: list) -> str:
+    return str(values) if len(values) <= 6 else f"[{values[0]}, {values[1]}, …, {values[-1]}] ({len(values)})"
 
 
 def _process_may_be_alive(mark: dict) -> bool:

@@ -5,23 +5,29 @@ values (e.g. `grid.data.num_tasks = (2, 4, …, "inf")`, `grid.train.seed = (0, 
 with its own run folder under `<workdir>/runs/`. Cells that can share a compiled program train together
 (`engine.group_signature`); finished cells are skipped, interrupted ones resume. The run folders are the truth:
 the index (`sweep_index.json`) is rebuilt from them whenever it is written, so processes that share a sweep
-(`shard=(i, n)`) never disagree for long.
+(`shard=(i, n)`, hosts, or the same command started twice) never disagree for long; a process trains only the
+cells whose claim it holds (`RunStore.claim`). Before training, finished cells with damaged files are made pending
+again (`repair_damaged`); a config other than the folder's stored one is refused unless `extend`; a `Stop`
+(deadline or signal) ends the sweep after the compiled call in flight, with every model in flight checkpointed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
+import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from icl_regression import checkpoint, names, results
+from icl_regression import checkpoint, names, results, stopping
 from icl_regression.config import ConfigError, RunConfig, run_config_from_dict
-from icl_regression.engine import GroupTrainer, Progress, group_signature
+from icl_regression.engine import COMPILING, EVALUATING, GroupTrainer, Progress, group_signature
 from icl_regression.model import flops_per_sequence
-from icl_regression.store import RunStore, write_json
+from icl_regression.store import RunStore, describe_holder, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +149,71 @@ def plan_cost(groups: Sequence[Sequence[Cell]]) -> dict:
             "train_flops": flops}
 
 
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The dotted names of the fields where two sweep configs differ (run sections compared with their defaults
+    filled in, so a config stored before a field was added still matches)."""
+    def flat(config: Mapping[str, Any]) -> dict:
+        config = json.loads(json.dumps(dict(config)))
+        try:
+            config.update(run_config_from_dict(config).to_dict())
+        except ConfigError:
+            pass
+        out: dict = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                out[prefix] = value
+        walk("", config)
+        return out
+    a, b = flat(old), flat(new)
+    return sorted(key for key in set(a) | set(b) if a.get(key, _MISSING) != b.get(key, _MISSING))
+
+
+_MISSING = object()
+
+
+def stored_config(workdir: Path) -> dict | None:
+    """The sweep config stored in a sweep folder (None if there is none)."""
+    path = Path(workdir) / names.SWEEP_CONFIG_FILE
+    return read_json(path) if path.exists() else None
+
+
+def check_config(workdir: Path, config: Mapping[str, Any], extend: bool = False) -> list[str]:
+    """Refuses (ConfigError) a config that differs from the one stored in `workdir`, unless `extend`; returns the
+    differing fields."""
+    stored = stored_config(workdir)
+    if stored is None:
+        return []
+    differences = config_differences(stored, config)
+    if differences and not extend:
+        raise ConfigError(f"{Path(workdir) / names.SWEEP_CONFIG_FILE} holds another config (differs in "
+                          f"{', '.join(differences[:8])}{' …' if len(differences) > 8 else ''}); use another "
+                          "--workdir, or --extend to add this config's cells to the folder")
+    return differences
+
+
 def record_sweep_config(workdir: Path, config: Mapping[str, Any]) -> None:
-    """Stores the sweep's config beside its results (the latest one; the grid may grow between calls)."""
-    write_json(Path(workdir) / names.SWEEP_CONFIG_FILE, config)
+    """Stores the sweep's config beside its results, and appends it to the folder's config history when it is new
+    (the grid may grow between calls with --extend; the history says which configs produced which cells)."""
+    workdir = Path(workdir)
+    with open(workdir / names.SWEEP_CONFIG_HISTORY_FILE, "a") as history:
+        fcntl.flock(history, fcntl.LOCK_EX)  # processes starting together record a new config once
+        stored = stored_config(workdir)
+        if stored is None or config_differences(stored, config):
+            history.write(json.dumps({"recorded_at": time.time(), "config": json.loads(json.dumps(dict(config)))},
+                                     sort_keys=True) + "\n")
+            history.flush()
+            write_json(workdir / names.SWEEP_CONFIG_FILE, config)
 
 
 class ProgressPrinter:
     """Prints cells done, model-steps/s and the time left, at most every `every_s` seconds.
 
-    The time left comes from the FLOP rate, so groups of larger batches or models are not underestimated.
+    Rates and the time left exclude compilation (reported on its own); the time left comes from the FLOP rate,
+    so groups of larger batches or models are not underestimated.
     """
 
     def __init__(self, total_model_steps: float, total_flops: float, num_cells: int, print_fn=print,
@@ -162,37 +224,156 @@ class ProgressPrinter:
         self.cells_done, self.started, self.last_print = 0, time.perf_counter(), 0.0
         self._group_base = (0.0, 0.0)
         self._group_flops_per_step = 0.0
+        self.compile_seconds, self._compile_base = 0.0, 0.0
 
     def start_group(self, flops_per_step: float) -> None:
         """`flops_per_step`: training FLOPs of one step of the whole group (all members)."""
         self._group_base = (self.done_model_steps, self.done_flops)
         self._group_flops_per_step = flops_per_step
+        self._compile_base = self.compile_seconds
 
     def __call__(self, p: Progress) -> None:
+        self.compile_seconds = self._compile_base + p.compile_seconds
+        if p.phase == COMPILING:
+            self.print_fn(f"[sweep] compiling the training program for {p.num_members} model(s)…")
+            return
+        if p.phase == EVALUATING:
+            self.print_fn(f"[sweep] evaluating step {p.step} (compiles the evaluation)…")
+            return
         self.done_model_steps = self._group_base[0] + p.steps_done * p.num_members
         self.done_flops = self._group_base[1] + p.steps_done * self._group_flops_per_step
         now = time.perf_counter()
         if now - self.last_print >= self.every_s or p.step == p.total_steps:
             self.last_print = now
-            elapsed = max(now - self.started, 1e-9)
+            elapsed = max(now - self.started - self.compile_seconds, 1e-9)
             rate = self.done_model_steps / elapsed
             left = (self.total_flops - self.done_flops) / max(self.done_flops / elapsed, 1e-9)
             self.print_fn(f"[sweep] cells done {self.cells_done}/{self.num_cells} | group step {p.step}/"
-                          f"{p.total_steps} x {p.num_members} models | {rate:,.0f} model-steps/s | "
+                          f"{p.total_steps} x {p.num_members} models | setup and compilation "
+                          f"{self.compile_seconds:.0f} s (not counted) | {rate:,.0f} model-steps/s | "
                           f"~{left / 60:.1f} min left")
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "results" / "benchmarks"  # in a source checkout
+
+
+def record_rate(workdir: Path, printer: "ProgressPrinter") -> None:
+    """Stores the training rate this call measured (compilation excluded) for later time estimates."""
+    seconds = time.perf_counter() - printer.started - printer.compile_seconds
+    if printer.done_flops <= 0 or seconds <= 0:
+        return
+    import jax
+
+    write_json(Path(workdir) / names.SWEEP_RATE_FILE, {
+        "platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+        "num_devices": jax.local_device_count(), "train_flops_per_s": printer.done_flops / seconds,
+        "model_steps_per_s": printer.done_model_steps / seconds, "measured_at": time.time()})
+
+
+def measured_rate(workdir: Path, flops_per_step: float) -> tuple[float, str] | None:
+    """(training FLOP/s, where it comes from) for this backend: the rate this sweep folder measured before, else
+    the benchmark record (results/benchmarks) of the model size closest to this sweep's; None if neither."""
+    import jax
+
+    platform = jax.default_backend()
+    path = Path(workdir) / names.SWEEP_RATE_FILE
+    if path.exists() and read_json(path).get("platform") == platform:
+        return read_json(path)["train_flops_per_s"], f"measured by this sweep on {platform}"
+    records = []
+    for bench in sorted(BENCHMARKS_DIR.glob("*.json")) if BENCHMARKS_DIR.is_dir() else []:
+        record = read_json(bench)
+        if record.get("device", {}).get("platform") == platform and record.get("flops", {}).get("achieved_flops"):
+            distance = abs(math.log(record["flops"]["model_flops_per_step"] / max(flops_per_step, 1.0)))
+            records.append((distance, bench.name, record["flops"]["achieved_flops"]))
+    if not records:
+        return None
+    _, name, rate = min(records)
+    return rate, f"benchmark {name}; a model of another size runs at another rate, so this is rough"
+
+
+def describe_estimate(total_flops: float, flops_per_step: float, workdir: Path) -> str:
+    """A one-line estimate of the training time of `total_flops` from a measured rate, or what to run to get one."""
+    rate = measured_rate(workdir, flops_per_step)
+    if rate is None:
+        return ("estimated time: no measured rate on this backend yet (run experiments/benchmark.py, or start the "
+                "sweep: it stores its rate in sweep_rate.json)")
+    flops_per_s, source = rate
+    return (f"estimated training time ~{stopping.format_duration(total_flops / flops_per_s)} at "
+            f"{flops_per_s / 1e9:,.1f} GFLOP/s ({source}), plus compilation and evaluation")
+
+
+def repair_damaged(cells: Sequence[Cell], print_fn=print) -> list[str]:
+    """Finished cells whose files are damaged (a torn or short metrics.jsonl, a summary for the wrong step) are
+    made pending again, with a line saying why; the engine then re-evaluates or retrains them. Returns their
+    names."""
+    damaged = []
+    for cell in cells:
+        run = RunStore(cell.run_dir)
+        problems = run.problems() if cell.run_dir.exists() else []
+        if not problems and cell.run_dir.exists() and run.summary() is None and (
+                cell.config.train.steps in checkpoint.available_steps(run)):
+            print_fn(f"[sweep] {cell.name}: {names.SUMMARY_FILE} is missing though training finished; "
+                     "re-evaluating it from its final checkpoint")
+        if problems:
+            print_fn(f"[sweep] {cell.name}: {'; '.join(problems)}; redoing it from its newest checkpoint that "
+                     "the metrics cover")
+            run.invalidate()
+            damaged.append(cell.name)
+    return damaged
+
+
+def _claim(group: Sequence[Cell], held: list[Cell]) -> tuple[list[Cell], list]:
+    """The cells of `group` this process now holds (and their claims); cells another live process holds go to
+    `held`, cells finished meanwhile are dropped."""
+    kept, claims = [], []
+    for cell in group:
+        run = RunStore(cell.run_dir)
+        run.init(cell.config.to_dict())
+        claim = run.claim()
+        if claim is None:
+            held.append(cell)
+        elif run.summary() is not None:
+            claim.release()
+        else:
+            kept.append(cell)
+            claims.append(claim)
+    return kept, claims
+
+
+def _train_groups(groups, workdir, cells, printer, placement_fn, stop, print_fn) -> list[Cell]:
+    """Trains the groups one after another until done or told to stop; returns the cells other processes held."""
+    held: list[Cell] = []
+    for group in groups:
+        if stop:
+            break
+        group, claims = _claim(group, held)
+        if not group:
+            continue
+        placement = placement_fn(len(group), group[0].config.train.batch_size) if placement_fn else None
+        trainer = GroupTrainer([c.config for c in group], [c.run_dir for c in group], placement, print_fn)
+        printer.start_group(sum(train_flops_per_step(c) for c in group))
+        if trainer.run(progress=printer, on_start=lambda: write_index(workdir, cells), stop=stop, claims=claims):
+            printer.cells_done += len(group)
+        write_index(workdir, cells)
+    return held
 
 
 def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] | None = None,
               cell_names: Sequence[str] | None = None, max_group_size: int = 0, dry_run: bool = False,
-              placement_fn: Callable | None = None, print_fn=print) -> dict | None:
-    """Trains this process's cells of the sweep (skipping finished ones) and summarises when all are done.
+              placement_fn: Callable | None = None, print_fn=print, stop: stopping.Stop | None = None,
+              extend: bool = False) -> dict | None:
+    """Trains this process's cells of the sweep (skipping finished ones) and summarises what is done.
 
-    Returns the sweep summary (None for a dry run or while other shards' cells remain).
-    `placement_fn(num_members, batch_size)` gives a device placement for a group (None: one device).
+    Returns the sweep summary (None for a dry run, or when `stop` ended it early: the cells left are pending and
+    resume on the next call). `placement_fn(num_members, batch_size)` gives a device placement for a group (None:
+    one device). A config that differs from the one stored in `workdir` is refused unless `extend`.
     """
-    workdir = Path(workdir)
+    workdir, stop = Path(workdir), stop if stop is not None else stopping.Stop()
     cells = expand(config, workdir)
     mine = select(cells, shard, cell_names)
+    check_config(workdir, config, extend)
+    if not dry_run:
+        repair_damaged(mine, print_fn)
     groups = plan_groups(mine, max_group_size)
     cost = plan_cost(groups)
     print_fn(f"[sweep] {len(cells)} cells, {len(mine)} in this selection, {cost['models']} to train in "
@@ -201,6 +382,8 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     if dry_run:
         for group in groups:
             print_fn(f"  group of {len(group)}: " + ", ".join(c.name for c in group))
+        if groups:
+            print_fn("[sweep] " + describe_estimate(cost["train_flops"], train_flops_per_step(groups[0][0]), workdir))
         return None
     workdir.mkdir(parents=True, exist_ok=True)
     record_sweep_config(workdir, config)
@@ -208,15 +391,18 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     printer = ProgressPrinter(cost["model_steps"], cost["train_flops"], len(mine), print_fn)
     printer.cells_done = len(mine) - cost["models"]
     try:
-        for group in groups:
-            placement = placement_fn(len(group), group[0].config.train.batch_size) if placement_fn else None
-            trainer = GroupTrainer([c.config for c in group], [c.run_dir for c in group], placement)
-            printer.start_group(sum(train_flops_per_step(c) for c in group))
-            trainer.run(progress=printer, on_start=lambda: write_index(workdir, cells))
-            printer.cells_done += len(group)
-            write_index(workdir, cells)
+        held = _train_groups(groups, workdir, cells, printer, placement_fn, stop, print_fn)
     finally:  # also after an interruption: the index shows what is done and what is left
         index = write_index(workdir, cells)
+        record_rate(workdir, printer)
+    if held:
+        print_fn(f"[sweep] {len(held)} cell(s) skipped: another live process trains them "
+                 f"({describe_holder(RunStore(held[0].run_dir))}, …)")
+    if stop:
+        counts = index["counts"]
+        print_fn(f"[sweep] stopped ({stop.reason}): {counts[names.DONE] + counts[names.DIVERGED]} of {len(cells)} "
+                 f"cells finished, {counts[names.PENDING]} pending; the models in flight were checkpointed")
+        return None
     if index["counts"][names.DONE] + index["counts"][names.DIVERGED] < len(cells):
         print_fn(f"[sweep] this selection is finished; {index['counts']} over the whole sweep")
     return results.summarize(workdir, [c.run_dir for c in cells])

@@ -90,7 +90,8 @@ def make_train_chunk(cfg: RunConfig, num_steps: int, strategy: str, batch_shardi
     """Compiles `num_steps` training steps for every member of a group.
 
     Returns `chunk(states, members, pools, start_step) → (states, metrics)` with `metrics` holding per-member
-    `loss_mean` and `loss_last` over the chunk and `diverged`. `states` are donated. `batch_sharding` (optional)
+    `loss_mean` and `loss_last` over the chunk, `diverged`, and where the chunk first saw a non-finite loss or
+    gradient (`_first_nonfinite`). `states` are donated. `batch_sharding` (optional)
     is a sharding for one member's [B, ...] batch arrays, used to split the batch over devices.
     """
     model = Transformer(cfg.model)
@@ -107,17 +108,18 @@ def make_train_chunk(cfg: RunConfig, num_steps: int, strategy: str, batch_shardi
         loss, grads = jax.value_and_grad(functools.partial(mse_loss, model))(state.params, xs, ys)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-        keep_old = state.diverged | ~finite
+        finite_loss, finite_grad = jnp.isfinite(loss), jnp.isfinite(optax.tree.norm(grads))
+        keep_old = state.diverged | ~(finite_loss & finite_grad)
         params, opt_state = jax.tree.map(lambda old, new: jnp.where(keep_old, old, new),
                                          (state.params, state.opt_state), (params, opt_state))
-        return MemberState(params, opt_state, keep_old), loss
+        return MemberState(params, opt_state, keep_old), (loss, finite_loss, finite_grad)
 
     def member_chunk(state: MemberState, member: Members, pools, start_step):
         def body(carry, offset):
             return one_step(carry, member, pools, start_step + offset)
-        state, losses = jax.lax.scan(body, state, jnp.arange(num_steps))
-        return state, {"loss_mean": losses.mean(), "loss_last": losses[-1], "diverged": state.diverged}
+        state, (losses, finite_loss, finite_grad) = jax.lax.scan(body, state, jnp.arange(num_steps))
+        return state, {"loss_mean": losses.mean(), "loss_last": losses[-1], "diverged": state.diverged,
+                       **_first_nonfinite(losses, finite_loss, finite_grad)}
 
     if strategy == "vmap":
         ensemble_chunk = jax.vmap(member_chunk, in_axes=(0, 0, None, None))
@@ -127,6 +129,16 @@ def make_train_chunk(cfg: RunConfig, num_steps: int, strategy: str, batch_shardi
     else:
         raise ValueError(f"ensemble strategy {strategy!r}; allowed: 'vmap', 'map' (or 'auto' before resolving)")
     return jax.jit(ensemble_chunk, donate_argnums=(0,))
+
+
+def _first_nonfinite(losses, finite_loss, finite_grad) -> dict:
+    """Where a chunk first saw a non-finite loss or gradient (offset -1: nowhere), whether the loss was the
+    non-finite one, and the loss of the step before (NaN when that step lies in an earlier chunk)."""
+    bad = ~(finite_loss & finite_grad)
+    offset = jnp.where(bad.any(), jnp.argmax(bad), -1)
+    before = jnp.where(offset > 0, losses[jnp.maximum(offset - 1, 0)], jnp.nan)
+    return {"nonfinite_offset": offset, "nonfinite_loss": ~finite_loss[jnp.maximum(offset, 0)],
+            "loss_before_nonfinite": before}
 
 
 def init_group(cfg: RunConfig, seeds) -> MemberState:

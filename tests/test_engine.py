@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, TINY_SWEEP
 
 from icl_regression import checkpoint, config, engine, names, store
 
@@ -143,7 +143,8 @@ class _Crash(Exception):
 
 
 def _crash(progress):
-    raise _Crash(progress.step)
+    if progress.phase == engine.TRAINING:  # after the first compiled call (not while compiling or evaluating)
+        raise _Crash(progress.step)
 
 
 def test_a_run_killed_before_its_first_checkpoint_does_not_duplicate_step_zero(tmp_path):
@@ -186,3 +187,64 @@ def test_a_running_mark_left_by_a_dead_process_of_this_host_reads_pending(tmp_pa
     assert run.state() == names.RUNNING
     store.write_json(run.dir / names.HEARTBEAT_FILE, {"host": "another-host", "pid": int(dead.stdout)})
     assert run.state() == names.RUNNING  # another host's process cannot be checked from here: trusted
+
+
+def test_rates_and_time_left_exclude_compilation(monkeypatch, tmp_path):
+    """A fake clock where compiling takes 1000 s and everything else 1 s per reading: the rates and the time left
+    must come from the training calls alone, and the compilation time is reported apart."""
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 1.0
+        return clock[0]
+
+    real_make = engine.training.make_train_chunk
+
+    class SlowCompile:
+        def __init__(self, jitted):
+            self.jitted = jitted
+
+        def lower(self, *args):
+            lowered = self.jitted.lower(*args)
+
+            class Lowered:
+                def compile(self):
+                    clock[0] += 1000.0
+                    return lowered.compile()
+            return Lowered()
+
+    monkeypatch.setattr(engine.time, "perf_counter", tick)
+    monkeypatch.setattr(engine.training, "make_train_chunk", lambda *a, **k: SlowCompile(real_make(*a, **k)))
+    cfg = LEARN_CONFIG.replace(train={"steps": 100, "steps_per_call": 50}, eval={"interval": 100},
+                               checkpoint={"interval": 100})
+    reports = []
+    engine.train_run(cfg, tmp_path / "run", progress=reports.append)
+    phases = [p.phase for p in reports]
+    assert phases[:2] == [engine.EVALUATING, engine.COMPILING] and engine.TRAINING in phases
+    first = next(p for p in reports if p.phase == engine.TRAINING)
+    assert first.compile_seconds >= 1000
+    assert first.steps_per_second > 1, first  # 50 steps over a few ticks, not over 1000 s
+    assert first.seconds_left < 100, first  # 50 steps left at the same rate
+
+
+@pytest.mark.parametrize("strategy", ["map", "vmap"])
+def test_a_member_alone_matches_the_same_member_in_a_group(tmp_path, strategy):
+    """Group size does not change results: bit for bit under `map` (train loss included), to float32 rounding
+    under `vmap` (the engine docstring says why)."""
+    base = config.run_config_from_dict(TINY_SWEEP).replace(
+        train={"steps": 60, "steps_per_call": 10, "ensemble_strategy": strategy}, checkpoint={"interval": 60})
+    cfgs = [base.replace(data={"num_tasks": m}, train={"seed": s}) for m, s in ((2, 0), (16, 1), (0, 0))]
+    group_dirs = [tmp_path / "group" / c.run_name for c in cfgs]
+    engine.GroupTrainer(cfgs, group_dirs).run()
+    for cfg, group_dir in list(zip(cfgs, group_dirs))[1:2]:  # the middle member, trained alone
+        alone_dir = tmp_path / "alone" / cfg.run_name
+        engine.train_run(cfg, alone_dir)
+        together, alone = store.RunStore(group_dir).metrics(), store.RunStore(alone_dir).metrics()
+        if strategy == "map":
+            assert together == alone, cfg.run_name
+            continue
+        for a, b in zip(together, alone):
+            assert (a["train_loss"] is None) == (b["train_loss"] is None)
+            assert a["train_loss"] is None or a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            for key in a["mean"]:
+                assert a["mean"][key] == pytest.approx(b["mean"][key], rel=1e-5, abs=1e-7), (a["step"], key)

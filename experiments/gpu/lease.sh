@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# A GPU lease used whole (the playbook of the README's GPU section), as verbs that each fit one device `run` call.
+#
+#   bash experiments/gpu/lease.sh start  WORKDIR CONFIG STOP_AFTER [more sweep.py flags]
+#   bash experiments/gpu/lease.sh wait   WORKDIR [SECONDS]    # tail the log until SECONDS (default 540) pass or it ends
+#   bash experiments/gpu/lease.sh finish WORKDIR              # stop it cleanly, pack results + checkpoints into $OUT
+#   bash experiments/gpu/lease.sh status WORKDIR
+#
+# start: unpacks what an earlier lease brought back (archives in lease_in/ or $LEASE_IN, if carried), then starts
+# experiments/sweep.py detached (setsid nohup) with --stop_after=STOP_AFTER, its output in WORKDIR/lease.log.
+# finish: SIGTERM (the sweep checkpoints every unfinished model and rewrites its index), then packs the results
+# archive and the unfinished runs' checkpoints (parts of at most 15 MiB, at most 7) into $OUT: at most 8 files,
+# names of letters, digits and ._- only. Runs from the repository root with PYTHONPATH=. (no install needed).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON="${PYTHON:-python}"
+verb="${1:?usage: lease.sh start|wait|finish|status WORKDIR ...}"
+workdir="${2:?WORKDIR missing}"
+log="$workdir/lease.log"
+pidfile="$workdir/.lease_pid"
+
+alive() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+case "$verb" in
+  start)
+    config="${3:?CONFIG missing}"; stop_after="${4:?STOP_AFTER missing (e.g. 25m)}"; shift 4
+    if alive; then echo "already running (pid $(cat "$pidfile"))"; exit 1; fi
+    mkdir -p "$workdir"
+    lease_in="${LEASE_IN:-lease_in}"
+    if [[ -d "$lease_in" ]] && compgen -G "$lease_in/*" > /dev/null; then
+      "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in"
+    fi
+    echo "=== lease start $(date -u +%Y-%m-%dT%H:%M:%SZ): sweep.py --config=$config --stop_after=$stop_after $*" >> "$log"
+    setsid nohup "$PYTHON" experiments/sweep.py --config="$config" --workdir="$workdir" --stop_after="$stop_after" \
+      "$@" >> "$log" 2>&1 < /dev/null &
+    echo $! > "$pidfile"
+    echo "started pid $! at $(date -u +%H:%M:%S); log $log"
+    sleep "${LEASE_START_WAIT:-20}"; tail -n 5 "$log" ;;
+  wait)
+    seconds="${3:-540}"; end=$((SECONDS + seconds)); shown=$(wc -l < "$log")
+    while alive && (( SECONDS < end )); do
+      sleep $(( end - SECONDS < 30 ? end - SECONDS : 30 ))
+      total=$(wc -l < "$log"); tail -n +$((shown + 1)) "$log" | tail -n 3; shown=$total
+    done
+    if alive; then echo "still running at $(date -u +%H:%M:%S)"; else echo "not running"; tail -n 20 "$log"; fi ;;
+  finish)
+    out="${OUT:?OUT is not set: the folder whose files come back}"
+    if alive; then
+      kill -TERM "$(cat "$pidfile")"
+      for _ in $(seq "${LEASE_STOP_WAIT:-120}"); do alive || break; sleep 1; done
+      if alive; then echo "no clean exit: killing"; kill -KILL "$(cat "$pidfile")"; fi
+    fi
+    tail -n 5 "$log"
+    "$PYTHON" experiments/pack.py --workdir="$workdir" --out="$out" --checkpoints --max_parts=7
+    ls -l "$out" ;;
+  status)
+    if alive; then echo "running (pid $(cat "$pidfile"))"; else echo "not running"; fi; tail -n 5 "$log" ;;
+  *) echo "unknown verb $verb; allowed: start, wait, finish, status"; exit 2 ;;
+esac

@@ -1,0 +1,208 @@
+"""Packing a sweep folder for transport: results in one archive, checkpoints of unfinished cells in parts.
+
+A GPU lease returns at most 8 files of at most 16 MiB each, so a sweep travels as `<stem>-results.tar.gz` (every
+run's config, metrics, summary and divergence record, the sweep's config, config history, index, summary and
+figures; never checkpoints; split into `.partNN` files of 15 MiB if it is larger) and, to resume elsewhere, `<stem>-checkpoints.tar.partNN` (the newest checkpoint of
+every unfinished run, an uncompressed tar split into parts of at most 15 MiB). `unpack` puts either back into a
+sweep folder. No jax: it runs on any machine.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from icl_regression import names
+from icl_regression.store import RunStore, StoreError
+
+MiB = 1024 * 1024
+PART_BYTES = 15 * MiB
+RUN_FILES = (names.CONFIG_FILE, names.METRICS_FILE, names.SUMMARY_FILE, names.DIVERGENCE_FILE)
+TOP_SUFFIXES = (".json", ".jsonl", ".txt", ".log")
+FIGURE_SUFFIXES = (".png", ".pdf")
+RESULTS_SUFFIX = "-results.tar.gz"
+CHECKPOINTS_INFIX = "-checkpoints.tar.part"
+
+
+def safe_stem(text: str) -> str:
+    """A file-name stem of letters, digits and . _ - only (what a lease may bring back)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")
+    return stem or "sweep"
+
+
+def _run_dirs(workdir: Path) -> list[Path]:
+    return sorted(p.parent for p in (workdir / names.RUNS_DIR).glob(f"*/{names.CONFIG_FILE}"))
+
+
+def result_files(workdir: Path) -> list[Path]:
+    """Every file of the sweep's results (relative paths), checkpoints and caches excluded."""
+    workdir = Path(workdir)
+    files = [p for p in workdir.iterdir() if p.is_file() and p.suffix in TOP_SUFFIXES]
+    files += [p for p in (workdir / "figures").glob("*") if p.suffix in FIGURE_SUFFIXES]
+    for run_dir in _run_dirs(workdir):
+        files += [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
+    return sorted(p.relative_to(workdir) for p in files)
+
+
+def _check_workdir(workdir: Path) -> Path:
+    workdir = Path(workdir)
+    if not (workdir / names.RUNS_DIR).is_dir():
+        raise StoreError(f"{workdir} holds no {names.RUNS_DIR}/ folder: not a sweep or run folder")
+    return workdir
+
+
+def pack_results(workdir: Path, out_dir: Path, stem: str | None = None, part_bytes: int = PART_BYTES) -> list[Path]:
+    """Writes `<out_dir>/<stem>-results.tar.gz` (split into `….tar.gz.partNN` files of at most `part_bytes` when it
+    is larger) and returns the paths written."""
+    workdir = _check_workdir(workdir)
+    single = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{RESULTS_SUFFIX}"
+    single.parent.mkdir(parents=True, exist_ok=True)
+    for old in [single, *single.parent.glob(single.name + ".part*")]:
+        old.unlink(missing_ok=True)
+    writer = _PartWriter(Path(f"{single}.part"), part_bytes)
+    with tarfile.open(fileobj=writer, mode="w|gz") as tar:
+        for rel in result_files(workdir):
+            tar.add(workdir / rel, arcname=str(rel), recursive=False)
+    writer.close()
+    if len(writer.paths) == 1:
+        writer.paths[0].replace(single)
+        return [single]
+    return writer.paths
+
+
+def unfinished_checkpoints(workdir: Path) -> list[Path]:
+    """The newest checkpoint of every run that has one and no summary (relative paths)."""
+    from icl_regression import checkpoint  # flax: only for the checkpoint file names
+
+    out = []
+    for run_dir in _run_dirs(Path(workdir)):
+        run = RunStore(run_dir)
+        steps = checkpoint.available_steps(run)
+        if steps and run.summary() is None:
+            out.append((run.checkpoint_dir / f"{checkpoint.PREFIX}{steps[-1]}{checkpoint.SUFFIX}")
+                       .relative_to(workdir))
+    return out
+
+
+class _PartWriter(io.RawIOBase):
+    """A binary stream cut into files `<prefix>00`, `<prefix>01`, … of at most `part_bytes` each."""
+
+    def __init__(self, prefix: Path, part_bytes: int):
+        self.prefix, self.part_bytes, self.paths = prefix, part_bytes, []
+        self._file, self._left = None, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view:
+            if self._left == 0:
+                self._next()
+            chunk = view[:self._left]
+            self._file.write(chunk)
+            self._left -= len(chunk)
+            view = view[len(chunk):]
+        return len(data)
+
+    def _next(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self.paths.append(Path(f"{self.prefix}{len(self.paths):02d}"))
+        self._file, self._left = open(self.paths[-1], "wb"), self.part_bytes
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        super().close()
+
+
+def pack_checkpoints(workdir: Path, out_dir: Path, stem: str | None = None, part_bytes: int = PART_BYTES,
+                     max_parts: int | None = None) -> tuple[list[Path], list[Path]]:
+    """Writes the unfinished runs' newest checkpoints as `<stem>-checkpoints.tar.partNN` files of at most
+    `part_bytes`; with `max_parts`, only whole runs that fit are packed. Returns (parts, checkpoints left out)."""
+    workdir = _check_workdir(workdir)
+    budget = None if max_parts is None else max_parts * part_bytes - 10 * 1024  # room for the tar trailer
+    packed, left_out, used = [], [], 0
+    for rel in unfinished_checkpoints(workdir):
+        size = 512 + -(-(workdir / rel).stat().st_size // 512) * 512  # header + padded content
+        if budget is not None and used + size > budget:
+            left_out.append(rel)
+            continue
+        packed.append(rel)
+        used += size
+    if not packed:
+        return [], left_out
+    prefix = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{CHECKPOINTS_INFIX}"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for old in prefix.parent.glob(prefix.name + "*"):  # parts of an earlier packing would mix in on unpack
+        old.unlink()
+    writer = _PartWriter(prefix, part_bytes)
+    with tarfile.open(fileobj=writer, mode="w|") as tar:
+        for rel in packed:
+            tar.add(workdir / rel, arcname=str(rel), recursive=False)
+    writer.close()
+    return writer.paths, left_out
+
+
+class _PartReader(io.RawIOBase):
+    """The concatenation of several files, read in order."""
+
+    def __init__(self, paths: Sequence[Path]):
+        self._paths, self._file = list(paths), None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self._file is None:
+                if not self._paths:
+                    return 0
+                self._file = open(self._paths.pop(0), "rb")
+            count = self._file.readinto(buffer)
+            if count:
+                return count
+            self._file.close()
+            self._file = None
+
+
+def archives_in(paths: Iterable[Path]) -> list[list[Path]]:
+    """Groups files into archives: a results archive alone, or the parts of one archive together, in order."""
+    files = []
+    for path in map(Path, paths):
+        files += sorted(path.iterdir()) if path.is_dir() else [path]
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        base = re.sub(r"\.part\d+$", "", path.name)
+        if base.endswith(RESULTS_SUFFIX) or base.endswith(CHECKPOINTS_INFIX[:-len(".part")]):
+            groups.setdefault(base, []).append(path)
+    return [sorted(group) for _, group in sorted(groups.items())]
+
+
+def unpack(paths: Iterable[Path], workdir: Path) -> list[Path]:
+    """Extracts results archives and checkpoint parts (files, or folders holding them) into `workdir`; returns
+    the files written. Refuses members that would land outside `workdir`."""
+    workdir = Path(workdir)
+    archives = archives_in(paths)
+    if not archives:
+        raise StoreError(f"no *{RESULTS_SUFFIX} or *{CHECKPOINTS_INFIX}NN files in {[str(p) for p in paths]}")
+    written = []
+    for parts in archives:
+        stream = _PartReader(parts)
+        mode = "r|gz" if re.sub(r"\.part\d+$", "", parts[0].name).endswith(".gz") else "r|"
+        with tarfile.open(fileobj=io.BufferedReader(stream), mode=mode) as tar:
+            for member in tar:
+                target = (workdir / member.name).resolve()
+                if not member.isfile() or workdir.resolve() not in target.parents:
+                    raise StoreError(f"{parts[0]}: refusing {member.name!r} (not a plain file inside the folder)")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.unpack")
+                tmp.write_bytes(tar.extractfile(member).read())
+                tmp.replace(target)
+                written.append(target)
+    return written

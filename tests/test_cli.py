@@ -1,0 +1,218 @@
+"""The command-line entry points as a user meets them: one-line errors, no ml_collections needed, determinism,
+the compilation cache, and the GPU lease script (run here against a tiny sweep with a fake $OUT)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import pytest
+from clitools import ENV, REPO, run, script, write_tiny_sweep
+
+from icl_regression import cli, names, transport
+from icl_regression.store import RunStore
+
+CPU_DEMO = "experiments/configs/cpu_demo.py"
+
+
+def _error_cases(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    broken = tmp_path / "broken.py"
+    broken.write_text("from icl_regression.config import base_config\n\n\ndef get_config():\n    return base_confg()\n")
+    bad_syntax = tmp_path / "bad_syntax.py"
+    bad_syntax.write_text("def get_config(:\n    pass\n")
+    unwritable = tmp_path / "unwritable"
+    unwritable.mkdir(mode=0o500)
+    if os.access(unwritable, os.W_OK):  # root writes anywhere it may: use a folder nobody can create files in
+        unwritable = Path("/sys/icl_regression_workdir")
+    work = f"--workdir={tmp_path / 'w'}"
+    return {  # args → a regular expression the one line must match
+        "unknown field": ([f"--config={CPU_DEMO}", work, "--config.train.stepz=1"],
+                          r"unknown config field train\.stepz; did you mean train\.steps\?"),
+        "unknown section": ([f"--config={CPU_DEMO}", work, "--config.trian.steps=1"],
+                            r"unknown config field trian; did you mean train\?"),
+        "non-numeric": ([f"--config={CPU_DEMO}", work, "--config.train.learning_rate=fast"],
+                        r"--config\.train\.learning_rate='fast' is not a number"),
+        "non-integer": ([f"--config={CPU_DEMO}", work, "--config.train.steps=1e3x"],
+                        r"--config\.train\.steps='1e3x' is not an integer"),
+        "bad value": ([f"--config={CPU_DEMO}", work, "--config.data.num_tasks=-4"],
+                      r"data\.num_tasks=-4 is negative"),
+        "workdir is a file": ([f"--config={CPU_DEMO}", f"--workdir={a_file}"], r"is the regular file .*a_file"),
+        "workdir under a file": ([f"--config={CPU_DEMO}", f"--workdir={a_file}/sub"], r"lies under the regular file"),
+        "unwritable workdir": ([f"--config={CPU_DEMO}", f"--workdir={unwritable}/w"], r"is not writable"),
+        "missing config": (["--config=experiments/configs/nope.py", work], r"no such file: .*nope\.py"),
+        "config does not import": ([f"--config={bad_syntax}", work], rf"{bad_syntax}:1: SyntaxError"),
+        "config fails": ([f"--config={broken}", work], rf"{broken}:5: NameError: name 'base_confg'"),
+        "bad flag value": ([f"--config={CPU_DEMO}", work, "--stop_after=soon"], r"--stop_after='soon' is not a"),
+        "unknown flag": ([f"--config={CPU_DEMO}", work, "--stepz=3"], r"Unknown command line flag 'stepz'"),
+    }
+
+
+@pytest.mark.parametrize("entry", ["train.py", "sweep.py"])
+def test_bad_input_is_one_line_on_stderr_with_exit_code_2(tmp_path, entry):
+    for case, (args, pattern) in _error_cases(tmp_path).items():
+        result = run([script(entry), *args], timeout=60)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (case, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"{entry}: error: "), (case, result.stderr)
+        assert re.search(pattern, lines[0]), (case, lines[0])
+        assert "Traceback" not in result.stdout + result.stderr, case
+
+
+def test_pack_bad_input_is_one_line(tmp_path):
+    result = run([script("pack.py"), f"--workdir={tmp_path / 'missing'}", f"--out={tmp_path}"], timeout=60)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--workdir=" in result.stderr and "does not exist" in result.stderr
+
+
+def test_grid_overrides_take_a_comma_list(tmp_path):
+    result = run([script("sweep.py"), f"--config={CPU_DEMO}", f"--workdir={tmp_path}", "--dry_run",
+                  "--config.sweep.grid.data.num_tasks=1,4,16,inf", "--config.sweep.grid.train.seed=0,1"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "16 cells" in result.stdout  # 4 M × 2 batch sizes × 2 seeds
+    assert "Unable to initialize backend" not in result.stdout + result.stderr
+
+
+def test_entry_points_run_without_ml_collections(tmp_path):
+    """The GPU machine has no ml_collections: a stand-in package that fails to import proves nothing needs it."""
+    blocker = tmp_path / "blocker" / "ml_collections"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('ml_collections is not installed here')\n")
+    env = dict(ENV, PYTHONPATH=f"{blocker.parent}{os.pathsep}{REPO}")
+    env.pop("JAX_PLATFORMS")  # as on a user's machine: jax probes its backends (and must not say so)
+    check = run(["-c", "import ml_collections"], env=env)
+    assert check.returncode != 0 and "not installed here" in check.stderr
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=20, checkpoint=20)
+    result = run([script("train.py"), f"--config={config_file}", f"--workdir={tmp_path / 'w'}"], env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ": done, final" in result.stdout
+    assert "Unable to initialize backend" not in result.stdout + result.stderr
+    dry = run([script("sweep.py"), "--config=experiments/configs/paper_small.py:quick", f"--workdir={tmp_path / 's'}",
+               "--dry_run"], env=env, timeout=120)
+    assert dry.returncode == 0 and "8 cells" in dry.stdout, dry.stderr[-2000:]
+
+
+def test_the_same_command_in_two_fresh_folders_gives_identical_metrics(tmp_path):
+    """Determinism on one machine and backend. Also: the persistent compilation cache is on by default, in the
+    workdir, and a second process can load from it."""
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=40, checkpoint=40)
+    env = {k: v for k, v in ENV.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    first_cache = tmp_path / "first" / ".jax_cache"
+    outputs = []
+    for name, cache_flag in (("first", []), ("second", [f"--compilation_cache={first_cache}"])):
+        workdir = tmp_path / name
+        result = run([script("train.py"), f"--config={config_file}", f"--workdir={workdir}",
+                      "--config.data.num_tasks=8", *cache_flag], env=env, timeout=180)
+        assert result.returncode == 0, result.stderr[-2000:]
+        (run_dir,) = (workdir / names.RUNS_DIR).iterdir()
+        outputs.append(((run_dir / names.METRICS_FILE).read_bytes(),
+                        {k: v for k, v in RunStore(run_dir).summary().items() if k != "finished_at"}))
+    assert any(first_cache.iterdir()), "the compilation cache was not written"
+    assert not (tmp_path / "second" / ".jax_cache").exists()
+    assert outputs[0] == outputs[1]
+
+
+def test_compilation_cache_is_private_and_configurable(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        path = cli.configure_compilation_cache("", tmp_path / "work")
+        assert path == tmp_path / "work" / ".jax_cache" and path.stat().st_mode & 0o077 == 0
+        assert jax.config.jax_compilation_cache_dir == str(path)
+        assert cli.configure_compilation_cache("none", tmp_path / "work") is None
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        with pytest.raises(cli.UsageError, match="writable by other users"):
+            cli.configure_compilation_cache(str(shared), tmp_path)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
+def _lease(verb, workdir, *args, env, timeout=120):
+    return subprocess.run(["bash", str(REPO / "experiments" / "gpu" / "lease.sh"), verb, str(workdir), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_lease_script_starts_stops_packs_and_the_next_lease_resumes(tmp_path):
+    steps = 4000  # a few seconds per group: long enough to be stopped inside the first one
+    out, lease_in = tmp_path / "OUT", tmp_path / "lease_in"
+    env = dict(ENV, OUT=str(out), PYTHON=sys.executable, LEASE_START_WAIT="1", LEASE_IN=str(lease_in))
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=steps, checkpoint=steps // 2)
+    workdir = tmp_path / "first_lease"
+    started = _lease("start", workdir, str(config_file), "10m", "--figure=false", env=env)
+    assert started.returncode == 0 and "started pid" in started.stdout, started.stdout + started.stderr
+    waited = _lease("wait", workdir, "1", env=env)  # imports and setup alone take longer than this
+    assert waited.returncode == 0 and "still running" in waited.stdout, waited.stdout
+    log = workdir / "lease.log"
+    deadline = time.time() + 120
+    while "| group step" not in log.read_text() and time.time() < deadline:  # stop it inside the first group
+        time.sleep(0.2)
+    finished = _lease("finish", workdir, env=env)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "stopped (signal SIGTERM)" in log.read_text()
+
+    files = sorted(out.iterdir())
+    assert 2 <= len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f.name) for f in files), files
+    assert all(f.stat().st_size <= 16 * 2**20 for f in files)
+    assert files[-1].name == "first_lease-results.tar.gz"
+    index = json.loads((workdir / names.SWEEP_INDEX_FILE).read_text())
+    assert index["counts"][names.RUNNING] == 0 and index["counts"][names.DONE] < 4
+
+    # The next lease: the files come back in lease_in/, and `start` unpacks them and resumes the sweep.
+    lease_in.mkdir()
+    for f in files:
+        (lease_in / f.name).write_bytes(f.read_bytes())
+    second = tmp_path / "second_lease"
+    resumed = _lease("start", second, str(config_file), "10m", "--figure=false", env=env)
+    assert resumed.returncode == 0 and "unpacked" in resumed.stdout, resumed.stdout + resumed.stderr
+    done = _lease("wait", second, "240", env=env, timeout=300)
+    assert "not running" in done.stdout, done.stdout
+    index = json.loads((second / names.SWEEP_INDEX_FILE).read_text())
+    assert index["counts"][names.DONE] == 4, (second / "lease.log").read_text()[-3000:]
+    log = (second / "lease.log").read_text()  # the carried log of the first lease, then this one's
+    plan = re.findall(r"([\d,]+) model-steps,", log.split("=== lease start")[-1])[0]
+    assert int(plan.replace(",", "")) < 4 * steps  # it resumed from the carried checkpoints
+    for cell in index["cells"]:
+        assert [r["step"] for r in RunStore(second / cell["run_dir"]).metrics()] == list(range(0, steps + 1, 20))
+    assert transport.result_files(second)
+
+
+def test_summarize_uses_the_stored_config_and_refuses_another(tiny_sweep_dir, tmp_path):
+    import shutil
+
+    workdir = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep_dir, workdir)
+    before = (workdir / names.SWEEP_SUMMARY_FILE).read_text()
+    other = write_tiny_sweep(tmp_path / "other.py")
+    refused = run([script("sweep.py"), "--summarize", f"--workdir={workdir}", f"--config={other}"])
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "differs from" in refused.stderr and "train.steps" in refused.stderr
+    assert (workdir / names.SWEEP_SUMMARY_FILE).read_text() == before  # untouched
+    done = run([script("sweep.py"), "--summarize", f"--workdir={workdir}", "--figure=false"])
+    assert done.returncode == 0 and "threshold" in done.stdout, done.stderr[-2000:]
+    summary = json.loads((workdir / names.SWEEP_SUMMARY_FILE).read_text())
+    assert summary["complete"] and len(summary["cells"]) == 6
+
+
+def test_a_train_py_folder_can_be_summarised_and_drawn(tmp_path):
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=20, checkpoint=20)
+    workdir = tmp_path / "single"
+    assert run([script("train.py"), f"--config={config_file}", f"--workdir={workdir}"]).returncode == 0
+    done = run([script("sweep.py"), "--summarize", f"--workdir={workdir}"], timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(json.loads((workdir / names.SWEEP_SUMMARY_FILE).read_text())["cells"]) == 1
+    assert (workdir / "figures" / "sweep.png").exists()
+
+
+def test_help_shows_the_examples_unmangled():
+    result = run([script("train.py"), "--help"])
+    assert result.returncode == 0
+    assert ("python experiments/train.py --config=experiments/configs/cpu_demo.py --workdir=runs/single "
+            "--config.data.num_tasks=8") in result.stdout
+    assert not re.search(r"\S {4,}--config", result.stdout)  # no backslash-newline turned into a run of spaces

@@ -1,0 +1,170 @@
+"""The results store never lies: damaged checkpoints and files are detected, reported in one line and repaired;
+a changed sweep config is refused; divergence and runaway losses are recorded."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_CONFIG, TINY_SWEEP
+
+from icl_regression import checkpoint, config, engine, names, results, sweep
+from icl_regression.config import ConfigError
+from icl_regression.store import RunStore
+
+RUN = config.run_config_from_dict(TINY_CONFIG).replace(
+    train={"steps": 300}, eval={"interval": 100}, checkpoint={"interval": 100, "keep": 3})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run: (its folder, its summary)."""
+    run_dir = tmp_path_factory.mktemp("store") / RUN.run_name
+    return run_dir, engine.train_run(RUN, run_dir)
+
+
+def _stopped_at(tmp_path, step):
+    run_dir = tmp_path / RUN.run_name
+    assert engine.train_run(RUN, run_dir, stop_after_step=step) is None
+    return run_dir
+
+
+def _assert_same_result(summary, reference_summary):
+    for key, value in reference_summary["final"].items():
+        assert summary["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_with_a_warning(reference, tmp_path, damage):
+    run_dir = _stopped_at(tmp_path, 200)
+    newest = run_dir / names.CHECKPOINT_DIR / "step_200.msgpack"
+    newest.write_bytes(b"" if damage == "empty" else newest.read_bytes()[: newest.stat().st_size // 2])
+    warnings = []
+    summary = engine.train_run(RUN, run_dir, print_fn=warnings.append)
+    assert len(warnings) == 1 and str(newest) in warnings[0] and "resuming from step 100" in warnings[0], warnings
+    assert (newest.parent / "step_200.msgpack.corrupt").exists()  # kept for inspection, out of the way
+    assert [r["step"] for r in RunStore(run_dir).metrics()] == [0, 100, 200, 300]
+    _assert_same_result(summary, reference[1])
+
+
+def test_with_every_checkpoint_damaged_the_run_restarts_from_step_zero(reference, tmp_path):
+    run_dir = _stopped_at(tmp_path, 200)
+    for path in (run_dir / names.CHECKPOINT_DIR).glob("*.msgpack"):
+        path.write_bytes(b"\x00garbage")
+    warnings = []
+    summary = engine.train_run(RUN, run_dir, print_fn=warnings.append)
+    assert len(warnings) == 2 and warnings[-1].endswith("resuming from step 0 (no older checkpoint)"), warnings
+    assert [r["step"] for r in RunStore(run_dir).metrics()] == [0, 100, 200, 300]
+    _assert_same_result(summary, reference[1])
+
+
+@pytest.fixture
+def finished_sweep(tiny_sweep_dir, tmp_path):
+    """A private copy of the finished tiny sweep (the session's copy stays intact)."""
+    import shutil
+
+    workdir = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep_dir, workdir)
+    return workdir, sweep.expand(TINY_SWEEP, workdir)
+
+
+def test_a_torn_last_line_of_a_finished_cell_is_reported_and_repaired(finished_sweep):
+    workdir, cells = finished_sweep
+    victim = cells[0].run_dir / names.METRICS_FILE
+    before = RunStore(cells[0].run_dir).summary()
+    text = victim.read_text()
+    victim.write_text(text[: len(text) - 40])  # the last record loses its end
+    problems = RunStore(cells[0].run_dir).problems()
+    assert problems == ["metrics.jsonl has an unreadable line after step 40",
+                        "metrics.jsonl lacks the evaluations at steps [60]"]
+    summary = results.summarize(workdir, [c.run_dir for c in cells])  # never summarised from partial data
+    assert cells[0].name in summary["damaged_cells"] and not summary["complete"]
+    assert cells[0].name not in {row["name"] for row in summary["cells"]}
+
+    lines = []
+    summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    assert any(line.startswith(f"[sweep] {cells[0].name}: metrics.jsonl has an unreadable line") for line in lines)
+    assert summary["complete"] and not summary["damaged_cells"]
+    assert [r["step"] for r in RunStore(cells[0].run_dir).metrics()] == [0, 20, 40, 60]
+    _assert_same_result(RunStore(cells[0].run_dir).summary(), before)
+
+
+def test_a_deleted_summary_is_redone_from_the_final_checkpoint(finished_sweep):
+    workdir, cells = finished_sweep
+    run = RunStore(cells[1].run_dir)
+    before = run.summary()
+    (run.dir / names.SUMMARY_FILE).unlink()
+    assert run.state() == names.PENDING
+    lines = []
+    summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    assert f"[sweep] {run.name}: summary.json is missing though training finished; re-evaluating it from its " \
+           "final checkpoint" in lines
+    assert summary["complete"] and run.state() == names.DONE
+    after = run.summary()
+    assert after["train_loss"] == before["train_loss"]  # kept from the stored final record, not retrained
+    _assert_same_result(after, before)
+    assert [r["step"] for r in run.metrics()] == [0, 20, 40, 60]
+
+
+def test_a_changed_sweep_config_is_refused_naming_the_fields_unless_extended(finished_sweep):
+    workdir, _ = finished_sweep
+    changed = copy.deepcopy(TINY_SWEEP)
+    changed["train"]["steps"] = 80
+    changed["sweep"]["grid"]["data"]["num_tasks"] = (2, 8, 16, "inf")
+    with pytest.raises(ConfigError, match=r"differs in sweep\.grid\.data\.num_tasks, train\.steps\); .*--extend"):
+        sweep.run_sweep(changed, workdir, dry_run=True, print_fn=lambda *_: None)
+    sweep.run_sweep(changed, workdir, dry_run=True, extend=True, print_fn=lambda *_: None)  # a plan only
+    assert sweep.config_differences(sweep.stored_config(workdir), TINY_SWEEP) == []  # dry run records nothing
+    history = [json.loads(line) for line in (workdir / names.SWEEP_CONFIG_HISTORY_FILE).read_text().splitlines()]
+    assert len(history) == 1
+    assert sweep.config_differences(TINY_SWEEP, changed) == ["sweep.grid.data.num_tasks", "train.steps"]
+
+
+def test_divergence_is_recorded_with_step_reason_and_last_finite_loss(tmp_path):
+    cfg = RUN.replace(train={"steps": 100, "learning_rate": 1e6, "schedule": "constant", "steps_per_call": 10},
+                      eval={"interval": 50}, checkpoint={"interval": 50})
+    lines = []
+    summary = engine.train_run(cfg, tmp_path / "run", print_fn=lines.append)
+    info = summary[names.DIVERGENCE]
+    assert summary["status"] == names.DIVERGED and 1 <= info["step"] <= 100
+    assert info["reason"] in (names.NONFINITE_LOSS, names.NONFINITE_GRADIENT)
+    assert info["last_finite_loss"] is None or np.isfinite(info["last_finite_loss"])
+    assert any(f"diverged at step {info['step']}: {info['reason']}" in line for line in lines), lines
+    row = results.summary_rows([tmp_path / "run"])[0]
+    assert row[names.DIVERGENCE] == info and row[names.RUNAWAY] in (True, False)
+
+
+def test_figures_never_draw_a_stale_summary(finished_sweep):
+    import subprocess
+    import sys
+
+    from clitools import ENV, REPO
+
+    workdir, cells = finished_sweep
+    assert results.stale_summary(workdir) is None
+    (cells[0].run_dir / names.SUMMARY_FILE).unlink()  # the runs change after the summary was written
+    assert "changed since sweep_summary.json was written" in results.stale_summary(workdir)
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "figures" / "all.py"), f"--workdir={workdir}"],
+                          env=ENV, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "re-summarising" in done.stdout
+    summary = results.load_summary(workdir)
+    assert results.stale_summary(workdir) is None and not summary["complete"]
+    assert cells[0].name not in {row["name"] for row in summary["cells"]}
+
+
+def test_a_summary_written_before_fingerprints_is_not_called_stale(finished_sweep):
+    workdir, _ = finished_sweep
+    summary = results.load_summary(workdir)
+    del summary["fingerprint"]
+    (workdir / names.SWEEP_SUMMARY_FILE).write_text(json.dumps(summary))
+    assert results.stale_summary(workdir) is None
+
+
+def test_a_runaway_loss_is_flagged_in_the_summary(tiny_config):
+    zero = engine.predict_zero_loss(tiny_config)
+    record = {"step": 400, "train_loss": 1.0, "diverged": False, "per_position": {},
+              "mean": {names.loss_key(names.TRUE, names.PT): 101 * zero}}
+    assert engine._summary(tiny_config, record, {}, None)[names.RUNAWAY] is True
+    record["mean"][names.loss_key(names.TRUE, names.PT)] = 99 * zero
+    assert engine._summary(tiny_config, record, {}, None)[names.RUNAWAY] is False

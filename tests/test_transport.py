@@ -1,0 +1,105 @@
+"""Packing a sweep for transport: results without checkpoints, checkpoints of unfinished runs in parts; round trip."""
+
+import re
+import tarfile
+
+import pytest
+from conftest import TINY_SWEEP
+
+from icl_regression import engine, names, sweep, transport
+from icl_regression.store import RunStore, StoreError
+
+
+@pytest.fixture(scope="module")
+def half_done_sweep(tmp_path_factory):
+    """The tiny sweep with its batch-16 group finished and its batch-32 group stopped at step 40 of 60."""
+    workdir = tmp_path_factory.mktemp("transport") / "sweep"
+    cells = sweep.expand(TINY_SWEEP, workdir)
+    workdir.mkdir(parents=True)
+    sweep.record_sweep_config(workdir, TINY_SWEEP)
+    for batch, stop_at in ((16, None), (32, 40)):
+        group = [c for c in cells if c.config.train.batch_size == batch]
+        engine.GroupTrainer([c.config for c in group], [c.run_dir for c in group]).run(stop_after_step=stop_at)
+    sweep.write_index(workdir, cells)
+    return workdir, cells
+
+
+def test_results_archive_holds_results_and_no_checkpoints(half_done_sweep, tmp_path):
+    workdir, cells = half_done_sweep
+    (archive,) = transport.pack_results(workdir, tmp_path)
+    assert archive.name == "sweep-results.tar.gz"
+    with tarfile.open(archive) as tar:
+        members = set(tar.getnames())
+    assert {names.SWEEP_CONFIG_FILE, names.SWEEP_INDEX_FILE, names.SWEEP_CONFIG_HISTORY_FILE} <= members
+    for cell in cells:
+        rel = cell.run_dir.relative_to(workdir)
+        assert {f"{rel}/{names.CONFIG_FILE}", f"{rel}/{names.METRICS_FILE}"} <= members
+        assert (f"{rel}/{names.SUMMARY_FILE}" in members) == (cell.config.train.batch_size == 16)
+    assert not [m for m in members if "checkpoint" in m or m.endswith((".msgpack", "LOCK", "RUNNING"))]
+
+
+def test_checkpoint_parts_round_trip_and_resume(half_done_sweep, tmp_path):
+    workdir, cells = half_done_sweep
+    out = tmp_path / "out"
+    (results,) = transport.pack_results(workdir, out)
+    parts, left_out = transport.pack_checkpoints(workdir, out, part_bytes=64 * 1024)
+    assert left_out == [] and len(parts) >= 2  # small parts force a split
+    assert all(p.stat().st_size <= 64 * 1024 for p in parts)
+    unfinished = [c for c in cells if c.config.train.batch_size == 32]
+    assert sorted(transport.unfinished_checkpoints(workdir)) == sorted(
+        (c.run_dir / names.CHECKPOINT_DIR / "step_40.msgpack").relative_to(workdir) for c in unfinished)
+
+    elsewhere = tmp_path / "elsewhere"
+    transport.unpack([out], elsewhere)
+    for cell in cells:
+        rel = cell.run_dir.relative_to(workdir)
+        for name in (names.CONFIG_FILE, names.METRICS_FILE, names.SUMMARY_FILE):
+            source = workdir / rel / name
+            assert (elsewhere / rel / name).exists() == source.exists()
+            if source.exists():
+                assert (elsewhere / rel / name).read_bytes() == source.read_bytes()
+    for rel in transport.unfinished_checkpoints(workdir):
+        assert (elsewhere / rel).read_bytes() == (workdir / rel).read_bytes()
+
+    # The unpacked folder resumes from the carried checkpoints and finishes.
+    moved = [c.run_dir for c in unfinished]
+    there = [elsewhere / d.relative_to(workdir) for d in moved]
+    trainer = engine.GroupTrainer([c.config for c in unfinished], there)
+    assert trainer.run()
+    for run_dir in there:
+        assert RunStore(run_dir).state() == names.DONE
+        assert [r["step"] for r in RunStore(run_dir).metrics()] == [0, 20, 40, 60]
+    assert results.exists()
+
+
+def test_max_parts_packs_whole_runs_that_fit(half_done_sweep, tmp_path):
+    workdir, _ = half_done_sweep
+    unfinished = transport.unfinished_checkpoints(workdir)
+    size = max((workdir / rel).stat().st_size for rel in unfinished)
+    parts, left_out = transport.pack_checkpoints(workdir, tmp_path, part_bytes=size + 20 * 1024, max_parts=1)
+    assert len(parts) == 1 and len(left_out) == len(unfinished) - 1 >= 1
+
+
+def test_unpack_refuses_paths_outside_the_folder(tmp_path):
+    evil = tmp_path / "evil-results.tar.gz"
+    (tmp_path / "x").write_text("x")
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(tmp_path / "x", arcname="../../escaped")
+    with pytest.raises(StoreError, match="refusing"):
+        transport.unpack([evil], tmp_path / "target")
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+def test_names_are_safe_for_a_lease():
+    assert transport.safe_stem("M=4 B=256/x") == "M_4_B_256_x"
+    assert transport.safe_stem("...") == "sweep"
+
+
+def test_a_large_results_archive_travels_in_parts(half_done_sweep, tmp_path):
+    workdir, cells = half_done_sweep
+    parts = transport.pack_results(workdir, tmp_path / "out", part_bytes=4 * 1024)
+    assert len(parts) >= 2 and all(p.stat().st_size <= 4 * 1024 for p in parts)
+    assert all(re.fullmatch(r"sweep-results\.tar\.gz\.part\d\d", p.name) for p in parts)
+    transport.unpack([tmp_path / "out"], tmp_path / "back")
+    for rel in transport.result_files(workdir):
+        assert (tmp_path / "back" / rel).read_bytes() == (workdir / rel).read_bytes(), rel
