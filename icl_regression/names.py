@@ -47,10 +47,12 @@ def all_metric_keys() -> list[str]:
     return keys
 
 
-# The quantity the threshold is read from, and its normaliser.
+# The quantity the threshold is read from (the crossing of two budgets), the distance it is set against for the
+# midpoint (where the model is as far from dMMSE as from ridge), and the scale of the transition.
 THRESHOLD_METRIC = delta_key(TRUE, "pt_ridge")
+MIDPOINT_METRIC = delta_key(TRUE, "pt_dmmse")
 THRESHOLD_SCALE = delta_key(TRUE, "dmmse_ridge")
-BOOTSTRAP_KEYS = (THRESHOLD_METRIC, THRESHOLD_SCALE)
+BOOTSTRAP_KEYS = (THRESHOLD_METRIC, THRESHOLD_SCALE, MIDPOINT_METRIC)  # stored per run: bootstrap replicates
 
 # Run and sweep-cell states.
 PENDING = "pending"
