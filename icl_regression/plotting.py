@@ -209,7 +209,7 @@ def _crossing_panel(ax, summary: Mapping, rows, budgets) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
         return
-    label, estimate = next(iter(summary["crossing"].items()))
+    label, estimate = threshold.in_budget_order(summary["crossing"])[0]
     small, large = budgets[0], budgets[1]
     curve = threshold.crossing_curve(rows, small, large)
     finite = sorted({math.log2(r["num_tasks"]) for r in rows if r["num_tasks"] > 0})
@@ -226,7 +226,8 @@ def _crossing_panel(ax, summary: Mapping, rows, budgets) -> None:
 
 
 def _midpoint_panel(ax, summary: Mapping, rows, budgets) -> None:
-    """Per budget, Δ_{PT,Ridge} − Δ_{PT,dMMSE} on T_true: zero where the model is as far from ridge as from dMMSE."""
+    """Per budget, Δ_{PT,Ridge} − Δ_{PT,dMMSE} on T_true: zero where the model is as far from ridge as from
+    dMMSE."""
     for budget in budgets:
         estimate = summary.get("midpoint", {}).get(threshold.budget_key(budget))
         if not estimate:
@@ -275,8 +276,9 @@ def sweep_title(summary: Mapping) -> str:
     if x is None or not math.isfinite(x):
         return head + "\nthreshold not located in this range of M"
     lo, hi = summary["threshold_interval"]
+    source = summary.get("interval_source", "evaluation sequences")
     return (head + f"\nthreshold ({summary['method']}): log2 M* = {x:.2f}, 95% interval "
-            f"[{results.format_log2(lo)}, {results.format_log2(hi)}]\ninterval over {summary.get('interval_source', 'evaluation sequences')}")
+            f"[{results.format_log2(lo)}, {results.format_log2(hi)}]\ninterval over {source}")
 
 
 # --- Training dynamics, per-position curves, and every figure written from a results folder. ---

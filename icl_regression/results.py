@@ -79,6 +79,8 @@ def format_table(rows: Sequence[dict]) -> str:
     header = f"{'M':>7} {'B':>5} {'steps':>7} {'seeds':>5} " + " ".join(f"{label:>17}" for _, label in TABLE_COLUMNS)
     caption = ("final evaluation, mean ± standard deviation over seeds (diverged seeds not averaged); L/D against "
                "the noisy targets; pre = T_pretrain, true = T_true")
+    if all(len({r["seed"] for r in group}) < 2 for group in grouped.values()):
+        caption += "; one seed per cell: no seed spread, and the threshold's interval covers evaluation noise only"
     lines = [caption, header, "-" * len(header)]
     for (batch, steps, _), group in sorted(grouped.items()):
         done = [r for r in group if r["status"] == names.DONE]
@@ -103,8 +105,8 @@ def _m(value: float) -> str:
 
 def _budget_text(key: str) -> str:
     """'B=64_N=2500' → 'B=64, N=2,500'."""
-    batch, steps = key.split("_")
-    return f"{batch}, N={int(steps[2:]):,}"
+    batch, steps = threshold.parse_budget_key(key)
+    return f"B={batch}, N={steps:,}"
 
 
 def _sign_change_lines(estimate: Mapping[str, Any]) -> list[str]:
@@ -112,38 +114,53 @@ def _sign_change_lines(estimate: Mapping[str, Any]) -> list[str]:
     for change in estimate.get("sign_changes", []):
         lo, hi = change["interval"]
         a, b = change["between_num_tasks"]
-        lines.append(f"    sign change {change['direction'][0]}→{change['direction'][1]} at log2 M = "
-                     f"{change['log2_num_tasks']:.2f} (M = {a}…{b}): 95% interval [{format_log2(lo)}, {format_log2(hi)}], in "
-                     f"{100 * change['support']:.0f}% of replicates" + ("  ← M*" if change["is_threshold"] else ""))
+        lines.append(f"  sign change {change['direction'][0]}→{change['direction'][1]} at log2 M = "
+                     f"{change['log2_num_tasks']:.2f} (M = {a}…{b}): 95% interval [{format_log2(lo)}, "
+                     f"{format_log2(hi)}], in {100 * change['support']:.0f}% of replicates"
+                     + ("  ← M*" if change["is_threshold"] else ""))
     return lines
 
 
+def _seed_mean(rows: Sequence[dict], budget_key: str, num_tasks: int) -> float:
+    values = [r["final"][names.THRESHOLD_METRIC] for r in rows if r["status"] == names.DONE
+              and r["num_tasks"] == num_tasks and threshold.budget_key((r["batch_size"], r["steps"])) == budget_key]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _interval_text(est: Mapping[str, Any]) -> str:
+    lo, hi = est["interval"]
+    return f"[{format_log2(lo)}, {format_log2(hi)}]"
+
+
 def format_threshold(summary: Mapping[str, Any]) -> str:
-    """The threshold with its interval and what the interval covers; per crossing, the budgets' difference at every
-    M with its standard error; every sign change with its own interval."""
-    x, (lo, hi) = summary["threshold_log2_num_tasks"], summary["threshold_interval"]
-    source = summary.get("interval_source", "")
+    """The threshold with its interval and what the interval covers; per crossing, both budgets' Δ and their
+    paired difference at every M with its standard error; every sign change with its own interval."""
+    x = summary["threshold_log2_num_tasks"]
     if summary["method"] == "none" or math.isnan(x):
-        lines = [f"threshold: not located (no finite-M cells of a budget)"]
+        lines = ["threshold: not located (no finite-M cells of a budget)"]
     else:
+        lo, hi = summary["threshold_interval"]
         lines = [f"threshold ({summary['method']}): log2 M* = {format_log2(x)} (M* ≈ {_m(x)}), 95% interval "
-                 f"[{format_log2(lo)}, {format_log2(hi)}] (M ≈ {_m(lo)} … {_m(hi)}); interval over {source}"]
+                 f"[{format_log2(lo)}, {format_log2(hi)}] (M* ≈ {_m(lo)} … {_m(hi)})",
+                 f"  interval over {summary.get('interval_source', '')}"]
     lines.append(f"  rule: {summary.get('threshold_rule', threshold.RULE)}")
-    for label, est in summary["crossing"].items():
+    rows = summary.get("cells", [])
+    for label, est in threshold.in_budget_order(summary["crossing"]):
         small, large = label.split("_vs_")
         lines.append(f"crossing of {_budget_text(small)} and {_budget_text(large)}: log2 M* = "
-                     f"{format_log2(est['log2_num_tasks'])}, 95% interval [{format_log2(est['interval'][0])}, {format_log2(est['interval'][1])}]"
-                     f" ({est['interval_source']})")
-        lines.append(f"  {'M':>7} {'Δ_PT,Ridge(T_true): larger − smaller budget':>44} {'± se':>8} {'z':>6} "
-                     f"{'seeds':>5}")
-        for point in est.get("per_num_tasks", []):
-            lines.append(f"  {point['num_tasks']:>7} {point['value']:>+44.4f} {point['se']:>8.4f} "
-                         f"{point['z']:>6.1f} {point['num_seeds']:>5}")
+                     f"{format_log2(est['log2_num_tasks'])}, 95% interval {_interval_text(est)}; "
+                     "Δ = Δ_PT,Ridge on T_true, mean over seeds")
+        lines.append(f"  {'M':>7} {'Δ smaller':>10} {'Δ larger':>10} {'larger − smaller':>17} {'± se':>8} "
+                     f"{'z':>6} {'seeds':>5}")
+        for p in est.get("per_num_tasks", []):
+            lines.append(f"  {p['num_tasks']:>7} {_seed_mean(rows, small, p['num_tasks']):>10.4f} "
+                         f"{_seed_mean(rows, large, p['num_tasks']):>10.4f} {p['value']:>+17.4f} {p['se']:>8.4f} "
+                         f"{p['z']:>6.1f} {p['num_seeds']:>5}")
         lines += _sign_change_lines(est)
-    for label, est in summary["midpoint"].items():
+    for label, est in threshold.in_budget_order(summary["midpoint"]):
         lines.append(f"midpoint of {_budget_text(label)} (Δ_PT,Ridge = Δ_PT,dMMSE on T_true): log2 M* = "
                      f"{format_log2(est['log2_num_tasks'])} (M* ≈ {_m(est['log2_num_tasks'])}), 95% interval "
-                     f"[{format_log2(est['interval'][0])}, {format_log2(est['interval'][1])}]")
+                     f"{_interval_text(est)}")
         if len(est.get("sign_changes", [])) > 1:
             lines += _sign_change_lines(est)
     return "\n".join(lines)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -92,6 +92,20 @@ def budgets(rows: Sequence[dict]) -> list[Budget]:
 
 def budget_key(budget: Budget) -> str:
     return f"B={budget[0]}_N={budget[1]}"
+
+
+def parse_budget_key(key: str) -> Budget:
+    """'B=64_N=2500' → (64, 2500)."""
+    batch, steps = key.split("_")
+    return int(batch[2:]), int(steps[2:])
+
+
+def in_budget_order(estimates: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A summary's "crossing" or "midpoint" entries, smallest budget first (JSON files store them sorted by name)."""
+    def order(label):
+        budget = parse_budget_key(label.split("_vs_")[0])
+        return budget[0] * budget[1], budget
+    return sorted(estimates.items(), key=lambda item: order(item[0]))
 
 
 def _finite_runs(rows: Sequence[dict], budget: Budget) -> dict[tuple[int, float], dict]:
@@ -286,8 +300,8 @@ def _sign_change_intervals(xs, point, replicates, level, estimate) -> list[dict]
     bounds = np.concatenate([[-np.inf], (zeros[:-1] + zeros[1:]) / 2, [np.inf]])
     out = []
     for c, (j, x) in enumerate(zip(brackets, zeros)):
-        candidates = np.where((rep_directions == directions[j]) & (rep_zeros > bounds[c]) & (rep_zeros <= bounds[c + 1]),
-                              rep_zeros, np.nan)
+        inside = (rep_zeros > bounds[c]) & (rep_zeros <= bounds[c + 1])
+        candidates = np.where((rep_directions == directions[j]) & inside, rep_zeros, np.nan)
         found = np.any(np.isfinite(candidates), axis=1)
         distance = np.where(np.isfinite(candidates), np.abs(candidates - x), np.inf)
         nearest = np.take_along_axis(candidates, np.argmin(distance, axis=1)[:, None], 1)[:, 0]
