@@ -273,11 +273,12 @@ def sweep_title(summary: Mapping) -> str:
     trained = ", ".join(f"{budget_label(*b)} ({styles[budget_style(b, budgets)]})" for b in budgets)
     head = f"task-diversity sweep, trained at {trained}; {len(seeds)} seed{'s' if len(seeds) != 1 else ''} per cell"
     x = summary.get("threshold_log2_num_tasks", math.nan)
-    if x is None or not math.isfinite(x):
-        return head + "\nthreshold not located in this range of M"
+    if x is None or math.isnan(x):
+        return head + "\nthreshold not located (no finite-M cells)"
     lo, hi = summary["threshold_interval"]
     source = summary.get("interval_source", "evaluation sequences")
-    return (head + f"\nthreshold ({summary['method']}): log2 M* = {x:.2f}, 95% interval "
+    where = f"log2 M* = {x:.2f}" if math.isfinite(x) else f"M* {results.format_log2(x)} of this sweep's M"
+    return (head + f"\nthreshold ({summary['method']}): {where}, 95% interval "
             f"[{results.format_log2(lo)}, {results.format_log2(hi)}]\ninterval over {source}")
 
 

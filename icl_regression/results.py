@@ -103,6 +103,13 @@ def _m(value: float) -> str:
     return f"{2 ** value:.1f}" if math.isfinite(value) else format_log2(value)
 
 
+def _where(value: float) -> str:
+    """'log2 M* = 2.44 (M* ≈ 5.4)', or where M* lies when it is outside the grid."""
+    if math.isfinite(value):
+        return f"log2 M* = {value:.2f} (M* ≈ {2 ** value:.1f})"
+    return "not located" if math.isnan(value) else f"M* {format_log2(value)} (beyond this sweep's M)"
+
+
 def _budget_text(key: str) -> str:
     """'B=64_N=2500' → 'B=64, N=2,500'."""
     batch, steps = threshold.parse_budget_key(key)
@@ -140,16 +147,15 @@ def format_threshold(summary: Mapping[str, Any]) -> str:
         lines = ["threshold: not located (no finite-M cells of a budget)"]
     else:
         lo, hi = summary["threshold_interval"]
-        lines = [f"threshold ({summary['method']}): log2 M* = {format_log2(x)} (M* ≈ {_m(x)}), 95% interval "
+        lines = [f"threshold ({summary['method']}): {_where(x)}, 95% interval "
                  f"[{format_log2(lo)}, {format_log2(hi)}] (M* ≈ {_m(lo)} … {_m(hi)})",
                  f"  interval over {summary.get('interval_source', '')}"]
     lines.append(f"  rule: {summary.get('threshold_rule', threshold.RULE)}")
     rows = summary.get("cells", [])
     for label, est in threshold.in_budget_order(summary["crossing"]):
         small, large = label.split("_vs_")
-        lines.append(f"crossing of {_budget_text(small)} and {_budget_text(large)}: log2 M* = "
-                     f"{format_log2(est['log2_num_tasks'])}, 95% interval {_interval_text(est)}; "
-                     "Δ = Δ_PT,Ridge on T_true, mean over seeds")
+        lines.append(f"crossing of {_budget_text(small)} and {_budget_text(large)}: {_where(est['log2_num_tasks'])}"
+                     f", 95% interval {_interval_text(est)}; Δ = Δ_PT,Ridge on T_true, mean over seeds")
         lines.append(f"  {'M':>7} {'Δ smaller':>10} {'Δ larger':>10} {'larger − smaller':>17} {'± se':>8} "
                      f"{'z':>6} {'seeds':>5}")
         for p in est.get("per_num_tasks", []):
@@ -158,9 +164,8 @@ def format_threshold(summary: Mapping[str, Any]) -> str:
                          f"{p['z']:>6.1f} {p['num_seeds']:>5}")
         lines += _sign_change_lines(est)
     for label, est in threshold.in_budget_order(summary["midpoint"]):
-        lines.append(f"midpoint of {_budget_text(label)} (Δ_PT,Ridge = Δ_PT,dMMSE on T_true): log2 M* = "
-                     f"{format_log2(est['log2_num_tasks'])} (M* ≈ {_m(est['log2_num_tasks'])}), 95% interval "
-                     f"{_interval_text(est)}")
+        lines.append(f"midpoint of {_budget_text(label)} (Δ_PT,Ridge = Δ_PT,dMMSE on T_true): "
+                     f"{_where(est['log2_num_tasks'])}, 95% interval {_interval_text(est)}")
         if len(est.get("sign_changes", [])) > 1:
             lines += _sign_change_lines(est)
     return "\n".join(lines)

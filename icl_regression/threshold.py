@@ -8,7 +8,10 @@ the grid's M values (SPEC.md, "The threshold"):
   the two interpolated Δ curves intersect.
 - midpoint, one budget: s(x) = Δ^{T_true}_{PT,Ridge}(x) − Δ^{T_true}_{PT,dMMSE}(x). M* is where the model is as
   far from ridge as from dMMSE on new tasks (Δ are mean squared distances; equal Δ means equal root-mean-square
-  distances): closer to dMMSE below (s > 0), closer to ridge above (s < 0).
+  distances): closer to dMMSE below (s > 0), closer to ridge above (s < 0). With a = PT − ridge and b = dMMSE −
+  ridge (functions of the sequence), s = 2⟨a, b⟩ − ⟨b, b⟩: s > 0 exactly when the model's deviation from ridge,
+  projected on the ridge → dMMSE direction, reaches past half-way. Error orthogonal to that direction (the model's
+  own inaccuracy) cancels, so the midpoint stays meaningful where dMMSE and ridge nearly agree (large M).
 
 Which sign change is M*. Every sign change of the seed-mean curve is reported, each with its own interval. M* is
 the split of the grid into a "+" side (small M) and a "−" side (large M) that the evidence favours: with each grid
