@@ -77,10 +77,12 @@ def all_metric_keys() -> list[str]:
     return keys
 
 
-# The quantity the threshold is read from, and its normaliser.
+# The quantity the threshold is read from (the crossing of two budgets), the distance it is set against for the
+# midpoint (where the model is as far from dMMSE as from ridge), and the scale of the transition.
 THRESHOLD_METRIC = delta_key(TRUE, "pt_ridge")
+MIDPOINT_METRIC = delta_key(TRUE, "pt_dmmse")
 THRESHOLD_SCALE = delta_key(TRUE, "dmmse_ridge")
-BOOTSTRAP_KEYS = (THRESHOLD_METRIC, THRESHOLD_SCALE)
+BOOTSTRAP_KEYS = (THRESHOLD_METRIC, THRESHOLD_SCALE, MIDPOINT_METRIC)  # stored per run: bootstrap replicates
 # Metrics of the training dynamics (t* three ways) whose bootstrap replicates over evaluation sequences are stored
 # at every evaluation (metrics record field "bootstrap"): Δ^{T_true}_{PT,Ridge}, the model's T_true loss, and its
 # ridge weight a on T_true, each averaged over positions.

@@ -1,7 +1,17 @@
 """Figures drawn from stored results only (sweep summaries and metrics records): matplotlib, no jax.
 
-One style for every figure: one colour per predictor (or per pair of predictors), one line style per data budget,
-log2 M axes with M = ∞ drawn at the right end, the threshold as a vertical line with its interval shaded.
+One visual language for every figure, so a reader learns it once:
+- Line style means the data budget, and only that: solid = the smallest budget (batch × steps), dashed = the next,
+  dotted, dash-dot (`BUDGET_STYLES`, in `threshold.budgets` order). Legends draw handles long enough to show it.
+- Colour means the predictor or the pair of predictors (`COLORS`): transformer blue, ridge red, dMMSE green,
+  Δ_{dMMSE,Ridge} grey; in the dynamics figure, where the budget has its own panel, colour means M (viridis over
+  log2 M, black for M = ∞).
+- The trained transformer is drawn with thick lines and filled markers; the estimators (ridge, dMMSE and
+  Δ_{dMMSE,Ridge}, which do not depend on the budget) with thin lines and open markers.
+- Seeds: the line is the mean over a cell's finished seeds; each seed is a small faded point of the same colour.
+- M axes are log2 M with M = ∞ drawn at the right end. The threshold is a black vertical line with its 95% interval
+  shaded grey; midpoint estimates are open diamonds with their intervals as horizontal bars. Legends sit outside
+  the axes, never on a shaded band.
 """
 
 from __future__ import annotations
@@ -14,19 +24,27 @@ from typing import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from icl_regression import dynamics as dynamics_lib  # noqa: E402
-from icl_regression import names, results  # noqa: E402
+from icl_regression import names, results, threshold  # noqa: E402
 from icl_regression.config import num_tasks_label, parse_num_tasks  # noqa: E402
 from icl_regression.store import StoreError  # noqa: E402
 
 COLORS = {names.PT: "#1f4e9c", names.RIDGE: "#d1495b", names.DMMSE: "#2e933c",
           "pt_ridge": "#d1495b", "pt_dmmse": "#2e933c", "dmmse_ridge": "#7f7f7f"}
 BUDGET_STYLES = ("-", "--", ":", "-.")
-STYLE = {"figure.dpi": 120, "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7,
+ESTIMATORS = (names.RIDGE, names.DMMSE, "dmmse_ridge")  # drawn once: they do not depend on the budget
+TRAINED_LINE = {"lw": 1.6, "marker": "o", "ms": 3.5}
+ESTIMATOR_LINE = {"lw": 0.9, "ms": 3.5, "mfc": "white"}
+ESTIMATOR_MARKERS = {names.RIDGE: "s", names.DMMSE: "^", "dmmse_ridge": "s"}  # ridge and dMMSE apart where equal
+SEED_POINTS = {"ls": "", "marker": "o", "ms": 2.2, "alpha": 0.4, "mew": 0}
+THRESHOLD_COLOR, INTERVAL_COLOR = "black", "0.85"
+LEGEND = {"handlelength": 4.0, "frameon": False}
+STYLE = {"figure.dpi": 120, "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7.5,
          "axes.spines.top": False, "axes.spines.right": False}
 
 
@@ -44,6 +62,11 @@ def save(fig, stem: Path) -> list[Path]:
 
 def budget_label(batch_size: int, steps: int) -> str:
     return f"B={batch_size}, N={steps:,}"
+
+
+def budget_style(budget, budgets: Sequence) -> str:
+    """The line style of `budget` among a sweep's `budgets` (smallest first)."""
+    return BUDGET_STYLES[list(budgets).index(tuple(budget)) % len(BUDGET_STYLES)]
 
 
 def _infinite_x(finite_xs: Sequence[float]) -> float:
@@ -65,79 +88,198 @@ def _log2_axis(ax, finite_xs: Sequence[float], inf_x: float, has_inf: bool) -> N
     ax.set_xlabel("number of pretraining tasks M")
 
 
-def _mark_threshold(ax, summary: Mapping) -> None:
-    x = summary.get("threshold_log2_num_tasks", math.nan)
-    if x is None or not math.isfinite(x):
-        return
-    lo, hi = summary["threshold_interval"]
+def _shade_interval(ax, estimate: float, interval: Sequence[float], x_range: tuple[float, float]) -> None:
+    """The threshold as a vertical line with its interval shaded; interval ends beyond the grid reach the axis end."""
+    lo, hi = (min(max(v, x_range[0]), x_range[1]) if not math.isnan(v) else math.nan for v in interval)
     if math.isfinite(lo) and math.isfinite(hi):
-        ax.axvspan(lo, hi, color="0.85", zorder=0, lw=0)
-    ax.axvline(x, color="0.3", lw=1, ls="--", zorder=1)
+        ax.axvspan(lo, hi, color=INTERVAL_COLOR, zorder=0, lw=0)
+    if math.isfinite(estimate):
+        ax.axvline(estimate, color=THRESHOLD_COLOR, lw=1, zorder=1)
+
+
+def _line(name: str) -> dict:
+    """Line properties of a predictor or pair: thick with filled markers if trained, thin with open ones if not."""
+    return dict(ESTIMATOR_LINE, marker=ESTIMATOR_MARKERS[name]) if name in ESTIMATORS else dict(TRAINED_LINE)
+
+
+def seed_values(rows: Sequence[dict], key: str) -> dict:
+    """{budget: {M: [value of each finished seed]}}; diverged seeds are left out."""
+    out: dict = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["status"] == names.DONE:
+            out[(row["batch_size"], row["steps"])][row["num_tasks"]].append(row["final"][key])
+    return out
 
 
 def cell_curves(rows: Sequence[dict], key: str) -> dict:
     """{(batch, steps): (num_tasks array, mean array, std array)} over seeds, M ascending with ∞ last."""
-    grouped = defaultdict(list)
-    for row in rows:
-        if row["status"] == names.DONE:
-            grouped[(row["batch_size"], row["steps"]), row["num_tasks"]].append(row["final"][key])
-    curves = defaultdict(list)
-    for (budget, num_tasks), values in grouped.items():
-        curves[budget].append((num_tasks, float(np.mean(values)), float(np.std(values))))
     out = {}
-    for budget, points in curves.items():
-        points.sort(key=lambda p: p[0] if p[0] > 0 else math.inf)
-        out[budget] = tuple(np.array(column) for column in zip(*points))
+    for budget, by_m in seed_values(rows, key).items():
+        num_tasks = sorted(by_m, key=lambda m: m if m > 0 else math.inf)
+        out[budget] = (np.array(num_tasks), np.array([np.mean(by_m[m]) for m in num_tasks]),
+                       np.array([np.std(by_m[m]) for m in num_tasks]))
     return out
 
 
+def _draw_series(ax, rows, key: str, color, budget, style: str, inf_x: float, line: Mapping, label: str) -> None:
+    """Mean over seeds as a line, and each seed as a faded point."""
+    by_m = seed_values(rows, key).get(budget)
+    if not by_m:
+        return
+    num_tasks = [m for m in sorted(by_m, key=lambda m: m if m > 0 else math.inf) if np.mean(by_m[m]) > 0]
+    xs = np.array([_x_of(m, inf_x) for m in num_tasks])  # zeros (Δ_dMMSE,Ridge at M = ∞) are off a log axis
+    ax.plot(xs, [np.mean(by_m[m]) for m in num_tasks], style, color=color, label=label, **line)
+    if any(len(by_m[m]) > 1 for m in num_tasks):
+        seed_x = [_x_of(m, inf_x) for m in num_tasks for _ in by_m[m]]
+        ax.plot(seed_x, [v for m in num_tasks for v in by_m[m]], color=color, **SEED_POINTS)
+
+
 def sweep_figure(summary: Mapping, title: str | None = None):
-    """L/D, Δ_{PT,dMMSE} and Δ_{PT,Ridge} against M on T_pretrain (top) and T_true (bottom), per budget."""
+    """L/D, Δ_{PT,dMMSE} and Δ_{PT,Ridge} against M on T_pretrain (top) and T_true (bottom), per budget, seeds as
+    points; right column: the crossing (larger minus smaller budget's Δ^{T_true}_{PT,Ridge}) and the midpoint
+    curves (Δ_{PT,Ridge} − Δ_{PT,dMMSE} on T_true) with their 95% bands, zeros and estimates."""
     rows = summary["cells"]
     finite = sorted({math.log2(r["num_tasks"]) for r in rows if r["num_tasks"] > 0})
     has_inf = any(r["num_tasks"] <= 0 for r in rows)
     inf_x = _infinite_x(finite)
-    budgets = sorted({(r["batch_size"], r["steps"]) for r in rows}, key=lambda b: (b[0] * b[1], b))
+    budgets = threshold.budgets(rows)
     panels = [("loss", "L/D", list(names.PREDICTORS)), ("pt_dmmse", r"$\Delta_{PT,dMMSE}$", ["pt_dmmse"]),
-              ("pt_ridge", r"$\Delta_{PT,Ridge}$", ["pt_ridge"])]
+              ("pt_ridge", r"$\Delta_{PT,Ridge}$", ["pt_ridge", "dmmse_ridge"])]
+    x_range = (min(finite, default=0.0) - 0.3, (inf_x if has_inf else max(finite, default=1.0)) + 0.3)
+    finite_range = (x_range[0], max(finite, default=1.0) + 0.3)  # M* and its interval live on the finite M
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2, 3, figsize=(10, 5.6))
+        fig, axes = plt.subplots(2, 4, figsize=(13.5, 6.2))
         for row_i, eval_set in enumerate(names.EVAL_SETS):
             for col, (kind, ylabel, series) in enumerate(panels):
                 ax = axes[row_i, col]
                 for name in series:
                     key = names.loss_key(eval_set, name) if kind == "loss" else names.delta_key(eval_set, name)
-                    estimator = name in (names.RIDGE, names.DMMSE, "dmmse_ridge")  # the same for every budget
-                    for budget_i, budget in enumerate(budgets[:1] if estimator else budgets):
-                        curve = cell_curves(rows, key).get(budget)
-                        if curve is None:
-                            continue
-                        num_tasks, mean, std = curve
-                        xs = np.array([_x_of(m, inf_x) for m in num_tasks])
-                        label = names.LABELS[name] if estimator else f"{names.LABELS[name]}, {budget_label(*budget)}"
-                        ax.plot(xs, mean, BUDGET_STYLES[budget_i % len(BUDGET_STYLES)], marker="o", ms=3,
-                                color=COLORS[name], label=label)
-                        if np.any(std > 0):
-                            ax.fill_between(xs, mean - std, mean + std, color=COLORS[name], alpha=0.15, lw=0)
+                    estimator = name in ESTIMATORS
+                    for budget in budgets[:1] if estimator else budgets:
+                        label = (f"{names.LABELS[name]} (estimator)" if estimator
+                                 else f"{names.LABELS[name]}, {budget_label(*budget)}")
+                        _draw_series(ax, rows, key, COLORS[name], budget, "-" if estimator else
+                                     budget_style(budget, budgets), inf_x, _line(name), label)
                 ax.set_yscale("log")
                 ax.set_ylabel(f"{ylabel} on {names.LABELS[eval_set]}")
                 if eval_set == names.TRUE:
-                    _mark_threshold(ax, summary)
+                    _shade_interval(ax, summary["threshold_log2_num_tasks"], summary["threshold_interval"],
+                                    finite_range)
                 _log2_axis(ax, finite, inf_x, has_inf)
-        axes[0, 0].legend(loc="best")
-        axes[1, 2].legend(loc="best")
-        fig.suptitle(title or _threshold_title(summary))
-        fig.tight_layout()
+                ax.set_xlim(*x_range)
+        _crossing_panel(axes[0, 3], summary, rows, budgets)
+        _midpoint_panel(axes[1, 3], summary, rows, budgets)
+        _sweep_legend(fig, axes, budgets)
+        fig.suptitle(title or sweep_title(summary))
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
-def _threshold_title(summary: Mapping) -> str:
+def _seed_differences(curve: threshold.SignedCurve) -> tuple[list[float], list[float]]:
+    xs = [x for row in curve.per_seed for x, v in zip(curve.xs, row) if np.isfinite(v)]
+    return xs, [v for row in curve.per_seed for v in row if np.isfinite(v)]
+
+
+def _signed_panel(ax, estimate: Mapping, curve: threshold.SignedCurve, color, style: str, label: str) -> None:
+    """A signed curve's seed mean with its per-M 95% band and each seed's value."""
+    per_m = estimate.get("per_num_tasks", [])
+    if not per_m:
+        return
+    xs = np.array([p["log2_num_tasks"] for p in per_m])
+    ax.fill_between(xs, [p["interval"][0] for p in per_m], [p["interval"][1] for p in per_m], color=color,
+                    alpha=0.15, lw=0)
+    ax.plot(xs, [p["value"] for p in per_m], style, color=color, label=label, **TRAINED_LINE)
+    seed_x, seed_y = _seed_differences(curve)
+    if curve.num_seeds > 1:
+        ax.plot(seed_x, seed_y, color=color, **SEED_POINTS)
+
+
+def _finite_axis(ax, rows) -> None:
+    finite = sorted({math.log2(r["num_tasks"]) for r in rows if r["num_tasks"] > 0})
+    _log2_axis(ax, finite, 0.0, False)
+    ax.axhline(0.0, color="0.5", lw=0.8, zorder=0)
+    ax.set_xlim(min(finite, default=0.0) - 0.3, max(finite, default=1.0) + 0.3)
+
+
+def _crossing_panel(ax, summary: Mapping, rows, budgets) -> None:
+    """The paired difference of the two smallest budgets with its band; the crossing is where it meets zero."""
+    if not summary.get("crossing"):
+        ax.text(0.5, 0.5, "one data budget: no crossing\n(the midpoint below needs only one)", ha="center",
+                va="center", transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    label, estimate = threshold.in_budget_order(summary["crossing"])[0]
+    small, large = budgets[0], budgets[1]
+    curve = threshold.crossing_curve(rows, small, large)
+    finite = sorted({math.log2(r["num_tasks"]) for r in rows if r["num_tasks"] > 0})
+    x_range = (min(finite) - 0.3, max(finite) + 0.3)
+    _shade_interval(ax, estimate["log2_num_tasks"], estimate["interval"], x_range)
+    _signed_panel(ax, estimate, curve, COLORS[names.PT], "-", "larger − smaller budget")
+    for change in estimate.get("sign_changes", []):
+        if not change["is_threshold"]:
+            ax.plot([change["log2_num_tasks"]], [0.0], "o", color=THRESHOLD_COLOR, mfc="white", ms=4, zorder=3)
+    _finite_axis(ax, rows)
+    ax.set_ylabel(r"$\Delta_{PT,Ridge}$ on $T_{true}$" + f": B={large[0]}, N={large[1]:,}\nminus B={small[0]}, "
+                  f"N={small[1]:,}")
+    ax.set_title("crossing: > 0 more data moves away from ridge,\n< 0 more data moves towards ridge")
+
+
+def _midpoint_panel(ax, summary: Mapping, rows, budgets) -> None:
+    """Per budget, Δ_{PT,Ridge} − Δ_{PT,dMMSE} on T_true: zero where the model is as far from ridge as from
+    dMMSE."""
+    for budget in budgets:
+        estimate = summary.get("midpoint", {}).get(threshold.budget_key(budget))
+        if not estimate:
+            continue
+        style = budget_style(budget, budgets)
+        curve = threshold.midpoint_curve(rows, budget)
+        _signed_panel(ax, estimate, curve, COLORS[names.DMMSE], style, budget_label(*budget))
+        x, (lo, hi) = estimate["log2_num_tasks"], estimate["interval"]
+        if math.isfinite(x):
+            finite = sorted({math.log2(r["num_tasks"]) for r in rows if r["num_tasks"] > 0})
+            lo, hi = max(lo, finite[0] - 0.3), min(hi, finite[-1] + 0.3)
+            ax.errorbar([x], [0.0], xerr=[[x - lo], [hi - x]], fmt="D", color=THRESHOLD_COLOR, mfc="white", ms=5,
+                        capsize=3, lw=1, zorder=4)
+    _finite_axis(ax, rows)
+    ax.set_ylabel(r"$\Delta_{PT,Ridge} - \Delta_{PT,dMMSE}$ on $T_{true}$")
+    ax.set_title("midpoint: > 0 closer to dMMSE,\n< 0 closer to ridge (equal RMS distance at 0)")
+
+
+def _sweep_legend(fig, axes, budgets) -> None:
+    """One legend below the panels: budgets (line styles), what each colour is, seeds, threshold and midpoints."""
+    handles = [plt.Line2D([], [], color="0.2", ls=budget_style(b, budgets), lw=1.6, marker="o", ms=3.5)
+               for b in budgets]
+    labels = [f"transformer, {budget_label(*b)}" for b in budgets]
+    for name in (names.PT, names.RIDGE, names.DMMSE, "pt_dmmse", "pt_ridge", "dmmse_ridge"):
+        handles.append(plt.Line2D([], [], color=COLORS[name], **_line(name)))
+        labels.append(names.LABELS[name] + (" (estimator)" if name in ESTIMATORS else ""))
+    handles += [plt.Line2D([], [], color="0.3", **SEED_POINTS),
+                plt.Line2D([], [], color=THRESHOLD_COLOR, lw=1),
+                matplotlib.patches.Patch(color=INTERVAL_COLOR),
+                plt.Line2D([], [], ls="", marker="D", color=THRESHOLD_COLOR, mfc="white", ms=5),
+                matplotlib.patches.Patch(color=COLORS[names.PT], alpha=0.15)]
+    labels += ["one seed", "threshold M*", "its 95% interval", "midpoint M* (bar: 95% interval)",
+               "95% band of a difference"]
+    fig.legend(handles, labels, loc="lower center", ncol=5, **LEGEND)
+
+
+def sweep_title(summary: Mapping) -> str:
+    """The training budgets, the seeds, and the threshold with its interval and what the interval covers."""
+    rows = summary["cells"]
+    budgets = threshold.budgets(rows)
+    seeds = sorted({r["seed"] for r in rows})
+    styles = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
+    trained = ", ".join(f"{budget_label(*b)} ({styles[budget_style(b, budgets)]})" for b in budgets)
+    head = f"task-diversity sweep, trained at {trained}; {len(seeds)} seed{'s' if len(seeds) != 1 else ''} per cell"
     x = summary.get("threshold_log2_num_tasks", math.nan)
-    if x is None or not math.isfinite(x):
-        return "task-diversity sweep (threshold not located in this range of M)"
+    if x is None or math.isnan(x):
+        return head + "\nthreshold not located (no finite-M cells)"
     lo, hi = summary["threshold_interval"]
-    return (f"task-diversity sweep: threshold ({summary['method']}) log2 M* = {x:.2f} "
-            f"[{lo:.2f}, {hi:.2f}], dashed line and shaded interval")
+    source = summary.get("interval_source", "evaluation sequences")
+    where = f"log2 M* = {x:.2f}" if math.isfinite(x) else f"M* {results.format_log2(x)} of this sweep's M"
+    return (head + f"\nthreshold ({summary['method']}): {where}, 95% interval "
+            f"[{results.format_log2(lo)}, {results.format_log2(hi)}]\ninterval over {source}")
 
 
 # --- Training dynamics, per-position curves, and every figure written from a results folder. ---
@@ -145,7 +287,6 @@ def _threshold_title(summary: Mapping) -> str:
 
 INFINITE_COLOR = "black"  # M = ∞ against a colour map over log2 M
 NUM_TASKS_CMAP = "viridis"
-PER_POSITION_STYLES = {names.PT: "-", names.RIDGE: "-", names.DMMSE: "--"}  # dMMSE = ridge at M = ∞
 
 
 def _budgets_of(rows: Sequence[dict]) -> list[tuple[int, int]]:
@@ -390,46 +531,79 @@ def default_per_position_num_tasks(rows: Sequence[dict], max_values: int = 4) ->
     return picks[-max_values:] if len(picks) > max_values else picks
 
 
+def parse_budget(text: str | Sequence, rows: Sequence[dict]) -> tuple[int, int]:
+    """'64,2500' or 'B=64,N=2500' (or a (batch, steps) pair) → (64, 2500), checked against the sweep's budgets."""
+    available = _budgets_of(rows)
+    try:
+        if isinstance(text, str):
+            parts = [p.split("=")[-1] for p in text.replace("_", ",").split(",")]
+            budget = tuple(int(p.replace(",", "")) for p in parts)
+        else:
+            budget = tuple(int(v) for v in text)
+        if len(budget) != 2:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"budget={text!r}; allowed: 'batch,steps', one of "
+                         f"{[f'{b},{n}' for b, n in available]}") from None
+    if budget not in available:
+        raise ValueError(f"budget {budget_label(*budget)} is not in the sweep; available: "
+                         f"{[f'{b},{n}' for b, n in available]}")
+    return budget
+
+
 def per_position_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequence[dict],
                         num_tasks_values: Sequence, eval_set: str | None = None, budget=None,
                         title: str | None = None):
-    """L/D against context position k for PT, ridge and dMMSE at the final evaluation, one panel per M
-    (columns) and evaluation set (rows; both unless `eval_set`), averaged over seeds, at `budget`
-    (default: the largest)."""
+    """L/D against context position k at the final evaluation, one panel per M (columns) and evaluation set (rows;
+    both unless `eval_set`): the transformer at every budget (or only `budget`), each in its line style, and the
+    estimators, averaged over finished seeds."""
     eval_sets = names.EVAL_SETS if eval_set is None else (eval_set,)
     for es in eval_sets:
         if es not in names.EVAL_SETS:
             raise ValueError(f"eval_set={es!r}; allowed: {', '.join(names.EVAL_SETS)}")
-    budget = tuple(budget) if budget is not None else _budgets_of(rows)[-1]
+    all_budgets = _budgets_of(rows)
+    shown = [parse_budget(budget, rows)] if budget is not None else all_budgets
     num_tasks_values = [parse_num_tasks(m) for m in num_tasks_values]
-    available = _sorted_num_tasks(r["num_tasks"] for r in rows if (r["batch_size"], r["steps"]) == budget)
-    missing = [m for m in num_tasks_values if m not in available]
-    if missing:
-        raise ValueError(f"M = {[num_tasks_label(m) for m in missing]} not in the sweep at "
-                         f"{budget_label(*budget)}; available: {[num_tasks_label(m) for m in available]}")
+    for b in shown:
+        available = _sorted_num_tasks(r["num_tasks"] for r in rows if (r["batch_size"], r["steps"]) == b)
+        missing = [m for m in num_tasks_values if m not in available]
+        if missing:
+            raise ValueError(f"M = {[num_tasks_label(m) for m in missing]} not in the sweep at "
+                             f"{budget_label(*b)}; available: {[num_tasks_label(m) for m in available]}")
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(eval_sets), len(num_tasks_values), squeeze=False, sharey="row",
-                                 figsize=(2.6 * len(num_tasks_values) + 0.6, 2.4 * len(eval_sets) + 0.4))
+                                 figsize=(2.6 * len(num_tasks_values) + 0.6, 2.4 * len(eval_sets) + 1.0))
         for col, m in enumerate(num_tasks_values):
-            finals = [final_record(metrics_by_run, name) for name in _done_runs(rows, budget, m)]
-            finals = [f for f in finals if f is not None]
+            finals = {b: [f for f in (final_record(metrics_by_run, n) for n in _done_runs(rows, b, m)) if f]
+                      for b in shown}
             for row_i, es in enumerate(eval_sets):
                 ax = axes[row_i, col]
-                for predictor in names.PREDICTORS:
+                for predictor in (names.PT, names.DMMSE, names.RIDGE):  # ridge on top where dMMSE = ridge
                     key = names.loss_key(es, predictor)
-                    if not finals or key not in finals[0]["per_position"]:
-                        continue
-                    curve = np.mean([f["per_position"][key] for f in finals], axis=0)
-                    ax.plot(np.arange(1, len(curve) + 1), curve, PER_POSITION_STYLES[predictor], marker="o",
-                            ms=2.5, color=COLORS[predictor], label=names.LABELS[predictor])
-                step = finals[0]["step"] if finals else "—"
-                ax.set_title(f"M={num_tasks_label(m)}, {names.LABELS[es]} (step {step})")
+                    estimator = predictor in ESTIMATORS
+                    for b in shown[:1] if estimator else shown:
+                        records = [f for f in finals[b] if key in f["per_position"]]
+                        if not records:
+                            continue
+                        curve = np.mean([f["per_position"][key] for f in records], axis=0)
+                        label = names.LABELS[predictor] + (" (estimator)" if estimator else f", {budget_label(*b)}")
+                        ax.plot(np.arange(1, len(curve) + 1), curve, "-" if estimator else
+                                budget_style(b, all_budgets), color=COLORS[predictor], label=label, **_line(predictor))
+                ax.set_title(f"M={num_tasks_label(m)}, {names.LABELS[es]}")
                 ax.set_xlabel("context position k")
                 if col == 0:
                     ax.set_ylabel(f"L/D on {names.LABELS[es]}")
-        axes[0, 0].legend(loc="best")
-        fig.suptitle(title or f"error against context position at the final evaluation, {budget_label(*budget)}")
-        fig.tight_layout()
+        handles = [plt.Line2D([], [], color=COLORS[names.PT], ls=budget_style(b, all_budgets), **TRAINED_LINE)
+                   for b in shown]
+        labels = [f"{names.LABELS[names.PT]}, {budget_label(*b)}" for b in shown]
+        for predictor in (names.RIDGE, names.DMMSE):
+            handles.append(plt.Line2D([], [], color=COLORS[predictor], **_line(predictor)))
+            labels.append(f"{names.LABELS[predictor]} (estimator)")
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), **LEGEND)
+        seeds = len({r["seed"] for r in rows if (r["batch_size"], r["steps"]) in shown})
+        fig.suptitle(title or "error against context position at the final evaluation, mean over "
+                     f"{seeds} seed{'s' if seeds != 1 else ''}")
+        fig.tight_layout(rect=(0, 0.07 if len(eval_sets) > 1 else 0.14, 1, 1))
     return fig
 
 
@@ -464,10 +638,10 @@ def _draw_dynamics(summary, metrics_by_run):
 
 
 def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,
-                       eval_set: str | None = None):
+                       eval_set: str | None = None, budget=None):
     rows = summary["cells"]
     values = num_tasks_values or default_per_position_num_tasks(rows)
-    return per_position_figure(metrics_by_run, rows, values, eval_set)
+    return per_position_figure(metrics_by_run, rows, values, eval_set, budget)
 
 
 FIGURE_DRAWERS = {"sweep": _draw_sweep, "dynamics": _draw_dynamics, "per_position": _draw_per_position}
@@ -492,8 +666,10 @@ def write_dynamics_figure(workdir: Path, out: Path | None = None, loaded: tuple 
 
 
 def write_per_position_figure(workdir: Path, out: Path | None = None, num_tasks_values: Sequence | None = None,
-                              eval_set: str | None = None) -> list[Path]:
-    return write_figure("per_position", workdir, out, num_tasks_values=num_tasks_values, eval_set=eval_set)
+                              eval_set: str | None = None, budget=None) -> list[Path]:
+    """`budget`: 'batch,steps' (or a pair) to show one budget; None: every budget, each in its line style."""
+    return write_figure("per_position", workdir, out, num_tasks_values=num_tasks_values, eval_set=eval_set,
+                        budget=budget)
 
 
 FIGURE_WRITERS = {"sweep": write_sweep_figure, "dynamics": write_dynamics_figure,

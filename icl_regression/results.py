@@ -104,38 +104,121 @@ def load_summary(workdir: Path) -> dict:
     return read_json(path)
 
 
+TABLE_COLUMNS = ((names.loss_key(names.PRETRAIN, names.PT), "L/D PT pre"),
+                 (names.loss_key(names.PRETRAIN, names.DMMSE), "L/D dMMSE pre"),
+                 (names.delta_key(names.PRETRAIN, "pt_dmmse"), "Δ PT,dMMSE pre"),
+                 (names.loss_key(names.TRUE, names.PT), "L/D PT true"),
+                 (names.loss_key(names.TRUE, names.RIDGE), "L/D ridge true"),
+                 (names.delta_key(names.TRUE, "pt_ridge"), "Δ PT,Ridge true"),
+                 (names.delta_key(names.TRUE, "dmmse_ridge"), "Δ dMMSE,Ridge true"))
+
+
+def _mean_and_spread(values: Sequence[float]) -> str:
+    """'mean' for one seed, 'mean±sd' (sample standard deviation over seeds) for several."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.4f}"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.4f}±{sd:.4f}"
+
+
 def format_table(rows: Sequence[dict]) -> str:
-    """The cells averaged over seeds: M, budget, L/D and Δ on both distributions."""
-    columns = [(names.loss_key(names.PRETRAIN, names.PT), "L/D PT pre"),
-               (names.loss_key(names.PRETRAIN, names.DMMSE), "L/D dMMSE pre"),
-               (names.delta_key(names.PRETRAIN, "pt_dmmse"), "Δ PT,dMMSE pre"),
-               (names.loss_key(names.TRUE, names.PT), "L/D PT true"),
-               (names.loss_key(names.TRUE, names.RIDGE), "L/D ridge true"),
-               (names.delta_key(names.TRUE, "pt_ridge"), "Δ PT,Ridge true"),
-               (names.delta_key(names.TRUE, "dmmse_ridge"), "Δ dMMSE,Ridge true")]
+    """One line per cell (M, batch, steps) at the final evaluation: L/D and Δ on both distributions as the mean
+    over the cell's finished seeds ± their standard deviation. Diverged seeds are named at the end of the line and
+    never averaged in."""
     grouped: dict = {}
     for row in rows:
         grouped.setdefault((row["batch_size"], row["steps"], row["num_tasks"] or math.inf), []).append(row)
-    header = f"{'M':>7} {'B':>5} {'steps':>7} {'seeds':>5} " + " ".join(f"{label:>18}" for _, label in columns)
-    lines = [header, "-" * len(header)]
+    header = f"{'M':>7} {'B':>5} {'steps':>7} {'seeds':>5} " + " ".join(f"{label:>17}" for _, label in TABLE_COLUMNS)
+    caption = ("final evaluation, mean ± standard deviation over seeds (diverged seeds not averaged); L/D against "
+               "the noisy targets; pre = T_pretrain, true = T_true")
+    if all(len({r["seed"] for r in group}) < 2 for group in grouped.values()):
+        caption += "; one seed per cell: no seed spread, and the threshold's interval covers evaluation noise only"
+    lines = [caption, header, "-" * len(header)]
     for (batch, steps, _), group in sorted(grouped.items()):
-        values = [sum(r["final"][key] for r in group) / len(group) for key, _ in columns]
-        flag = " diverged" if any(r["status"] == names.DIVERGED for r in group) else ""
-        lines.append(f"{num_tasks_label(group[0]['num_tasks']):>7} {batch:>5} {steps:>7} {len(group):>5} "
-                     + " ".join(f"{v:>18.4f}" for v in values) + flag)
+        done = [r for r in group if r["status"] == names.DONE]
+        diverged = sorted(r["seed"] for r in group if r["status"] == names.DIVERGED)
+        values = [_mean_and_spread([r["final"][key] for r in done]) if done else "—" for key, _ in TABLE_COLUMNS]
+        flag = f"  diverged: seed {', '.join(map(str, diverged))}" if diverged else ""
+        lines.append(f"{num_tasks_label(group[0]['num_tasks']):>7} {batch:>5} {steps:>7} {len(done):>5} "
+                     + " ".join(f"{v:>17}" for v in values) + flag)
     return "\n".join(lines)
 
 
-def format_threshold(summary: Mapping[str, Any]) -> str:
+def format_log2(value: float) -> str:
+    """log2 M for printing; ±inf are beyond the sweep's M values."""
+    if math.isnan(value):
+        return "nan"
+    return "below grid" if value == -math.inf else "above grid" if value == math.inf else f"{value:.2f}"
+
+
+def _m(value: float) -> str:
+    return f"{2 ** value:.1f}" if math.isfinite(value) else format_log2(value)
+
+
+def _where(value: float) -> str:
+    """'log2 M* = 2.44 (M* ≈ 5.4)', or where M* lies when it is outside the grid."""
+    if math.isfinite(value):
+        return f"log2 M* = {value:.2f} (M* ≈ {2 ** value:.1f})"
+    return "not located" if math.isnan(value) else f"M* {format_log2(value)} (beyond this sweep's M)"
+
+
+def _budget_text(key: str) -> str:
+    """'B=64_N=2500' → 'B=64, N=2,500'."""
+    batch, steps = threshold.parse_budget_key(key)
+    return f"B={batch}, N={steps:,}"
+
+
+def _sign_change_lines(estimate: Mapping[str, Any]) -> list[str]:
     lines = []
-    for method in ("crossing", "midpoint"):
-        for label, est in summary[method].items():
-            x, (lo, hi) = est["log2_num_tasks"], est["interval"]
-            lines.append(f"  {method:9s} {label:32s} log2 M* = {x:6.2f}  (M* ≈ {2**x if math.isfinite(x) else x:8.1f})"
-                         f"  95% interval [{lo:.2f}, {hi:.2f}]  ({est['replicates_with_estimate']}/"
-                         f"{est['replicates']} replicates)")
+    for change in estimate.get("sign_changes", []):
+        lo, hi = change["interval"]
+        a, b = change["between_num_tasks"]
+        lines.append(f"  sign change {change['direction'][0]}→{change['direction'][1]} at log2 M = "
+                     f"{change['log2_num_tasks']:.2f} (M = {a}…{b}): 95% interval [{format_log2(lo)}, "
+                     f"{format_log2(hi)}], in {100 * change['support']:.0f}% of replicates"
+                     + ("  ← M*" if change["is_threshold"] else ""))
+    return lines
+
+
+def _seed_mean(rows: Sequence[dict], budget_key: str, num_tasks: int) -> float:
+    values = [r["final"][names.THRESHOLD_METRIC] for r in rows if r["status"] == names.DONE
+              and r["num_tasks"] == num_tasks and threshold.budget_key((r["batch_size"], r["steps"])) == budget_key]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _interval_text(est: Mapping[str, Any]) -> str:
+    lo, hi = est["interval"]
+    return f"[{format_log2(lo)}, {format_log2(hi)}]"
+
+
+def format_threshold(summary: Mapping[str, Any]) -> str:
+    """The threshold with its interval and what the interval covers; per crossing, both budgets' Δ and their
+    paired difference at every M with its standard error; every sign change with its own interval."""
     x = summary["threshold_log2_num_tasks"]
-    lo, hi = summary["threshold_interval"]
-    head = (f"threshold ({summary['method']}): log2 M* = {x:.2f}, interval [{lo:.2f}, {hi:.2f}]"
-            if math.isfinite(x) else f"threshold ({summary['method']}): not located in this range of M")
-    return "\n".join([head] + lines)
+    if summary["method"] == "none" or math.isnan(x):
+        lines = ["threshold: not located (no finite-M cells of a budget)"]
+    else:
+        lo, hi = summary["threshold_interval"]
+        lines = [f"threshold ({summary['method']}): {_where(x)}, 95% interval "
+                 f"[{format_log2(lo)}, {format_log2(hi)}] (M* ≈ {_m(lo)} … {_m(hi)})",
+                 f"  interval over {summary.get('interval_source', '')}"]
+    lines.append(f"  rule: {summary.get('threshold_rule', threshold.RULE)}")
+    rows = summary.get("cells", [])
+    for label, est in threshold.in_budget_order(summary["crossing"]):
+        small, large = label.split("_vs_")
+        lines.append(f"crossing of {_budget_text(small)} and {_budget_text(large)}: {_where(est['log2_num_tasks'])}"
+                     f", 95% interval {_interval_text(est)}; Δ = Δ_PT,Ridge on T_true, mean over seeds")
+        lines.append(f"  {'M':>7} {'Δ smaller':>10} {'Δ larger':>10} {'larger − smaller':>17} {'± se':>8} "
+                     f"{'z':>6} {'seeds':>5}")
+        for p in est.get("per_num_tasks", []):
+            lines.append(f"  {p['num_tasks']:>7} {_seed_mean(rows, small, p['num_tasks']):>10.4f} "
+                         f"{_seed_mean(rows, large, p['num_tasks']):>10.4f} {p['value']:>+17.4f} {p['se']:>8.4f} "
+                         f"{p['z']:>6.1f} {p['num_seeds']:>5}")
+        lines += _sign_change_lines(est)
+    for label, est in threshold.in_budget_order(summary["midpoint"]):
+        lines.append(f"midpoint of {_budget_text(label)} (Δ_PT,Ridge = Δ_PT,dMMSE on T_true): "
+                     f"{_where(est['log2_num_tasks'])}, 95% interval {_interval_text(est)}")
+        if len(est.get("sign_changes", [])) > 1:
+            lines += _sign_change_lines(est)
+    return "\n".join(lines)

@@ -1,91 +1,91 @@
-"""The task-diversity threshold M*, read from stored sweep results, with bootstrap intervals.
+"""The task-diversity threshold M*, read from stored sweep results, with intervals over what varies.
 
-Two estimates (SPEC.md, "The threshold"), both on d(M) = Δ^{T_true}_{PT,Ridge} against log2 M (finite M only):
-- crossing: the paper's definition. For two data budgets b < b' (batch B vs 2B, or steps N vs 2N), more data
-  moves the model away from ridge below M* (d_b' > d_b) and towards it above (d_b' < d_b); M* is where the
-  relative difference (d_b' − d_b)/(d_b' + d_b) changes sign from + to −. Differences smaller than
-  CROSSING_TOLERANCE count as no change: the sign of a 0.1% difference is not evidence (at very small M both
-  budgets memorise equally well), so a crossing needs a clear change on both sides.
-- midpoint: a single budget. r(M) = Δ_{PT,Ridge}/Δ_{dMMSE,Ridge} on T_true falls from ≈1 (the model is dMMSE)
-  to ≈0 (the model is ridge); M* is where r crosses 1/2. The ratio only carries information where dMMSE and
-  ridge differ by more than the trained model can resolve: M values with Δ_{dMMSE,Ridge} below
-  RESOLUTION_FACTOR × the M = ∞ model's own Δ_{PT,Ridge} (its distance from ridge at this budget) are left out.
-  Without this, at large M (dMMSE → ridge) the ratio of two small numbers swamps the curve.
-Where a curve changes sign from + to − more than once (noise), the change with the strongest evidence on both sides
-wins: the index i (with s_i > 0 >= s_{i+1}) maximising Σ_{j≤i} s_j − Σ_{j>i} s_j, for s the signed curve; M* is
-interpolated inside that split.
-Intervals: percentiles of the estimate over bootstrap replicates that resample evaluation sequences (replicates
-stored in each run's summary) and seeds (with replacement, per M and budget).
+Both estimates are the zero of a *signed curve* s(x) over x = log2 M (finite M only), linearly interpolated between
+the grid's M values (SPEC.md, "The threshold"):
+- crossing, the paper's definition. For two data budgets b < b' (batch B vs 2B, or steps N vs 2N) with
+  Δ = Δ^{T_true}_{PT,Ridge}: s(x) = Δ_b'(x) − Δ_b(x), the paired difference of the two budgets. Below M* more data
+  moves the model away from ridge (s > 0), above it towards ridge (s < 0). The zero of the interpolated s is where
+  the two interpolated Δ curves intersect.
+- midpoint, one budget: s(x) = Δ^{T_true}_{PT,Ridge}(x) − Δ^{T_true}_{PT,dMMSE}(x). M* is where the model is as
+  far from ridge as from dMMSE on new tasks (Δ are mean squared distances; equal Δ means equal root-mean-square
+  distances): closer to dMMSE below (s > 0), closer to ridge above (s < 0). With a = PT − ridge and b = dMMSE −
+  ridge (functions of the sequence), s = 2⟨a, b⟩ − ⟨b, b⟩: s > 0 exactly when the model's deviation from ridge,
+  projected on the ridge → dMMSE direction, reaches past half-way. Error orthogonal to that direction (the model's
+  own inaccuracy) cancels, so the midpoint stays meaningful where dMMSE and ridge nearly agree (large M).
+
+Which sign change is M*. Every sign change of the seed-mean curve is reported, each with its own interval. M* is
+the split of the grid into a "+" side (small M) and a "−" side (large M) that the evidence favours: with each grid
+point weighted by z_j = s_j / se_j (se_j: its standard error over seeds and evaluation sequences), the split after
+point i maximising Σ_{j≤i} z_j − Σ_{j>i} z_j over i = −1 … X−1. A maximum inside the grid always sits at a + → −
+sign change (the sum rises while z_j > 0 and falls while z_j < 0), and M* is the zero interpolated there.
+Differences well inside their own standard error weigh little: they act as ties, decided by the statistics rather
+than by a fixed tolerance. When the best split is at an end of the grid (every point, weighed together, says −, or
+says +), M* lies below the sweep's smallest M or above its largest: −inf or +inf.
+
+Interval. What varies between two trainings of one cell is the seed (init, pool, data draws); the estimate is also
+read from a finite set of evaluation sequences. A replicate perturbs the seed-mean curve s̄ by
+- an evaluation part: each run's stored bootstrap replicate r minus its final value, averaged over seeds.
+  `evaluation.bootstrap_indices` gives every run the same resampled sequences for replicate r (and T_true's
+  sequences are shared by every model), so replicate r of every run and metric is one resampling of one set.
+  With several seeds it is shrunk to the part of the evaluation error that all runs share: the part particular
+  to each run already shows in the spread between seeds (`_shared_fraction`);
+- a seed part: Σ_s w_s (s_s − s̄), one weight per seed shared by every M and both budgets of that seed (a seed's
+  B / 2B, or N / 2N, cells stay paired), w_s = g_s · sqrt(ν / u) / sqrt(n (n − 1)) with g_s ~ N(0, 1),
+  u ~ χ²_ν, ν = n − 1 for n seeds.
+At each M the seed part is then the standard error times a Student-t_ν draw, so the percentile interval of the
+zero reproduces the Fieller (test-inversion) interval of the interpolated curve: it covers the true crossing in
+95% of sweeps when seed effects are normal, as a wild bootstrap over seeds calibrated for their small number.
+Resampling seeds with replacement would undercover with few seeds (n = 3: ten distinct resamples, spread shrunk by
+sqrt((n − 1)/n) and normal instead of t quantiles); tests/test_threshold.py measures the coverage of both.
+The interval is the 2.5th and 97.5th percentile of the replicates' M* (each found by the same rule), so it may
+reach past the grid (−inf / +inf). With one seed there is no seed part: the interval covers evaluation noise only,
+not the threshold's uncertainty, and every summary says so (`interval_source`).
 
 Numpy only: no jax, no model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections import defaultdict
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from icl_regression import names
 
 Budget = tuple[int, int]  # (batch_size, steps)
-RESOLUTION_FACTOR = 2.0
-CROSSING_TOLERANCE = 0.02
+LEVEL = 0.95
+NUM_REPLICATES = 2_000  # replicates of the interval (the stored evaluation replicates are reused cyclically)
+INTERVAL_SEED = 0  # the replicates' random weights: fixed, so a summary is reproducible
+EVALUATION_ONLY = "evaluation noise only (1 seed): not the threshold's uncertainty"
+RULE = ("M* is the + to - sign change that best splits the grid, each M weighted by (difference / its standard "
+        "error); -inf / +inf: below / above the grid's M")
+CROSSING_QUANTITY = "Δ^T_true_PT,Ridge(larger budget) − Δ^T_true_PT,Ridge(smaller budget), paired by seed"
+MIDPOINT_QUANTITY = "Δ^T_true_PT,Ridge − Δ^T_true_PT,dMMSE: equidistant (RMS) from ridge and dMMSE at 0"
 
 
-def split_crossing(xs: np.ndarray, signed: np.ndarray) -> float:
-    """Where `signed` (sampled at increasing `xs`) goes from positive to negative; NaN if it never does.
-
-    Only actual sign changes (s_i > 0 >= s_{i+1}) are candidates; among several, the one with the strongest
-    evidence on both sides wins (see the module docstring). A curve that dips below zero and comes back up (the
-    ratio at large M, where the model's own error floor exceeds half of Δ_{dMMSE,Ridge}) keeps its dip.
-    """
-    xs, signed = np.asarray(xs, float), np.asarray(signed, float)
-    ok = np.isfinite(signed)
-    xs, signed = xs[ok], signed[ok]
-    candidates = np.flatnonzero((signed[:-1] > 0) & (signed[1:] <= 0))
-    if len(candidates) == 0:
-        return math.nan
-    prefix = np.cumsum(signed)[:-1]
-    evidence = prefix - (signed.sum() - prefix)
-    best = int(candidates[np.argmax(evidence[candidates])])
-    lo, hi = signed[best], signed[best + 1]
-    return float(xs[best] + (xs[best + 1] - xs[best]) * lo / (lo - hi))
+def interval_source(num_seeds: int) -> str:
+    """What an interval accounts for, as summaries, tables and figures state it."""
+    if num_seeds < 2:
+        return EVALUATION_ONLY
+    return f"{num_seeds} seeds (t-calibrated) and evaluation sequences"
 
 
-def _value(row: dict, key: str, replicate: int | None) -> float:
-    """A row's final value of `key`, or its bootstrap replicate `replicate` when it stored replicates."""
-    stored = row.get("bootstrap", {}).get(key)
-    if replicate is not None and stored:
-        return stored[replicate % len(stored)]
-    return row["final"][key]
+@dataclasses.dataclass(frozen=True)
+class SignedCurve:
+    """s over x = log2 M, per seed: `per_seed` [S, X] (NaN where a seed has no finished run), and each run's
+    evaluation bootstrap replicates `replicates` [S, X, R] (a run without stored replicates repeats its value)."""
 
+    xs: np.ndarray
+    seeds: tuple[int, ...]
+    per_seed: np.ndarray
+    replicates: np.ndarray
+    runs_without_replicates: int = 0  # runs that stored no evaluation replicates of a metric the curve uses
 
-def _delta(row, replicate):
-    return _value(row, names.THRESHOLD_METRIC, replicate)
-
-
-def _ratio(row, replicate):
-    scale = _value(row, names.THRESHOLD_SCALE, replicate)
-    return _value(row, names.THRESHOLD_METRIC, replicate) / scale if scale > 0 else math.nan
-
-
-def _curves(rows: Sequence[dict], value_fn, replicate: int | None, rng: np.random.Generator | None):
-    """{budget: {log2 M: value}}: `value_fn(row, replicate)` averaged over seeds (resampled when `rng`)."""
-    grouped = defaultdict(list)
-    for row in rows:
-        if row["num_tasks"] <= 0 or row["status"] != names.DONE:
-            continue
-        grouped[(row["batch_size"], row["steps"]), math.log2(row["num_tasks"])].append(value_fn(row, replicate))
-    curves = defaultdict(dict)
-    for (budget, x), values in sorted(grouped.items()):
-        values = np.asarray(values)
-        if rng is not None:
-            values = values[rng.integers(0, len(values), len(values))]
-        curves[budget][x] = float(values.mean())
-    return curves
+    @property
+    def num_seeds(self) -> int:
+        return int(np.any(np.isfinite(self.per_seed), axis=1).sum())
 
 
 def budgets(rows: Sequence[dict]) -> list[Budget]:
@@ -93,60 +93,270 @@ def budgets(rows: Sequence[dict]) -> list[Budget]:
     return sorted({(r["batch_size"], r["steps"]) for r in rows}, key=lambda b: (b[0] * b[1], b))
 
 
-def crossing_estimate(rows, small: Budget, large: Budget, replicate=None, rng=None) -> float:
-    curves = _curves(rows, _delta, replicate, rng)
-    xs = sorted(set(curves[small]) & set(curves[large]))
-    d_small = np.array([curves[small][x] for x in xs])
-    d_large = np.array([curves[large][x] for x in xs])
-    relative = (d_large - d_small) / (d_large + d_small + 1e-12)
-    return split_crossing(np.array(xs), np.where(np.abs(relative) < CROSSING_TOLERANCE, 0.0, relative))
+def budget_key(budget: Budget) -> str:
+    return f"B={budget[0]}_N={budget[1]}"
 
 
-def ridge_floor(rows, budget: Budget, replicate=None) -> float:
-    """Δ^{T_true}_{PT,Ridge} of the M = ∞ models at `budget` (mean over seeds); 0 where the sweep has none."""
-    values = [_delta(r, replicate) for r in rows if r["num_tasks"] <= 0 and r["status"] == names.DONE
-              and (r["batch_size"], r["steps"]) == budget]
-    return float(np.mean(values)) if values else 0.0
+def parse_budget_key(key: str) -> Budget:
+    """'B=64_N=2500' → (64, 2500)."""
+    batch, steps = key.split("_")
+    return int(batch[2:]), int(steps[2:])
 
 
-def midpoint_estimate(rows, budget: Budget, replicate=None, rng=None) -> float:
-    ratio = _curves(rows, _ratio, replicate, rng)[budget]
-    scale = _curves(rows, lambda row, rep: _value(row, names.THRESHOLD_SCALE, rep), replicate, None)[budget]
-    floor = ridge_floor(rows, budget, replicate)
-    xs = [x for x in sorted(ratio) if scale[x] > RESOLUTION_FACTOR * floor]
-    return split_crossing(np.array(xs), np.array([ratio[x] for x in xs]) - 0.5)
+def in_budget_order(estimates: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A summary's "crossing" or "midpoint" entries, smallest budget first (JSON files store them sorted by name)."""
+    def order(label):
+        budget = parse_budget_key(label.split("_vs_")[0])
+        return budget[0] * budget[1], budget
+    return sorted(estimates.items(), key=lambda item: order(item[0]))
 
 
-def _with_interval(estimate_fn, num_replicates: int, seed: int = 0, level: float = 0.95) -> dict:
-    point = estimate_fn(None, None)
-    rng = np.random.default_rng(seed)
-    samples = np.array([estimate_fn(r, rng) for r in range(num_replicates)])
-    finite = samples[np.isfinite(samples)]
-    tail = 100 * (1 - level) / 2
-    interval = [float(np.percentile(finite, tail)), float(np.percentile(finite, 100 - tail))] if len(finite) else \
-        [math.nan, math.nan]
-    return {"log2_num_tasks": point, "num_tasks": 2**point if np.isfinite(point) else math.nan,
-            "interval": interval, "replicates": int(num_replicates), "replicates_with_estimate": int(len(finite))}
+def _finite_runs(rows: Sequence[dict], budget: Budget) -> dict[tuple[int, float], dict]:
+    """{(seed, log2 M): row} of the finished finite-M runs of one budget (diverged runs never enter an average)."""
+    return {(r["seed"], math.log2(r["num_tasks"])): r for r in rows
+            if r["status"] == names.DONE and r["num_tasks"] > 0 and (r["batch_size"], r["steps"]) == budget}
 
 
-def estimate_thresholds(rows: Sequence[dict], num_replicates: int | None = None) -> dict:
-    """Both estimates with intervals; the crossing of the two smallest budgets is primary when there are two."""
+def _num_stored(rows: Sequence[dict]) -> int:
+    return max([len(v) for r in rows for v in r.get("bootstrap", {}).values()] + [1])
+
+
+def _value_and_replicates(row: dict, key: str, num: int) -> tuple[float, np.ndarray, bool]:
+    """A run's final value of `key`, its evaluation replicates (cycled to `num`), and whether it stored any (runs
+    from before a metric was bootstrapped repeat their value: no evaluation noise from them)."""
+    value = float(row["final"][key])
+    stored = row.get("bootstrap", {}).get(key)
+    return value, (np.resize(np.asarray(stored, float), num) if stored else np.full(num, value)), bool(stored)
+
+
+def _signed_curve(runs_a: dict, runs_b: dict, key_a: str, key_b: str, num: int) -> SignedCurve:
+    """s = value_a − value_b per (seed, x) where both runs exist: runs_a[key_a] − runs_b[key_b]."""
+    xs = sorted({x for _, x in runs_a} & {x for _, x in runs_b})
+    seeds = tuple(sorted({s for s, _ in runs_a} | {s for s, _ in runs_b}))
+    per_seed = np.full((len(seeds), len(xs)), np.nan)
+    replicates = np.full((len(seeds), len(xs), num), np.nan)
+    without = set()
+    for i, seed in enumerate(seeds):
+        for j, x in enumerate(xs):
+            if (seed, x) in runs_a and (seed, x) in runs_b:
+                a, reps_a, stored_a = _value_and_replicates(runs_a[seed, x], key_a, num)
+                b, reps_b, stored_b = _value_and_replicates(runs_b[seed, x], key_b, num)
+                per_seed[i, j], replicates[i, j] = a - b, reps_a - reps_b
+                without |= {runs_a[seed, x]["name"]} if not stored_a else set()
+                without |= {runs_b[seed, x]["name"]} if not stored_b else set()
+    return SignedCurve(np.asarray(xs, float), seeds, per_seed, replicates, len(without))
+
+
+def crossing_curve(rows: Sequence[dict], small: Budget, large: Budget) -> SignedCurve:
+    """Δ_large − Δ_small (Δ = Δ^{T_true}_{PT,Ridge}), per seed: each seed's two budgets are paired."""
+    num = _num_stored(rows)
+    return _signed_curve(_finite_runs(rows, large), _finite_runs(rows, small), names.THRESHOLD_METRIC,
+                         names.THRESHOLD_METRIC, num)
+
+
+def midpoint_curve(rows: Sequence[dict], budget: Budget) -> SignedCurve:
+    """Δ^{T_true}_{PT,Ridge} − Δ^{T_true}_{PT,dMMSE} per seed, at one budget."""
+    runs = _finite_runs(rows, budget)
+    return _signed_curve(runs, runs, names.THRESHOLD_METRIC, names.MIDPOINT_METRIC, _num_stored(rows))
+
+
+# --- The statistics of one signed curve: replicates, the split rule, sign changes, intervals. ---
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveReplicates:
+    point: np.ndarray  # [X] seed mean
+    replicates: np.ndarray  # [R, X]
+    se: np.ndarray  # [X] standard error over seeds and evaluation sequences
+    se_seed: np.ndarray  # [X] s / sqrt(n) over the seeds at this M (0 with one seed)
+    se_eval: np.ndarray  # [X] spread of the seed mean over evaluation replicates
+    seeds_per_x: np.ndarray  # [X]
+
+
+def curve_replicates(curve: SignedCurve, num_replicates: int = NUM_REPLICATES,
+                     rng: np.random.Generator | None = None) -> CurveReplicates:
+    """The seed-mean curve and `num_replicates` perturbed copies (module docstring: evaluation part + seed part)."""
+    rng = rng if rng is not None else np.random.default_rng(INTERVAL_SEED)
+    finite = np.isfinite(curve.per_seed)
+    n_x = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = np.where(n_x > 0, np.nansum(curve.per_seed, axis=0) / n_x, np.nan)
+        deviations = np.where(finite, curve.per_seed - point, 0.0)  # [S, X]
+        eval_dev = np.where(finite[..., None], curve.replicates - curve.per_seed[..., None], 0.0)
+        eval_mean_dev = eval_dev.sum(axis=0) / np.maximum(n_x, 1)[:, None]  # [X, R_eval]
+        eval_mean_dev = eval_mean_dev * _shared_fraction(eval_dev, eval_mean_dev, finite, n_x)[:, None]
+        replicates = point + eval_mean_dev[:, np.arange(num_replicates) % eval_mean_dev.shape[1]].T
+        dof = curve.num_seeds - 1
+        se_seed = np.where(n_x >= 2, np.sqrt((deviations ** 2).sum(axis=0) / np.maximum(n_x - 1, 1)
+                                             / np.maximum(n_x, 1)), 0.0)
+        if dof >= 1:
+            weights = rng.standard_normal((num_replicates, len(curve.seeds)))
+            t_scale = np.sqrt(dof / rng.chisquare(dof, num_replicates))[:, None]
+            norm = np.where(n_x >= 2, np.sqrt(n_x * (n_x - 1.0)), np.inf)
+            replicates = replicates + t_scale * (weights @ deviations) / norm
+    se_eval = eval_mean_dev.std(axis=1)
+    return CurveReplicates(point, replicates, np.hypot(se_seed, se_eval), se_seed, se_eval, n_x)
+
+
+def _shared_fraction(eval_dev: np.ndarray, eval_mean_dev: np.ndarray, finite: np.ndarray,
+                     n_x: np.ndarray) -> np.ndarray:
+    """[X] factors that shrink the seed mean's evaluation deviations to the part every seed's run shares.
+
+    A run's evaluation error has a part shared by all runs (they see the same sequences) and a part of its own. The
+    own part already shows in the spread between seeds, which the seed part resamples, so counting it again would
+    widen the interval: the variance of the mean deviation, σ²_shared + σ²_own / n, is cut to σ²_shared, estimated
+    as that variance minus the within-seed variance around the mean / (n − 1). With one seed nothing is cut.
+    """
+    var_mean = eval_mean_dev.var(axis=1)
+    within = np.where(finite[..., None], eval_dev - eval_mean_dev, 0.0).var(axis=2).sum(axis=0)
+    within = within / np.maximum(n_x, 1)
+    shared = np.maximum(var_mean - within / np.maximum(n_x - 1, 1), 0.0)
+    return np.where((n_x >= 2) & (var_mean > 0), np.sqrt(shared / np.where(var_mean > 0, var_mean, 1.0)), 1.0)
+
+
+def split_estimates(xs: np.ndarray, curves: np.ndarray, se: np.ndarray) -> np.ndarray:
+    """M* by the rule (module docstring) for each row of `curves` [..., X]: the interpolated zero of the best split,
+    −inf / +inf when the best split is below / above the grid."""
+    xs, curves = np.asarray(xs, float), np.asarray(curves, float)
+    if xs.size == 0:
+        return np.full(curves.shape[:-1], np.nan)
+    floor = max(float(np.max(se, initial=0.0)) * 1e-6, np.finfo(float).tiny)
+    z = curves / np.maximum(se, floor)
+    cumulative = np.cumsum(z, axis=-1)
+    total = cumulative[..., -1:]
+    evidence = np.concatenate([-total, 2 * cumulative - total], axis=-1)  # index i + 1 ↔ split after point i
+    split = np.argmax(evidence, axis=-1) - 1
+    inner = np.clip(split, 0, max(xs.size - 2, 0))
+    zeros = _bracket_zeros(xs, curves)  # [..., X − 1]
+    located = np.take_along_axis(zeros, inner[..., None], -1)[..., 0] if xs.size > 1 else np.full(split.shape, np.nan)
+    return np.where(split < 0, -np.inf, np.where(split >= xs.size - 1, np.inf, located))
+
+
+def _bracket_zeros(xs: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """[..., X − 1]: where the linear interpolation of each curve between points j and j+1 is zero (any value when
+    it does not change sign there; callers select)."""
+    lo, hi = curves[..., :-1], curves[..., 1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(lo == hi, 0.5, lo / (lo - hi))
+    return xs[:-1] + (xs[1:] - xs[:-1]) * fraction
+
+
+def sign_changes(curves: np.ndarray) -> np.ndarray:
+    """[..., X − 1] of +1 where a curve goes from > 0 to <= 0 between points j and j+1, −1 for the reverse, 0 else."""
+    positive = np.asarray(curves) > 0
+    return np.where(positive[..., :-1] & ~positive[..., 1:], 1, np.where(~positive[..., :-1] & positive[..., 1:],
+                                                                       -1, 0))
+
+
+def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> list[float]:
+    """The central `level` interval of `samples` by order statistics (infinite samples allowed; NaN dropped)."""
+    values = np.sort(np.asarray(samples, float)[~np.isnan(samples)])
+    if values.size == 0:
+        return [math.nan, math.nan]
+    tail = (1 - level) / 2
+    lo = values[int(math.floor(tail * values.size))]
+    hi = values[min(values.size - 1, int(math.ceil((1 - tail) * values.size)) - 1)]
+    return [float(lo), float(hi)]
+
+
+def _location(value: float) -> str:
+    if math.isnan(value):
+        return "none"
+    return "below" if value == -math.inf else "above" if value == math.inf else "inside"
+
+
+def analyse_curve(curve: SignedCurve, num_replicates: int = NUM_REPLICATES, seed: int = INTERVAL_SEED,
+                  level: float = LEVEL) -> dict:
+    """M* with its interval, every sign change with its own interval, and the curve per M, as stored in the
+    sweep summary."""
+    reps = curve_replicates(curve, num_replicates, np.random.default_rng(seed))
+    ok = np.isfinite(reps.point)
+    xs, point, replicates, se = curve.xs[ok], reps.point[ok], reps.replicates[:, ok], reps.se[ok]
+    estimate = float(split_estimates(xs, point, se)) if xs.size else math.nan
+    samples = split_estimates(xs, replicates, se) if xs.size else np.full(num_replicates, np.nan)
+    changes = _sign_change_intervals(xs, point, replicates, level, estimate)
+    per_m = [{"num_tasks": round(2 ** x), "log2_num_tasks": float(x), "value": float(v), "se": float(s),
+              "se_seed": float(ss), "se_eval": float(se_), "z": float(v / s) if s > 0 else math.nan,
+              "num_seeds": int(n), "interval": percentile_interval(reps.replicates[:, j], level)}
+             for j, (x, v, s, ss, se_, n) in enumerate(zip(curve.xs, reps.point, reps.se, reps.se_seed,
+                                                           reps.se_eval, reps.seeds_per_x)) if ok[j]]
+    return {"log2_num_tasks": estimate, "num_tasks": 2 ** estimate if math.isfinite(estimate) else math.nan,
+            "located": _location(estimate), "interval": percentile_interval(samples, level),
+            "replicates": int(num_replicates),
+            "replicates_inside_grid": int(np.isfinite(samples).sum()),
+            "num_seeds": curve.num_seeds, "interval_source": interval_source(curve.num_seeds)
+            + (f"; {curve.runs_without_replicates} runs stored no evaluation replicates of a metric used here, so "
+               "their evaluation noise is left out" if curve.runs_without_replicates else ""),
+            "sign_changes": changes, "per_num_tasks": per_m}
+
+
+def _sign_change_intervals(xs, point, replicates, level, estimate) -> list[dict]:
+    """Each sign change of the seed-mean curve, with the interval of the replicates' change of the same direction
+    nearest to it inside its window (half-way to the neighbouring changes); `support`: the fraction of replicates
+    that have one there."""
+    if xs.size < 2:
+        return []
+    directions = sign_changes(point)
+    brackets = np.flatnonzero(directions)
+    zeros = _bracket_zeros(xs, point)[brackets]
+    rep_directions, rep_zeros = sign_changes(replicates), _bracket_zeros(xs, replicates)
+    bounds = np.concatenate([[-np.inf], (zeros[:-1] + zeros[1:]) / 2, [np.inf]])
+    out = []
+    for c, (j, x) in enumerate(zip(brackets, zeros)):
+        inside = (rep_zeros > bounds[c]) & (rep_zeros <= bounds[c + 1])
+        candidates = np.where((rep_directions == directions[j]) & inside, rep_zeros, np.nan)
+        found = np.any(np.isfinite(candidates), axis=1)
+        distance = np.where(np.isfinite(candidates), np.abs(candidates - x), np.inf)
+        nearest = np.take_along_axis(candidates, np.argmin(distance, axis=1)[:, None], 1)[:, 0]
+        out.append({"log2_num_tasks": float(x), "num_tasks": float(2 ** x),
+                    "direction": "+-" if directions[j] > 0 else "-+",
+                    "between_num_tasks": [round(2 ** xs[j]), round(2 ** xs[j + 1])],
+                    "interval": percentile_interval(nearest[found], level),
+                    "support": float(found.mean()), "is_threshold": bool(abs(x - estimate) < 1e-9)})
+    return out
+
+
+# --- The sweep's thresholds. ---
+
+
+def crossing_estimate(rows: Sequence[dict], small: Budget, large: Budget) -> float:
+    """The crossing's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
+    curve = crossing_curve(rows, small, large)
+    reps = curve_replicates(curve, 2)
+    ok = np.isfinite(reps.point)
+    return float(split_estimates(curve.xs[ok], reps.point[ok], reps.se[ok])) if ok.any() else math.nan
+
+
+def midpoint_estimate(rows: Sequence[dict], budget: Budget) -> float:
+    """The midpoint's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
+    curve = midpoint_curve(rows, budget)
+    reps = curve_replicates(curve, 2)
+    ok = np.isfinite(reps.point)
+    return float(split_estimates(curve.xs[ok], reps.point[ok], reps.se[ok])) if ok.any() else math.nan
+
+
+def estimate_thresholds(rows: Sequence[dict], num_replicates: int | None = None, seed: int = INTERVAL_SEED) -> dict:
+    """The crossing of each pair of consecutive budgets and the midpoint of each budget, with intervals.
+
+    M* is the crossing of the two smallest budgets when it lies inside the grid, else the smallest budget's midpoint.
+    """
+    num_replicates = num_replicates or NUM_REPLICATES
     all_budgets = budgets(rows)
-    if num_replicates is None:
-        stored = [len(r["bootstrap"].get(names.THRESHOLD_METRIC, [])) for r in rows if r.get("bootstrap")]
-        num_replicates = max(stored + [200])
-    midpoint = {f"B={b}_N={n}": _with_interval(lambda r, g, b=(b, n): midpoint_estimate(rows, b, r, g),
-                                                num_replicates) for b, n in all_budgets}
     crossing = {}
     for small, large in zip(all_budgets, all_budgets[1:]):
-        label = f"B={small[0]}_N={small[1]}_vs_B={large[0]}_N={large[1]}"
-        crossing[label] = _with_interval(lambda r, g, s=small, l=large: crossing_estimate(rows, s, l, r, g),
-                                         num_replicates)
-    if crossing and np.isfinite(next(iter(crossing.values()))["log2_num_tasks"]):
-        method, primary = "crossing", next(iter(crossing.values()))
+        result = analyse_curve(crossing_curve(rows, small, large), num_replicates, seed)
+        crossing[f"{budget_key(small)}_vs_{budget_key(large)}"] = dict(result, quantity=CROSSING_QUANTITY)
+    midpoint = {budget_key(b): dict(analyse_curve(midpoint_curve(rows, b), num_replicates, seed),
+                                    quantity=MIDPOINT_QUANTITY) for b in all_budgets}
+    first_crossing = next(iter(crossing.values()), None)
+    if first_crossing is not None and first_crossing["located"] == "inside":
+        method, primary = "crossing", first_crossing
     elif midpoint:
         method, primary = "midpoint", next(iter(midpoint.values()))
     else:
-        method, primary = "none", {"log2_num_tasks": math.nan, "interval": [math.nan, math.nan]}
+        method, primary = "none", {"log2_num_tasks": math.nan, "interval": [math.nan, math.nan], "num_seeds": 0,
+                                   "interval_source": interval_source(0), "located": "none"}
     return {"method": method, "threshold_log2_num_tasks": primary["log2_num_tasks"],
-            "threshold_interval": primary["interval"], "crossing": crossing, "midpoint": midpoint}
+            "threshold_interval": primary["interval"], "threshold_located": primary["located"],
+            "interval_source": primary["interval_source"], "num_seeds": primary["num_seeds"],
+            "threshold_rule": RULE, "crossing": crossing, "midpoint": midpoint}

@@ -1,6 +1,11 @@
 """Writes notebooks/explore_sweep.ipynb (outputs stripped). Run from the repository root:
 
     python notebooks/make_explore_sweep.py [output path]
+
+Run the notebook headless (nbclient, installed by `pip install -e '.[test]'`, provides `jupyter execute`):
+
+    jupyter execute notebooks/explore_sweep.ipynb
+    ICL_SWEEP_DIR=runs/cpu_demo jupyter execute notebooks/explore_sweep.ipynb
 """
 
 import sys
@@ -14,29 +19,67 @@ CELLS = [
         "# Explore a diversity sweep\n\n"
         "Reads one sweep from the results store (`runs/<run>/metrics.jsonl`, `sweep_summary.json`) and shows its "
         "table, threshold, figures and training dynamics. Every number and figure comes from library functions "
-        "(`icl_regression.results`, `.dynamics`, `.plotting`); the same figures as files: "
-        "`python experiments/figures/all.py --workdir=<sweep folder>`."),
+        "(`icl_regression.results`, `.threshold`, `.dynamics`, `.plotting`); the same figures as files: "
+        "`python experiments/figures/all.py --workdir=<sweep folder>`. Headless, from the repository root: "
+        "`jupyter execute notebooks/explore_sweep.ipynb`."),
     new_code_cell(
         "import os\n"
         "from pathlib import Path\n\n"
-        "# The sweep folder; override with the environment variable ICL_SWEEP_DIR.\n"
-        "SWEEP_DIR = Path(os.environ.get(\"ICL_SWEEP_DIR\", \"../results/cpu_demo\"))"),
+        "\n"
+        "def find_sweep(default: str = \"results/cpu_demo\") -> Path:\n"
+        "    \"\"\"The sweep folder: $ICL_SWEEP_DIR, else `default` under the repository root, whether the kernel starts\n"
+        "    at the root (nbclient, jupyter execute) or in notebooks/ (Jupyter opened on this file).\"\"\"\n"
+        "    if os.environ.get(\"ICL_SWEEP_DIR\"):\n"
+        "        return Path(os.environ[\"ICL_SWEEP_DIR\"])\n"
+        "    for root in (Path.cwd(), Path.cwd().parent):\n"
+        "        if (root / default / \"sweep_summary.json\").exists():\n"
+        "            return root / default\n"
+        "    raise FileNotFoundError(f\"no {default}/sweep_summary.json under {Path.cwd()} or its parent; \"\n"
+        "                            \"set ICL_SWEEP_DIR to a sweep folder\")\n"
+        "\n"
+        "\n"
+        "SWEEP_DIR = find_sweep()"),
     new_code_cell(
-        "from icl_regression import dynamics, plotting, results\n\n"
+        "from icl_regression import dynamics, plotting, results, threshold\n\n"
         "%matplotlib inline\n\n"
         "summary, metrics_by_run = plotting.load_sweep(SWEEP_DIR)\n"
         "rows = summary[\"cells\"]\n"
         "print(f\"{SWEEP_DIR}: {len(rows)} finished runs of {summary['num_cells']} cells\")"),
-    new_markdown_cell("## Cells at the final evaluation (L/D against the noisy targets; means over seeds)"),
+    new_markdown_cell("## Cells at the final evaluation (L/D against the noisy targets; mean ± sd over seeds)"),
     new_code_cell("print(results.format_table(rows))"),
-    new_markdown_cell("## The threshold M* (crossing of two data budgets, and the midpoint of each budget)"),
+    new_markdown_cell(
+        "## The threshold M*\n\n"
+        "*Crossing*: where the two budgets' Δ^{T_true}_{PT,Ridge} curves intersect (the paired difference, larger "
+        "minus smaller budget, is zero). *Midpoint*: where the model is as far from ridge as from dMMSE on T_true "
+        "(Δ_PT,Ridge = Δ_PT,dMMSE). Intervals resample seeds (t-calibrated) and evaluation sequences; with one seed "
+        "they cover evaluation noise only. Every sign change is listed; the rule says which one is M*."),
     new_code_cell("print(results.format_threshold(summary))"),
+    new_markdown_cell(
+        "### Where the replicates put M*\n\n"
+        "Each replicate perturbs the seed-mean curve by a seed part and an evaluation part and applies the same "
+        "rule; the interval is the central 95% of these. Replicates beyond the grid are counted apart."),
+    new_code_cell(
+        "import numpy as np\n"
+        "import matplotlib.pyplot as plt\n\n"
+        "budgets = threshold.budgets(rows)\n"
+        "curve = (threshold.crossing_curve(rows, *budgets[:2]) if len(budgets) > 1\n"
+        "         else threshold.midpoint_curve(rows, budgets[0]))\n"
+        "reps = threshold.curve_replicates(curve)\n"
+        "ok = np.isfinite(reps.point)\n"
+        "samples = threshold.split_estimates(curve.xs[ok], reps.replicates[:, ok], reps.se[ok])\n"
+        "inside = samples[np.isfinite(samples)]\n"
+        "print(f\"{curve.num_seeds} seed(s); {len(inside)} of {len(samples)} replicates inside the grid, \"\n"
+        "      f\"{np.sum(samples == -np.inf)} below it, {np.sum(samples == np.inf)} above it\")\n"
+        "fig, ax = plt.subplots(figsize=(5, 2.5))\n"
+        "ax.hist(inside, bins=40, color=\"0.5\")\n"
+        "ax.set_xlabel(\"log2 M* of a replicate\")\n"
+        "ax.set_ylabel(\"replicates\");"),
     new_markdown_cell("## The diversity sweep"),
     new_code_cell("fig = plotting.sweep_figure(summary)"),
-    new_markdown_cell("## Error against context position (final evaluation, largest budget)"),
+    new_markdown_cell("## Error against context position (final evaluation; every budget in its line style)"),
     new_code_cell(
         "num_tasks_values = plotting.default_per_position_num_tasks(rows)  # or e.g. [2, 16, \"inf\"]\n"
-        "fig = plotting.per_position_figure(metrics_by_run, rows, num_tasks_values)"),
+        "fig = plotting.per_position_figure(metrics_by_run, rows, num_tasks_values)  # budget=\"64,2500\": one budget"),
     new_markdown_cell(
         "## Training dynamics: closest approach to ridge t* and the power law t* ∝ M^α\n\n"
         "Transient runs approach ridge and then turn away (towards dMMSE); the fit uses the transient finite M."),

@@ -1,6 +1,7 @@
 """Figure functions and scripts on stored sweeps: a tiny sweep trained here, and the committed sweeps in results/."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,54 @@ def test_same_results_give_the_same_figure_bytes(tiny_sweep_dir, tmp_path):
     second = plotting.write_sweep_figure(tiny_sweep_dir, tmp_path / "b")
     for a, b in zip(first, second):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def _transformer_styles(fig) -> dict:
+    """{budget label: line styles} of the transformer's lines in every axes and legend of a figure."""
+    styles = {}
+    lines = [(line, line.get_label()) for ax in fig.axes for line in ax.get_lines()]
+    lines += [(h, t.get_text()) for legend in fig.legends for h, t in zip(legend.legend_handles, legend.get_texts())]
+    for line, label in lines:
+        if label.startswith(names.LABELS[names.PT]) and "B=" in label and isinstance(line, plotting.plt.Line2D):
+            styles.setdefault(label.split(", ", 1)[1], set()).add(line.get_linestyle())
+    return styles
+
+
+def test_line_style_means_the_budget_in_every_figure(tiny_sweep_dir):
+    summary, metrics_by_run = plotting.load_sweep(tiny_sweep_dir)
+    rows = summary["cells"]
+    budgets = [plotting.budget_label(*b) for b in plotting._budgets_of(rows)]
+    sweep_fig = plotting.sweep_figure(summary)
+    per_position = plotting.per_position_figure(metrics_by_run, rows, [2, "inf"])
+    for fig in (sweep_fig, per_position):
+        styles = _transformer_styles(fig)
+        assert styles.get(budgets[0]) == {"-"} and styles.get(budgets[1]) == {"--"}, styles
+        for legend in fig.legends:
+            assert legend.handlelength >= 3  # long enough to show a dash
+            assert legend.axes is None  # a figure legend, off every axes (and its shaded interval)
+    assert not any(ax.get_legend() for ax in sweep_fig.axes)
+    plotting.plt.close("all")
+
+
+def test_sweep_title_states_budgets_seeds_and_what_the_interval_covers(tiny_sweep_dir):
+    summary, _ = plotting.load_sweep(tiny_sweep_dir)
+    title = plotting.sweep_title(summary)
+    assert "B=16, N=60 (solid)" in title and "B=32, N=60 (dashed)" in title and "1 seed per cell" in title
+    if math.isfinite(summary["threshold_log2_num_tasks"]):
+        assert "evaluation noise only" in title
+
+
+def test_per_position_budget_flag(tiny_sweep_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "experiments/figures/per_position.py", f"--workdir={tiny_sweep_dir}",
+                           f"--out={tmp_path}", "--budget=32,60"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_png_and_pdf(list(tmp_path.iterdir()), "per_position")
+    summary, metrics_by_run = plotting.load_sweep(tiny_sweep_dir)
+    fig = plotting.per_position_figure(metrics_by_run, summary["cells"], [2], budget="B=32,N=60")
+    assert set(_transformer_styles(fig)) == {"B=32, N=60"}
+    bad = subprocess.run([sys.executable, "experiments/figures/per_position.py", f"--workdir={tiny_sweep_dir}",
+                          f"--out={tmp_path}", "--budget=48,60"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "not in the sweep; available: ['16,60', '32,60']" in bad.stderr
+    assert "Traceback" not in bad.stderr

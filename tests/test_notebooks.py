@@ -30,3 +30,18 @@ def test_notebook_is_committed_without_outputs(path):
 
 def test_there_are_notebooks():
     assert NOTEBOOKS, f"no notebooks in {NOTEBOOK_DIR}"
+
+
+@pytest.mark.parametrize("start", ["repository root", "notebooks/"])
+def test_explore_notebook_finds_the_demo_from_the_root_and_from_notebooks(start, monkeypatch):
+    """Without ICL_SWEEP_DIR the notebook finds results/cpu_demo whether the kernel starts at the repository root
+    (nbclient, `jupyter execute`) or in notebooks/ (Jupyter opened on the file). Only its path cell runs here."""
+    monkeypatch.delenv("ICL_SWEEP_DIR", raising=False)
+    cwd = NOTEBOOK_DIR.parent if start == "repository root" else NOTEBOOK_DIR
+    nb = nbformat.read(NOTEBOOK_DIR / "explore_sweep.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    nb.cells = [code[0], nbformat.v4.new_code_cell("print(SWEEP_DIR.resolve())")]
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(cwd)}}).execute()
+    printed = nb.cells[-1].outputs[0]["text"].strip()
+    assert printed == str((NOTEBOOK_DIR.parent / "results" / "cpu_demo").resolve())

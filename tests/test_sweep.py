@@ -1,4 +1,5 @@
-"""Sweeps: grid expansion and shards, ensembles equal single runs, resume after a kill, threshold estimates."""
+"""Sweeps: grid expansion and shards, ensembles equal single runs, resume after a kill (threshold statistics:
+test_threshold.py)."""
 
 import copy
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icl_regression import config, engine, names, results, sweep, threshold
+from icl_regression import config, engine, names, results, sweep
 from icl_regression.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,52 +143,6 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
     assert summary["complete"] and len(summary["cells"]) == 4
 
 
-def _synthetic_rows(crossing_x, midpoint_x, noise=0.0, seed=0):
-    """Rows whose Δ curves cross at `crossing_x` (budget 2B vs B) and whose ratio to Δ_{dMMSE,Ridge} is 1/2 at
-    `midpoint_x` for the small budget."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for batch in (256, 512):
-        for log2m in range(1, 16):
-            scale = 1.0 / (1 + 0.2 * log2m)
-            ratio = 1 / (1 + np.exp(2.0 * (log2m - midpoint_x)))
-            delta = ratio * scale
-            if batch == 512:
-                delta *= np.exp(0.3 * np.tanh(crossing_x - log2m))  # above small below, below above
-            boot = list(delta * np.exp(noise * rng.standard_normal(50)))
-            rows.append({"name": f"M={2**log2m}_B={batch}", "status": names.DONE, "num_tasks": 2**log2m,
-                         "batch_size": batch, "steps": 1000, "seed": 0,
-                         "final": {names.THRESHOLD_METRIC: delta, names.THRESHOLD_SCALE: scale},
-                         "bootstrap": {names.THRESHOLD_METRIC: boot, names.THRESHOLD_SCALE: [scale] * 50}})
-    return rows
-
-
-def test_threshold_estimates_recover_known_crossings():
-    rows = _synthetic_rows(crossing_x=7.4, midpoint_x=9.3)
-    assert threshold.crossing_estimate(rows, (256, 1000), (512, 1000)) == pytest.approx(7.4, abs=0.05)
-    assert threshold.midpoint_estimate(rows, (256, 1000)) == pytest.approx(9.3, abs=0.05)
-    est = threshold.estimate_thresholds(rows, num_replicates=50)
-    assert est["method"] == "crossing"
-    assert est["threshold_log2_num_tasks"] == pytest.approx(7.4, abs=0.05)
-
-
-def test_threshold_interval_covers_the_truth_and_widens_with_noise():
-    quiet = threshold.estimate_thresholds(_synthetic_rows(6.5, 8.0, noise=0.02), num_replicates=50)
-    noisy = threshold.estimate_thresholds(_synthetic_rows(6.5, 8.0, noise=0.2), num_replicates=50)
-    for est in (quiet, noisy):
-        lo, hi = est["threshold_interval"]
-        assert lo <= 6.5 <= hi
-    width = lambda e: e["threshold_interval"][1] - e["threshold_interval"][0]
-    assert width(noisy) > width(quiet)
-
-
-def test_no_crossing_is_reported_as_nan():
-    rows = _synthetic_rows(crossing_x=40.0, midpoint_x=8.0)  # 2B is further from ridge everywhere
-    assert math.isnan(threshold.crossing_estimate(rows, (256, 1000), (512, 1000)))
-    est = threshold.estimate_thresholds(rows, num_replicates=10)
-    assert est["method"] == "midpoint"
-
-
 def test_cpu_main_job_config_runs_reduced(tmp_path):
     """The README's main job, shrunk: same config file, fewer steps, M values and sequences."""
     sys.path.insert(0, str(REPO / "experiments" / "configs"))
@@ -217,30 +172,6 @@ def test_cpu_main_job_config_runs_reduced(tmp_path):
     assert "M" in results.format_table(summary["cells"])
 
 
-def test_midpoint_ignores_M_where_dmmse_is_closer_to_ridge_than_the_model_can_resolve():
-    rows = [r for r in _synthetic_rows(crossing_x=7.4, midpoint_x=5.3) if r["batch_size"] == 256]
-    floor = 0.02
-    for row in rows:  # the model never gets closer to ridge than `floor`; dMMSE → ridge at large M
-        x = math.log2(row["num_tasks"])
-        scale = 1.0 / (1 + 0.2 * x) * (0.5 ** max(0.0, x - 6))
-        delta = max(row["final"][names.THRESHOLD_METRIC], floor)
-        row["final"] = {names.THRESHOLD_METRIC: delta, names.THRESHOLD_SCALE: scale}
-        row["bootstrap"] = {}
-    rows.append({"name": "M=inf", "status": names.DONE, "num_tasks": 0, "batch_size": 256, "steps": 1000,
-                 "seed": 0, "final": {names.THRESHOLD_METRIC: floor, names.THRESHOLD_SCALE: 0.0}, "bootstrap": {}})
-    assert threshold.midpoint_estimate(rows, (256, 1000)) == pytest.approx(5.3, abs=0.1)
-
-
-def test_crossing_needs_a_clear_difference_on_both_sides():
-    rows = _synthetic_rows(crossing_x=7.4, midpoint_x=9.3)
-    for row in rows:  # below the crossing the budgets agree to 0.1%: no evidence that more data moves away
-        if row["batch_size"] == 512 and row["num_tasks"] < 2**7.4:
-            small = next(r for r in rows if r["batch_size"] == 256 and r["num_tasks"] == row["num_tasks"])
-            row["final"] = dict(row["final"], **{names.THRESHOLD_METRIC: small["final"][names.THRESHOLD_METRIC]
-                                                 * (1.001 if row["num_tasks"] == 2 else 0.999)})
-    assert math.isnan(threshold.crossing_estimate(rows, (256, 1000), (512, 1000)))
-
-
 def test_progress_time_left_weights_groups_by_flops(monkeypatch):
     """A quarter of the FLOPs in 10 s leaves 30 s, though only half the model-steps remain (next group 3× dearer)."""
     clock = iter([0.0, 10.0])
@@ -252,16 +183,3 @@ def test_progress_time_left_weights_groups_by_flops(monkeypatch):
     printer(engine.Progress(step=100, total_steps=100, num_members=2, steps_per_second=10.0, steps_done=100))
     assert printer.done_flops == 100 and printer.done_model_steps == 200
     assert lines[-1].endswith("| 20 model-steps/s | ~0.5 min left")  # 300 FLOP left at 10 FLOP/s = 30 s
-
-
-def test_midpoint_keeps_the_transition_when_the_ratio_rises_again_at_large_M():
-    """A real CPU sweep without an M = ∞ model (10k steps, batch 64): the ratio falls below 1/2 between M = 6 and 8,
-    then rises again as Δ_{dMMSE,Ridge} shrinks below twice the model's own error. M* stays in the fall."""
-    measured = {4: (0.8914, 0.8715), 6: (0.3834, 0.5421), 8: (0.1314, 0.2871), 12: (0.1075, 0.2217),
-                16: (0.0978, 0.1675), 24: (0.0609, 0.0947), 32: (0.0533, 0.0765), 64: (0.0452, 0.0550)}
-    rows = [{"name": f"M={m}", "status": names.DONE, "num_tasks": m, "batch_size": 64, "steps": 10_000, "seed": 0,
-             "final": {names.THRESHOLD_METRIC: pr, names.THRESHOLD_SCALE: dr}, "bootstrap": {}}
-            for m, (pr, dr) in measured.items()]
-    estimate = threshold.midpoint_estimate(rows, (64, 10_000))
-    assert math.log2(6) < estimate < 3.0
-    assert estimate == pytest.approx(math.log2(6) + (3 - math.log2(6)) * 0.2072 / (0.2072 + 0.0424), abs=1e-3)

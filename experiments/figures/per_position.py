@@ -1,7 +1,9 @@
 """Draws error against context position k for the transformer, ridge and dMMSE at the final evaluation, for a few
-M (one panel each) on both evaluation distributions, from a stored sweep.
+M (one panel each) on both evaluation distributions, from a stored sweep: the transformer at every data budget in
+its line style (solid: the smallest), or at the one `--budget` names.
 
-    python experiments/figures/per_position.py --workdir=results/cpu_demo --num_tasks=2,16,256,inf
+    python experiments/figures/per_position.py --workdir=results/cpu_demo --num_tasks=2,16,inf
+    python experiments/figures/per_position.py --workdir=results/cpu_demo --budget=64,2500   # batch,steps
     # → results/cpu_demo/figures/per_position.{png,pdf}
 """
 
@@ -16,13 +18,16 @@ _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <w
 _NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values, one panel each (default: up to 4 spread over the "
                                "sweep, ∞ included); 'inf' for M = ∞.")
 _EVAL_SET = flags.DEFINE_enum("eval_set", None, list(names.EVAL_SETS), "Only this evaluation set (default: both).")
+_BUDGET = flags.DEFINE_string("budget", None, "Only this data budget, as 'batch,steps' (e.g. 64,2500; default: every "
+                              "budget, each in its line style).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     try:
-        paths = plotting.write_per_position_figure(_WORKDIR.value, _OUT.value, _NUM_TASKS.value, _EVAL_SET.value)
+        paths = plotting.write_per_position_figure(_WORKDIR.value, _OUT.value, _NUM_TASKS.value, _EVAL_SET.value,
+                                                   _BUDGET.value)
     except (StoreError, ConfigError, ValueError) as e:
         raise app.UsageError(str(e))
     print("\n".join(str(p) for p in paths))
