@@ -1,0 +1,50 @@
+"""Loss landscape (Raventós et al. Fig. 11; SPEC experiment 7): the training-loss barrier along the straight line in
+parameter space from each finite-M model to the M = ∞ model, and between two M = ∞ models of different seeds (the
+baseline), on the finite model's T_pretrain and on fresh tasks; barrier height and parameter distance against M.
+
+    python experiments/sweep.py --config=experiments/configs/budgets.py:cpu --workdir=runs/cpu_budgets  # the models
+    python experiments/landscape.py --config=experiments/configs/landscape.py:cpu --workdir=runs/cpu_budgets \
+        --scratch=runs/landscape_scratch
+
+The models are a budgets sweep's (this config is budgets.py's plus a `landscape` section, which training ignores).
+Final parameters come from the runs' checkpoints; a committed sweep has none, so each needed run is retrained into
+--scratch and must reproduce its stored metrics exactly (icl_regression.params.final_params), else the analysis
+stops and says so.
+
+Variant `:cpu` (committed in results/cpu_budgets/analysis/landscape.json): the 4N budget (batch 64, 10,000 steps),
+every M = 2 … 16 against the M = ∞ model of every seed (3 × 3 pairs per M, 3 with the same initialisation), the
+three ∞-vs-∞ pairs as baseline; 21 points on the path, 2,048 sequences per set. Retraining the 21 runs of that budget
+from a clean clone costs 210,000 model-steps (each run ~1.2 min on a quiet 2-core machine); with checkpoints present
+the analysis alone takes about a minute.
+
+Variant `:paper`: budgets.py:paper's (256, 500k) models (small model, D = 8), 4,096 sequences per set; run it where
+that sweep's checkpoints are (the GPU machine): retraining a 500k-step model takes ~4 GPU-minutes each.
+"""
+
+import importlib.util
+from pathlib import Path
+
+from icl_regression.config import base_config
+
+
+def _sibling(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(variant: str = "cpu"):
+    if variant not in ("", "cpu", "paper"):
+        raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")
+    paper = variant == "paper"
+    config = _sibling("budgets").get_config("paper" if paper else "cpu")
+    config.landscape = base_config().__class__(dict(
+        budget=(256, 500_000) if paper else (64, 10_000),  # (batch, steps) of the models compared
+        num_tasks=(),  # finite M to include (empty: every finite M of that budget)
+        num_points=21,  # α = 0, 0.05, …, 1
+        num_sequences=4_096 if paper else 2_048,  # per evaluation set (T_pretrain of the finite model, T_true)
+        batch_size=1_024,  # sequences per forward pass
+        eval_seed=0,  # seed of the landscape's evaluation stream (rng.Stream.EVAL_TASKS)
+    ))
+    return config

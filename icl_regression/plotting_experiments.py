@@ -1,0 +1,407 @@
+"""Figures of the training-side experiments, drawn from their stored analyses (analysis/<name>.json): no jax.
+
+The shared style of `plotting`: one colour per predictor or pair of predictors, one line style per data budget,
+log2 M axes; the threshold as a point with its 95% interval. One figure per experiment (capacity: one per axis).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from icl_regression import axes, names
+from icl_regression.config import num_tasks_label
+from icl_regression.plotting import BUDGET_STYLES, COLORS, STYLE, budget_label, num_tasks_colors, plt, save
+from icl_regression.training_experiments import CAPACITY_AXES, read_analysis
+
+AXIS_LABELS = {axes.DIM: "task dimension D", axes.WEIGHT_DECAY: "weight decay", axes.WIDTH: "width d_model",
+               axes.DEPTH: "depth (layers)"}
+SERIES_COLORS = ("#1f4e9c", "#e08214", "#2e933c", "#7b3294")
+EVAL_SET_STYLES = {names.PRETRAIN: "-", names.TRUE: "--"}
+
+
+def _x_of_num_tasks(num_tasks: Sequence[int], inf_x: float) -> np.ndarray:
+    return np.array([inf_x if m <= 0 else math.log2(m) for m in num_tasks])
+
+
+def _curve_points(curves: Sequence[Mapping], budget, value: Mapping | None = None):
+    """(M, mean, min, max) of one budget (and axis value) from an analysis' `curves`, M ascending, ∞ last."""
+    points = [c for c in curves if tuple(c["budget"]) == tuple(budget) and (value is None or c["value"] == value)]
+    points.sort(key=lambda c: c["num_tasks"] if c["num_tasks"] > 0 else math.inf)
+    return ([c["num_tasks"] for c in points], np.array([c["mean"] for c in points]),
+            np.array([c["min"] for c in points]), np.array([c["max"] for c in points]))
+
+
+def _log2_m_axis(ax, num_tasks: Sequence[int], inf_x: float | None) -> None:
+    finite = sorted({int(math.log2(m)) for m in num_tasks if m > 0})
+    ticks, labels = finite[:: max(1, math.ceil(len(finite) / 7))], None
+    labels = [f"$2^{{{t}}}$" for t in ticks]
+    if inf_x is not None and any(m <= 0 for m in num_tasks):
+        ticks, labels = ticks + [inf_x], labels + [r"$\infty$"]
+    ax.set_xticks(ticks, labels)
+    ax.set_xlabel("number of pretraining tasks M")
+
+
+def _mark(ax, est: Mapping, color: str, y: float | None = None) -> None:
+    """A threshold: vertical line and shaded interval (or, with `y`, a point with horizontal error bar)."""
+    x, (lo, hi) = est["log2_num_tasks"], est["interval"]
+    if x is None or not math.isfinite(x):
+        return
+    if y is None:
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0)
+        ax.axvline(x, color=color, lw=1, ls=":")
+    else:
+        ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt="o", color=color, ms=4, capsize=3)
+
+
+def _delta_curves(ax, analysis: Mapping, budgets: Sequence, crossings: Sequence[Mapping], title: str) -> None:
+    num_tasks_all = [c["num_tasks"] for c in analysis["curves"]]
+    inf_x = max(math.log2(m) for m in num_tasks_all if m > 0) + 1.0
+    for i, budget in enumerate(budgets):
+        m, mean, lo, hi = _curve_points(analysis["curves"], budget)
+        xs = _x_of_num_tasks(m, inf_x)
+        ax.plot(xs, mean, BUDGET_STYLES[i % len(BUDGET_STYLES)], marker="o", ms=3, color=COLORS["pt_ridge"],
+                label=f"{names.LABELS['pt_ridge']}, {budget_label(*budget)}")
+        ax.fill_between(xs, lo, hi, color=COLORS["pt_ridge"], alpha=0.1, lw=0)
+    m, mean, _, _ = _curve_points(analysis["scale_curves"], budgets[0])
+    finite = [i for i, v in enumerate(m) if v > 0]  # dMMSE is ridge at M = ∞
+    ax.plot(_x_of_num_tasks([m[i] for i in finite], inf_x), mean[finite], "-", color=COLORS["dmmse_ridge"], lw=1,
+            label=names.LABELS["dmmse_ridge"])
+    for j, crossing in enumerate(crossings):
+        _mark(ax, crossing, f"C{j}")
+    ax.set_yscale("log")
+    ax.set_ylabel(f"{names.LABELS['pt_ridge']} on {names.LABELS[names.TRUE]}")
+    _log2_m_axis(ax, num_tasks_all, inf_x)
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+
+
+def _forest(ax, estimates: Sequence[tuple[str, Mapping]]) -> None:
+    """Threshold estimates side by side: one row each, point and 95% interval on the log2 M axis."""
+    for i, (label, est) in enumerate(estimates):
+        color = f"C{i}" if "vs" in label else "0.3"
+        _mark(ax, est, color, y=-i)
+        if not math.isfinite(est["log2_num_tasks"] if est["log2_num_tasks"] is not None else math.nan):
+            ax.text(0.02, -i, "not located", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+    ax.set_yticks([-i for i in range(len(estimates))], [label for label, _ in estimates])
+    ax.set_xlabel(r"$\log_2 M^*$")
+    ax.set_title("threshold: crossings and single-budget midpoints")
+
+
+def budgets_figure(analysis: Mapping):
+    """Δ^{T_true}_{PT,Ridge} against M for the batch pairs and the steps pairs, the crossings marked; and every
+    estimate side by side."""
+    crossings = analysis["crossings"]
+    with plt.rc_context(STYLE):
+        fig, axs = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+        for ax, kind, title in ((axs[0], axes.BATCH, "batch B vs 2B (fixed steps)"),
+                                (axs[1], axes.STEPS, "steps N vs 2N (fixed batch)")):
+            chosen = [c for c in crossings if c["kind"] == kind]
+            budgets = sorted({tuple(b) for c in chosen for b in (c["small"], c["large"])})
+            if budgets:
+                _delta_curves(ax, analysis, budgets, chosen, title)
+        estimates = [(f"{c['kind']}: " + c["label"].replace("_vs_", " vs ").replace("_", " "), c) for c in crossings]
+        estimates += [(f"midpoint {label.replace('_', ' ')}", m) for label, m in analysis["midpoints"].items()]
+        _forest(axs[2], estimates)
+        fig.suptitle(f"data budgets: the threshold from B vs 2B and from N vs 2N (seeds {analysis['seeds']}; "
+                     "bands: seed range)")
+        fig.tight_layout()
+    return fig
+
+
+def long_dynamics_figure(analysis: Mapping):
+    """Single-budget M* against training steps (per batch), and t* against M for each step count."""
+    with plt.rc_context(STYLE):
+        fig, axs = plt.subplots(1, 2, figsize=(9, 3.6))
+        ax = axs[0]
+        for i, ladder in enumerate(analysis["steps_ladder"]):
+            steps, xs = np.array(ladder["steps"]), np.array(ladder["log2_num_tasks"], float)
+            lo = np.array([iv[0] for iv in ladder["intervals"]], float)
+            hi = np.array([iv[1] for iv in ladder["intervals"]], float)
+            ax.errorbar(steps, xs, yerr=[xs - lo, hi - xs], fmt="o-", color=f"C{i}", capsize=3,
+                        label=f"B={ladder['batch_size']}: shift {ladder['shift_log2']:+.2f}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training steps N")
+        ax.set_ylabel(r"$\log_2 M^*$ (single-budget midpoint)")
+        ax.set_title("threshold against training length")
+        ax.legend(loc="best")
+        ax = axs[1]
+        t_star = analysis.get("t_star", [])
+        ladders = {ladder["batch_size"]: ladder["steps"] for ladder in analysis["steps_ladder"]}
+        for batch, steps_list in ladders.items():
+            for i, steps in enumerate(steps_list):
+                pts = sorted((p for p in t_star if p["batch_size"] == batch and p["steps"] == steps
+                              and p["num_tasks"] > 0 and p["t_star_median"] is not None
+                              and math.isfinite(p["t_star_median"])), key=lambda p: p["num_tasks"])
+                if pts:
+                    ax.plot([p["num_tasks"] for p in pts], [p["t_star_median"] / steps for p in pts],
+                            BUDGET_STYLES[i % len(BUDGET_STYLES)], marker="o", ms=3, color="0.2",
+                            label=budget_label(batch, steps))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("number of pretraining tasks M")
+        ax.set_ylabel("t* / N (closest approach to ridge)")
+        ax.set_title("t* as a fraction of training (median over seeds)")
+        if ax.lines:
+            ax.legend(loc="best")
+        fig.suptitle("longer training: does the threshold move?")
+        fig.tight_layout()
+    return fig
+
+
+def _axis_points(entries: Sequence[Mapping], axis: str):
+    xs = np.array([e["value"][axis] for e in entries], float)
+    ys = np.array([e["primary"]["log2_num_tasks"] for e in entries], float)
+    lo = np.array([e["primary"]["interval"][0] for e in entries], float)
+    hi = np.array([e["primary"]["interval"][1] for e in entries], float)
+    return xs, ys, lo, hi
+
+
+def dimension_figure(analysis: Mapping):
+    """M* against D (log-log, with M* ∝ D through the smallest D), κ* = M*/D, Δ_{dMMSE,Ridge} at the largest M, and
+    the curves Δ_{PT,Ridge}/Δ_{dMMSE,Ridge} against M/D for every D."""
+    entries = analysis["entries"]
+    dims, ys, lo, hi = _axis_points(entries, axes.DIM)
+    with plt.rc_context(STYLE):
+        fig, axs = plt.subplots(1, 4, figsize=(15, 3.6))
+        ax = axs[0]
+        for e, dim in zip(entries, dims):
+            budgets = sorted({tuple(c["budget"]) for c in analysis["curves"] if c["value"][axes.DIM] == dim})
+            for i, budget in enumerate(budgets):
+                m, mean, _, _ = _curve_points(analysis["curves"], budget, {axes.DIM: e["value"][axes.DIM]})
+                _, scale, _, _ = _curve_points(analysis["scale_curves"], budget, {axes.DIM: e["value"][axes.DIM]})
+                finite = [j for j, v in enumerate(m) if v > 0]
+                ax.plot([m[j] / dim for j in finite], [mean[j] / scale[j] for j in finite],
+                        BUDGET_STYLES[i % len(BUDGET_STYLES)], marker="o", ms=3,
+                        color=SERIES_COLORS[list(dims).index(dim) % len(SERIES_COLORS)], label=f"D={int(dim)}")
+        ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("M / D")
+        ax.set_ylabel(r"$\Delta_{PT,Ridge}/\Delta_{dMMSE,Ridge}$ on $T_{true}$")
+        ax.set_title("transition against M/D")
+        ax.legend(loc="best")
+        ax = axs[1]
+        ax.errorbar(dims, 2**ys, yerr=[2**ys - 2**lo, 2**hi - 2**ys], fmt="o", color=COLORS[names.PT], capsize=3,
+                    label="M* (95% interval)")
+        if np.isfinite(ys[0]):
+            ax.plot(dims, 2 ** ys[0] * dims / dims[0], "--", color="0.5", lw=1, label="M* ∝ D")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xticks(dims, [str(int(d)) for d in dims])
+        ax.set_xlabel(AXIS_LABELS[axes.DIM])
+        ax.set_ylabel("M*")
+        ax.set_title(f"threshold against D (slope of log M* on log D: {analysis['log2_slope']:.2f})")
+        ax.legend(loc="best")
+        ax = axs[2]
+        kappa = np.array([e["kappa"]["value"] for e in entries], float)
+        k_lo = np.array([e["kappa"]["interval"][0] for e in entries], float)
+        k_hi = np.array([e["kappa"]["interval"][1] for e in entries], float)
+        ax.errorbar(dims, kappa, yerr=[kappa - k_lo, k_hi - kappa], fmt="o-", color=COLORS[names.PT], capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(int(d)) for d in dims])
+        ax.set_xlabel(AXIS_LABELS[axes.DIM])
+        ax.set_ylabel("κ* = M*/D")
+        ax.set_title("threshold per dimension")
+        ax = axs[3]
+        d = [e["dmmse_ridge_at_largest"] for e in entries]
+        mean = np.array([s["mean"] for s in d])
+        ax.errorbar(dims, mean, yerr=[mean - np.array([s["min"] for s in d]), np.array([s["max"] for s in d]) - mean],
+                    fmt="o-", color=COLORS["dmmse_ridge"], capsize=3)
+        for dim, e, y in zip(dims, entries, mean):
+            ax.annotate(f"M={e['largest_num_tasks']}", (dim, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(int(d)) for d in dims])
+        ax.set_xlabel(AXIS_LABELS[axes.DIM])
+        ax.set_ylabel(f"{names.LABELS['dmmse_ridge']} on {names.LABELS[names.TRUE]}")
+        ax.set_title("dMMSE vs ridge at the largest M")
+        fig.suptitle(f"dimension scaling (seeds {analysis['seeds']}; intervals: 95% bootstrap, bars: seed range)")
+        fig.tight_layout()
+    return fig
+
+
+def _series_label(fixed: Mapping) -> str:
+    short = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L"}
+    return ", ".join(f"{short[a]}={v}" for a, v in fixed.items())
+
+
+def _axis_positions(values: np.ndarray, axis: str) -> tuple[np.ndarray, list[str]]:
+    """x positions: log2 for width and depth, log10 for weight decay with 0 one decade left of the smallest."""
+    if axis == axes.WEIGHT_DECAY:
+        positive = values[values > 0]
+        zero_x = (np.log10(positive.min()) - 1) if len(positive) else 0.0
+        xs = np.array([np.log10(v) if v > 0 else zero_x for v in values])
+        return xs, ["0" if v == 0 else f"{v:g}" for v in values]
+    return np.log2(values), [f"{int(v)}" for v in values]
+
+
+def capacity_figure(analysis: Mapping, axis: str):
+    """M* against one axis, one series per setting of the other two, and the L/D of the M = ∞ model on T_true (what
+    the setting costs where diversity is unlimited), ridge's L/D for reference."""
+    series = analysis["series"].get(axis, [])
+    with plt.rc_context(STYLE):
+        fig, axs = plt.subplots(1, 2, figsize=(9, 3.6))
+        all_ticks = {}
+        for i, s in enumerate(series):
+            color = SERIES_COLORS[i % len(SERIES_COLORS)]
+            values, ys, lo, hi = _axis_points(s["points"], axis)
+            xs, labels = _axis_positions(values, axis)
+            all_ticks.update(zip(xs, labels))
+            axs[0].errorbar(xs + 0.03 * i, ys, yerr=[ys - lo, hi - ys], fmt="o-", color=color, capsize=3,
+                            label=_series_label(s["fixed"]))
+            loss = [p["infinite_true_loss"] for p in s["points"]]
+            mean = np.array([l["mean"] if l else math.nan for l in loss])
+            spread = np.array([[l["mean"] - l["min"], l["max"] - l["mean"]] if l else [math.nan] * 2 for l in loss]).T
+            axs[1].errorbar(xs + 0.03 * i, mean, yerr=spread, fmt="o-", color=color, capsize=3,
+                            label=_series_label(s["fixed"]))
+        axs[1].axhline(analysis["ridge_true_loss"], color=COLORS[names.RIDGE], lw=1, ls="--", label="ridge")
+        for ax in axs:
+            if all_ticks:
+                ax.set_xticks(list(all_ticks), list(all_ticks.values()))
+            ax.set_xlabel(AXIS_LABELS[axis])
+            ax.legend(loc="best")
+        axs[0].set_ylabel(r"$\log_2 M^*$ (95% interval)")
+        axs[0].set_title(f"threshold against {AXIS_LABELS[axis]}")
+        axs[1].set_ylabel(f"L/D of the M = ∞ model on {names.LABELS[names.TRUE]}")
+        axs[1].set_title("loss where diversity is unlimited (bars: seed range)")
+        method = {e["primary"]["method"].split(" ")[0] for s in series for e in s["points"]}
+        fig.suptitle(f"{AXIS_LABELS[axis]} (seeds {analysis['seeds']}; estimate: {', '.join(sorted(method))})")
+        fig.tight_layout()
+    return fig
+
+
+def above_threshold_figure(analysis: Mapping):
+    """Final Δ^{T_true}_{PT,Ridge} and L/D on T_true against M above each budget's threshold, the M = ∞ model as a
+    band (seed range), one line style per budget."""
+    keys = (names.THRESHOLD_METRIC, names.loss_key(names.TRUE, names.PT))
+    ylabels = (f"{names.LABELS['pt_ridge']} on {names.LABELS[names.TRUE]}", f"L/D on {names.LABELS[names.TRUE]}")
+    colors = (COLORS["pt_ridge"], COLORS[names.PT])
+    with plt.rc_context(STYLE):
+        fig, axs = plt.subplots(1, 2, figsize=(9.5, 3.6))
+        for ax, key, ylabel, color in zip(axs, keys, ylabels, colors):
+            for i, b in enumerate(analysis["budgets"]):
+                style = BUDGET_STYLES[i % len(BUDGET_STYLES)]
+                label = budget_label(*b["budget"])
+                if b["above"]:
+                    m = np.array([e["num_tasks"] for e in b["above"]], float)
+                    mean = np.array([e[key]["mean"] for e in b["above"]])
+                    err = [mean - np.array([e[key]["min"] for e in b["above"]]),
+                           np.array([e[key]["max"] for e in b["above"]]) - mean]
+                    ax.errorbar(m * (1 + 0.03 * i), mean, yerr=err, fmt="o" + style, color=color, ms=3, capsize=2,
+                                label=f"M > M*, {label}")
+                if b["infinite"]:
+                    inf = b["infinite"][key]
+                    ax.axhspan(inf["min"], inf["max"], color="0.5", alpha=0.12, lw=0)
+                    ax.axhline(inf["mean"], color="0.3", ls=style, lw=1, label=f"M = ∞, {label}")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("number of pretraining tasks M (above the budget's M*)")
+            ax.set_ylabel(ylabel)
+            ax.legend(loc="best", fontsize=6)
+        fig.suptitle(f"final values above the threshold against the M = ∞ model (seeds {analysis['seeds']}; "
+                     "bars and bands: seed range)")
+        fig.tight_layout()
+    return fig
+
+
+def landscape_figure(analysis: Mapping):
+    """L/D along the straight path from each finite-M model to the M = ∞ model (same seed), on the finite model's
+    T_pretrain (solid) and on T_true (dashed); barrier heights against M with the ∞-vs-∞ baseline; parameter
+    distance against M."""
+    pairs = analysis["pairs"]
+    finite = sorted({p["num_tasks"] for p in pairs if p["kind"] == "finite_vs_infinite"})
+    colors = num_tasks_colors(finite + [0])
+    summary = analysis["summary"]
+    baseline = [e for e in summary if e["kind"] == "infinite_vs_infinite"]
+    with plt.rc_context(STYLE):
+        fig, axs = plt.subplots(1, 3, figsize=(13.5, 3.8))
+        ax = axs[0]
+        seed = min((p["seed_a"] for p in pairs), default=0)
+        for p in pairs:
+            if p["kind"] == "finite_vs_infinite" and p["same_init"] and p["seed_a"] == seed:
+                for eval_set, losses in p["loss"].items():
+                    ax.plot(p["alphas"], losses, EVAL_SET_STYLES[eval_set], color=colors[p["num_tasks"]], lw=1.2,
+                            label=f"M={num_tasks_label(p['num_tasks'])}" if eval_set == names.TRUE else None)
+            elif p["kind"] == "infinite_vs_infinite" and p["seed_a"] == seed:
+                ax.plot(p["alphas"], p["loss"][names.TRUE], ":", color="black", lw=1.2,
+                        label=f"∞ (seed {p['seed_a']}) → ∞ (seed {p['seed_b']})")
+        ax.set_yscale("log")
+        ax.set_xlabel("α (0: finite-M model, 1: M = ∞ model)")
+        ax.set_ylabel("L/D along the path")
+        ax.set_title(f"seed {seed}: solid {names.LABELS[names.PRETRAIN]}, dashed {names.LABELS[names.TRUE]}")
+        ax.legend(loc="best", fontsize=6)
+        ax = axs[1]
+        for eval_set, marker in ((names.PRETRAIN, "o"), (names.TRUE, "s")):
+            for same_init, fill in ((True, True), (False, False)):
+                pts = [e for e in summary if e["kind"] == "finite_vs_infinite" and e["same_init"] == same_init
+                       and eval_set in e["barrier"]]
+                if not pts:
+                    continue
+                m = np.array([e["num_tasks"] for e in pts], float)
+                mean = np.array([e["barrier"][eval_set]["mean"] for e in pts])
+                err = [mean - np.array([e["barrier"][eval_set]["min"] for e in pts]),
+                       np.array([e["barrier"][eval_set]["max"] for e in pts]) - mean]
+                color = COLORS[names.DMMSE] if eval_set == names.PRETRAIN else COLORS[names.RIDGE]
+                ax.errorbar(m, mean, yerr=err, fmt=marker + EVAL_SET_STYLES[eval_set], color=color, capsize=2, ms=4,
+                            mfc=color if fill else "white",
+                            label=f"{names.LABELS[eval_set]}, {'same' if same_init else 'other'} init")
+        for e in baseline:
+            b = e["barrier"][names.TRUE]
+            ax.axhspan(b["min"], b["max"], color="0.5", alpha=0.15, lw=0)
+            ax.axhline(b["mean"], color="0.3", lw=1, ls=":", label=f"∞ vs ∞ baseline ({names.LABELS[names.TRUE]})")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("number of pretraining tasks M")
+        ax.set_ylabel("barrier height (L/D)")
+        ax.set_title("barrier against M (bars: range over seed pairs)")
+        ax.legend(loc="best", fontsize=6)
+        ax = axs[2]
+        for same_init, fill in ((True, True), (False, False)):
+            pts = [e for e in summary if e["kind"] == "finite_vs_infinite" and e["same_init"] == same_init]
+            if pts:
+                m = np.array([e["num_tasks"] for e in pts], float)
+                mean = np.array([e["distance"]["mean"] for e in pts])
+                err = [mean - np.array([e["distance"]["min"] for e in pts]),
+                       np.array([e["distance"]["max"] for e in pts]) - mean]
+                ax.errorbar(m, mean, yerr=err, fmt="o-", color=COLORS[names.PT], capsize=2,
+                            mfc=COLORS[names.PT] if fill else "white",
+                            label=f"to M = ∞, {'same' if same_init else 'other'} init")
+        for e in baseline:
+            ax.axhspan(e["distance"]["min"], e["distance"]["max"], color="0.5", alpha=0.15, lw=0)
+            ax.axhline(e["distance"]["mean"], color="0.3", lw=1, ls=":", label="∞ vs ∞ (other init)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("number of pretraining tasks M")
+        ax.set_ylabel(r"$\|\theta_M - \theta_\infty\|_2$")
+        ax.set_title("distance in parameter space")
+        ax.legend(loc="best", fontsize=6)
+        fig.suptitle(f"loss landscape between finite-M and M = ∞ models, {budget_label(*analysis['budget'])}")
+        fig.tight_layout()
+    return fig
+
+
+def _capacity_figures(analysis):
+    return {f"capacity_{axis.split('.')[1]}": capacity_figure(analysis, axis) for axis in CAPACITY_AXES
+            if analysis["series"].get(axis)}
+
+
+# analysis name → {figure name: drawer}
+FIGURES = {
+    "budgets": lambda a: {"budgets": budgets_figure(a), "long_dynamics": long_dynamics_figure(a)},
+    "dimension": lambda a: {"dimension": dimension_figure(a)},
+    "capacity": _capacity_figures,
+    "above_threshold": lambda a: {"above_threshold": above_threshold_figure(a)},
+    "landscape": lambda a: {"landscape": landscape_figure(a)},
+}
+
+
+def write_experiment_figures(name: str, workdir: Path, out: Path | None = None,
+                             analysis: Mapping | None = None) -> list[Path]:
+    """Draws the figures of experiment `name` from `<workdir>/analysis/<name>.json` into `out` (default
+    `<workdir>/figures`) as PNG and PDF."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(FIGURES)}")
+    analysis = analysis if analysis is not None else read_analysis(workdir, name)
+    out = Path(out) if out else Path(workdir) / "figures"
+    return [path for stem, fig in FIGURES[name](analysis).items() for path in save(fig, out / stem)]
