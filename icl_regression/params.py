@@ -4,12 +4,17 @@ Checkpoints are never committed, so analyses that need a model's weights (the lo
 trained model on new inputs) get them here: from the run's own final checkpoint when it has one, else by retraining
 the run from its stored config into a scratch folder. Training is a pure function of the config (every draw is keyed
 by seed, stream and step), so on the same machine and software the retrained run writes the same metrics, and that is
-checked: every evaluation record of the retrained run must equal the stored one, or the parameters are refused (a
-model that does not reproduce its stored metrics is not the model the results describe).
+checked: every evaluation metric of every record of the retrained run must equal the stored one exactly, or the
+parameters are refused (a model that does not reproduce its stored metrics is not the model the results describe).
+The one exception is the logged running mean of the training loss, which may differ in its last digit
+(TRAIN_LOSS_RTOL): it is accumulated inside the group's compiled program, whose arithmetic on the [members] vector
+depends on the group's size, while the model itself does not.
 
-Retraining a cell alone reproduces a cell trained inside a group when the ensemble strategy is `map` (each member
-runs the same per-member program; checked on CPU in tests/test_params.py); under `vmap` (accelerators) the batched
-program may round differently, and the check then refuses rather than returning a different model.
+Measured on the 2-core CPU (jax 0.10.2, `map` strategy): a cell trained in a group of 14 and retrained alone gives
+identical evaluation metrics at every step and training-loss means equal to 1e-7; cells committed from another
+machine (results/cpu_demo) differ from step 0 on (1e-7, growing to 2e-4 by the end) and are refused. Under `vmap`
+(accelerators) a group's batched program may round differently from a single model's; the check then refuses rather
+than return a different model.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from icl_regression import checkpoint, names, training
 from icl_regression.config import run_config_from_dict
 from icl_regression.engine import train_run
 from icl_regression.store import RunStore, StoreError
+
+
+TRAIN_LOSS_RTOL = 1e-6  # the training-loss mean may differ by float32 rounding; evaluation metrics must be identical
 
 
 class ReproducibilityError(StoreError):
@@ -43,7 +51,8 @@ def restore_params(run: RunStore, step: int) -> Any:
 
 
 def first_difference(stored: Sequence[dict], regenerated: Sequence[dict]) -> str | None:
-    """None when the two metrics records are identical; else where they first differ (step, key, both values)."""
+    """None when the two metrics records agree (evaluation metrics identical, training-loss means within
+    TRAIN_LOSS_RTOL); else where they first differ (step, key, both values)."""
     if [r["step"] for r in stored] != [r["step"] for r in regenerated]:
         return (f"evaluated steps differ: stored {[r['step'] for r in stored]}, "
                 f"retrained {[r['step'] for r in regenerated]}")
@@ -51,12 +60,20 @@ def first_difference(stored: Sequence[dict], regenerated: Sequence[dict]) -> str
         if a == b:
             continue
         for key in sorted(set(a) | set(b)):
+            if key == "train_loss" and _close(a.get(key), b.get(key), TRAIN_LOSS_RTOL):
+                continue
             if a.get(key) != b.get(key):
                 if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
                     sub = next(k for k in sorted(set(a[key]) | set(b[key])) if a[key].get(k) != b[key].get(k))
                     return f"step {a['step']}: {key}/{sub} stored {a[key].get(sub)}, retrained {b[key].get(sub)}"
                 return f"step {a['step']}: {key} stored {a.get(key)}, retrained {b.get(key)}"
     return None
+
+
+def _close(x, y, rtol: float) -> bool:
+    if x is None or y is None:
+        return x is y
+    return abs(x - y) <= rtol * max(abs(x), abs(y))
 
 
 def final_params(run_dir: Path, scratch: Path | None = None) -> Any:

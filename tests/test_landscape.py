@@ -114,3 +114,12 @@ def test_sweep_pairs_include_the_baseline_and_mark_shared_initialisation():
     finite = [p for p in pairs if p["kind"] == "finite_vs_infinite"]
     baseline = [p for p in pairs if p["kind"] == "infinite_vs_infinite"]
     assert len(finite) == 9 and sum(p["same_init"] for p in finite) == 3 and len(baseline) == 3
+
+
+def test_only_the_training_loss_mean_may_differ_in_its_last_digit():
+    record = {"step": 10, "train_loss": 0.32690817, "mean": {"a": 0.1}, "per_position": {"a": [0.1]}}
+    assert params.first_difference([record], [dict(record, train_loss=0.32690814)]) is None
+    assert "train_loss" in params.first_difference([record], [dict(record, train_loss=0.3269)])
+    assert "mean/a" in params.first_difference([record], [dict(record, mean={"a": 0.10000001})])
+    assert "per_position/a" in params.first_difference([record], [dict(record, per_position={"a": [0.2]})])
+    assert "evaluated steps" in params.first_difference([record], [])
