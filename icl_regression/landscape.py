@@ -158,9 +158,10 @@ def sweep_pairs(runs: Sequence[Mapping], budget: tuple[int, int]) -> list[dict]:
 
 def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None,
                     settings: LandscapeSettings = LandscapeSettings(), num_tasks: Sequence[int] | None = None,
-                    print_fn=print) -> dict:
-    """The landscape of every pair of a stored sweep at `budget` (`num_tasks`: only these finite M), with final
-    parameters from checkpoints or regenerated into `scratch` (params.final_params)."""
+                    finite_seeds: Sequence[int] | None = None, print_fn=print) -> dict:
+    """The landscape of every pair of a stored sweep at `budget` (`num_tasks`, `finite_seeds`: only these finite-M
+    runs; every M = ∞ run is used), with final parameters from checkpoints or regenerated into `scratch`
+    (params.final_params)."""
     runs = {}
     for run in iter_runs(Path(workdir) / names.RUNS_DIR):
         summary = run.summary()
@@ -170,6 +171,8 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
     pairs = sweep_pairs(list(runs.values()), budget)
     if num_tasks is not None:
         pairs = [p for p in pairs if p["kind"] == "infinite_vs_infinite" or p["a"]["num_tasks"] in set(num_tasks)]
+    if finite_seeds is not None:
+        pairs = [p for p in pairs if p["kind"] == "infinite_vs_infinite" or p["a"]["seed"] in set(finite_seeds)]
     if not any(p["kind"] == "finite_vs_infinite" for p in pairs):
         raise StoreError(f"no finished finite-M and M = ∞ runs at B={budget[0]}, N={budget[1]} under {workdir}")
     cache: dict[str, tuple[RunConfig, Any]] = {}
@@ -194,6 +197,8 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
                                                               entry["barrier"].items())
                  + f"; distance {entry['distance']['l2']:.2f}")
     return {"experiment": "landscape", "budget": list(budget), "settings": dataclasses.asdict(settings),
+            "num_tasks": list(num_tasks) if num_tasks else None,
+            "finite_seeds": list(finite_seeds) if finite_seeds else None,
             "pairs": results, "summary": summarize_pairs(results)}
 
 
@@ -232,14 +237,16 @@ def format_landscape(analysis: Mapping) -> str:
 
 
 def run_landscape(workdir: Path, section: Mapping[str, Any], scratch: Path | None, print_fn=print) -> dict:
-    """The landscape experiment of a config's `landscape` section (budget, num_tasks and LandscapeSettings fields)
-    on the runs of `workdir`; writes `<workdir>/analysis/landscape.json` and returns it."""
+    """The landscape experiment of a config's `landscape` section (budget, num_tasks, finite_seeds and the
+    LandscapeSettings fields) on the runs of `workdir`; writes `<workdir>/analysis/landscape.json` and returns it."""
     from icl_regression.training_experiments import write_analysis  # numpy only
 
     section = dict(section)
     budget = tuple(section.pop("budget"))
     num_tasks = section.pop("num_tasks", None)
+    finite_seeds = section.pop("finite_seeds", None)
     analysis = sweep_landscape(workdir, budget, scratch, LandscapeSettings(**section),
-                               list(num_tasks) if num_tasks else None, print_fn)
+                               list(num_tasks) if num_tasks else None, list(finite_seeds) if finite_seeds else None,
+                               print_fn)
     write_analysis(workdir, "landscape", analysis)
     return analysis

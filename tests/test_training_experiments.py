@@ -16,7 +16,7 @@ from test_figures import assert_png_and_pdf
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "experiments" / "configs"
 EXPERIMENT_CONFIGS = {"budgets": ("cpu", "paper"), "long_dynamics": ("cpu", "paper"), "dimension": ("cpu", "paper"),
-                      "capacity": ("cpu", "paper"), "landscape": ("cpu", "paper")}
+                      "capacity": ("cpu_weight_decay", "cpu_capacity", "cpu", "paper"), "landscape": ("cpu", "paper")}
 
 
 def load_config(name: str, variant: str) -> dict:
@@ -37,8 +37,8 @@ def test_every_variant_prints_its_plan_and_cost(name, variant, tmp_path):
 def test_cpu_variants_have_the_documented_grids(tmp_path):
     budgets = sweep.expand(load_config("budgets", "cpu"), tmp_path)
     assert {(c.config.train.batch_size, c.config.train.steps) for c in budgets} == {
-        (64, 2500), (128, 2500), (64, 5000), (64, 10000)}
-    assert len(budgets) == 7 * 3 * 4
+        (64, 2500), (128, 2500), (64, 10000)}
+    assert len(budgets) == 7 * 3 * 2 + 5 * 3
     dims = sweep.expand(load_config("dimension", "cpu"), tmp_path)
     for cell in dims:  # K = 4D and D/σ² = 8 (σ² = 0.25 at D = 2), M a multiple of D
         data = cell.config.data
@@ -49,6 +49,9 @@ def test_cpu_variants_have_the_documented_grids(tmp_path):
         data, model = cell.config.data, cell.config.model
         assert data.context_len == 2 * data.dim and data.noise_std**2 == pytest.approx(0.25 * data.dim / 8)
         assert (model.num_layers, model.d_model, model.num_heads) == (12, 256, 4)
+    stages = [{c.name for c in sweep.expand(load_config("capacity", v), tmp_path)}
+              for v in ("cpu_weight_decay", "cpu_capacity", "cpu")]
+    assert stages[0] < stages[1] < stages[2]  # cumulative stages into one folder
     capacity = sweep.expand(load_config("capacity", "cpu"), tmp_path)
     settings = {(c.config.train.weight_decay, c.config.model.d_model, c.config.model.num_layers) for c in capacity}
     assert {wd for wd, _, _ in settings} == {0.0, 0.01, 0.1, 1.0}

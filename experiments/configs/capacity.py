@@ -16,12 +16,15 @@ model's depth, depth at its width (the larger model is the small one made deeper
 series too). The analysis groups runs by (weight decay, width, depth) and draws one figure per axis, one line per
 setting of the other two.
 
-Variant `:cpu` (the committed results/cpu_capacity): the CPU main job's data and training (D = 2, K = 8, σ² = 0.25,
-Adam 3e-3, triangle, batch 64, 2,500 steps), M = 4 … 12 and ∞, seeds 0, 1, 2; small model 2 layers × 32, larger
-model 4 layers × 32; weight decay 0, 0.01, 0.1, 1 for both; width 16, 32, 64 (2 layers); depth 1, 2, 4 (width 32).
-The small model at weight decay 0 is exactly results/cpu_budgets' cells (batch 64, 2,500 steps) and may be copied
-from there. One budget, so M* is the single-budget midpoint. Cost: 165 cells (11 settings × 5 M × 3 seeds),
-412,500 model-steps.
+Variants `:cpu_weight_decay`, `:cpu_capacity` and `:cpu` (results/cpu_capacity): the CPU main job's data and
+training (D = 2, K = 8, σ² = 0.25, Adam 3e-3, triangle, 2,500 steps) at batch 128 (at batch 64 the midpoint is not
+located: see dimension.py), M = 4 … 12 and ∞, seeds 0, 1, 2; one budget, so M* is the single-budget midpoint. They
+are cumulative stages trained into one folder, each a superset of the one before, so whichever stage finished is a
+complete sweep: `:cpu_weight_decay` is weight decay 0, 0.01, 0.1, 1 on the small model (2 layers × 32);
+`:cpu_capacity` adds width 16 and 64 (2 layers) and depth 1 and 4 (width 32); `:cpu` adds weight decay 0.01, 0.1, 1
+on the larger model (4 layers × 32). The small model at weight decay 0 is exactly results/cpu_budgets' cells (batch
+128, 2,500 steps) and was copied from there. Cost per setting: 15 cells, 37,500 model-steps; the stages add 3, 4 and
+3 settings.
 
 Variant `:paper`: the paper's small (4 × 64) and base (8 × 128) models, D = 8, K = 16, σ² = 0.25, Adam 1e-3,
 triangle, batch 256, 500k steps, M as in paper_small.py (22 values) and ∞, seed 0 (PAPER_SEEDS = (0, 1, 2) for
@@ -58,22 +61,26 @@ def _grid(num_tasks, seeds, layers, widths, heads, weight_decays):
 
 
 def _series(num_tasks, seeds, small, larger, widths, depths, heads, weight_decays):
-    """Weight decay for both models, width at the small model's depth, depth at its width."""
+    """Weight decay for the small model, width at its depth, depth at its width, weight decay for the larger model."""
     (small_layers, small_width), (larger_layers, larger_width) = small, larger
     return (
         _grid(num_tasks, seeds, (small_layers,), (small_width,), heads, weight_decays),
-        _grid(num_tasks, seeds, (larger_layers,), (larger_width,), heads, weight_decays),
         _grid(num_tasks, seeds, (small_layers,), widths, heads, (0.0,)),
         _grid(num_tasks, seeds, depths, (small_width,), heads, (0.0,)),
+        _grid(num_tasks, seeds, (larger_layers,), (larger_width,), heads, weight_decays),
     )
 
 
-def cpu_config():
+CPU_STAGES = {"cpu_weight_decay": 1, "cpu_capacity": 3, "cpu": 4}  # variant → how many of the series it trains
+
+
+def cpu_config(stage: str = "cpu"):
     config = _sibling("cpu_demo").get_config()  # D = 2, K = 8, lr 3e-3, 2,500 steps, eval every 250
-    config.train.batch_size = 64
+    config.train.batch_size = 128
     config.sweep.grid = base_config().__class__()
-    config.sweep.grids = _series(CPU_NUM_TASKS, CPU_SEEDS, small=(2, 32), larger=(4, 32), widths=(16, 32, 64),
-                                 depths=(1, 2, 4), heads=2, weight_decays=CPU_WEIGHT_DECAYS)
+    series = _series(CPU_NUM_TASKS, CPU_SEEDS, small=(2, 32), larger=(4, 32), widths=(16, 32, 64),
+                     depths=(1, 2, 4), heads=2, weight_decays=CPU_WEIGHT_DECAYS)
+    config.sweep.grids = series[:CPU_STAGES[stage]]
     return config
 
 
@@ -91,8 +98,8 @@ def paper_config():
 
 
 def get_config(variant: str = "cpu"):
-    if variant in ("", "cpu"):
-        return cpu_config()
+    if variant in ("", *CPU_STAGES):
+        return cpu_config(variant or "cpu")
     if variant == "paper":
         return paper_config()
-    raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")
+    raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(CPU_STAGES)}, 'paper'")

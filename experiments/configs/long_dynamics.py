@@ -14,10 +14,10 @@ for the small model in float32 (DEVICE.md: ~2,240 model-steps/s at batch 256, ta
 GPU-hours (~6 in bfloat16 at ~4,200 / 2,100).
 
 Variant `:cpu` (what the CPU check uses): the CPU main job's setting (D = 2, K = 8, 2 layers × 32, Adam 3e-3, batch
-64) at N = 2,500 and 4N = 10,000 steps, M = 2 … 16 and ∞, seeds 0, 1, 2, evaluation every 250 steps. These are
-exactly two of the four grids of budgets.py:cpu, whose committed results (results/cpu_budgets) hold them: the
-comparison is its `steps_ladder` (N, 2N, 4N) and the figure `figures/long_dynamics.png` there. This variant trains the
-same cells alone (63 cells, 262,500 model-steps) into its own folder.
+64) at N = 2,500 (M = 2 … 16 and ∞) and 4N = 10,000 steps (M = 4 … 12 and ∞), seeds 0, 1, 2, evaluation every 250
+steps. These are exactly two of the three grids of budgets.py:cpu, whose committed results (results/cpu_budgets) hold
+them: the comparison is its `steps_ladder` and the figure `figures/long_dynamics.png` there. This variant trains the
+same cells alone (36 cells, 202,500 model-steps) into its own folder.
 """
 
 import importlib.util
@@ -37,7 +37,7 @@ def cpu_config():
     budgets = _sibling("budgets")
     config = budgets.cpu_config()
     config.sweep.grids = (budgets._grid(budgets.CPU_NUM_TASKS, budgets.CPU_SEEDS, (64,), 2_500, 1_000),
-                          budgets._grid(budgets.CPU_NUM_TASKS, budgets.CPU_SEEDS, (64,), 10_000, 2_500))
+                          budgets._grid(budgets.CPU_LONG_NUM_TASKS, budgets.CPU_SEEDS, (64,), 10_000, 2_500))
     return config
 
 
