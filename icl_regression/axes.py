@@ -214,6 +214,20 @@ def final_values(rows: Sequence[Mapping], keys: Sequence[str], group: Sequence[s
     return out
 
 
+def ratio_curves(rows: Sequence[Mapping], group: Sequence[str] = ()) -> list[dict]:
+    """Per (axes in `group`, budget, finite M): seed statistics of Δ^{T_true}_{PT,Ridge}/Δ^{T_true}_{dMMSE,Ridge}, the
+    curve the midpoint estimate reads (≈1: the model is dMMSE; ≈0: it is ridge). Shown beside every M* so that a
+    transition is visible where its 1/2 crossing is not located."""
+    grouped = defaultdict(list)
+    for row in rows:
+        scale = row["final"][names.THRESHOLD_SCALE]
+        if row["status"] == names.DONE and row["num_tasks"] > 0 and scale > 0:
+            key = (tuple(row["axes"][a] for a in group), budget_of(row), row["num_tasks"])
+            grouped[key].append(row["final"][names.THRESHOLD_METRIC] / scale)
+    return [{"value": dict(zip(group, values)), "budget": list(budget), "num_tasks": num_tasks, **seed_stats(ratios)}
+            for (values, budget, num_tasks), ratios in sorted(grouped.items())]
+
+
 def final_values_above(rows: Sequence[Mapping], log2_threshold: float, budget: Budget,
                        keys: Sequence[str] = ABOVE_THRESHOLD_KEYS) -> dict:
     """Fig. 10: at `budget`, the final values for every M above the threshold and for the M = ∞ model, over seeds.

@@ -80,6 +80,26 @@ def _delta_curves(ax, analysis: Mapping, budgets: Sequence, crossings: Sequence[
     ax.legend(loc="lower left")
 
 
+def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mapping, str, object]],
+                 x_scale=None) -> None:
+    """Δ_{PT,Ridge}/Δ_{dMMSE,Ridge} on T_true against M (or M/x_scale(line)): one line per (label, selector, style,
+    colour), seed mean with the seed range shaded; the midpoint estimate reads where it crosses 1/2."""
+    for label, select, style, color in lines:
+        pts = sorted((c for c in curves if all(c.get(k) == v for k, v in select.items())),
+                     key=lambda c: c["num_tasks"])
+        if not pts:
+            continue
+        scale = x_scale(select) if x_scale else 1.0
+        m = np.array([c["num_tasks"] / scale for c in pts], float)
+        mean = np.array([c["mean"] for c in pts])
+        ax.plot(m, mean, style, marker="o", ms=3, color=color, label=label)
+        ax.fill_between(m, [c["min"] for c in pts], [c["max"] for c in pts], color=color, alpha=0.1, lw=0)
+    ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_ylabel(r"$\Delta_{PT,Ridge}/\Delta_{dMMSE,Ridge}$ on $T_{true}$")
+    ax.legend(loc="best", fontsize=6)
+
+
 def _forest(ax, estimates: Sequence[tuple[str, Mapping]]) -> None:
     """Threshold estimates side by side: one row each, point and 95% interval on the log2 M axis."""
     for i, (label, est) in enumerate(estimates):
@@ -97,7 +117,7 @@ def budgets_figure(analysis: Mapping):
     estimate side by side."""
     crossings = analysis["crossings"]
     with plt.rc_context(STYLE):
-        fig, axs = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 0.9]})
+        fig, axs = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1, 1, 1, 0.9]})
         for ax, kind, title in ((axs[0], axes.BATCH, "batch B vs 2B (fixed steps)"),
                                 (axs[1], axes.STEPS, "steps N vs 2N (fixed batch)")):
             chosen = [c for c in crossings if c["kind"] == kind]
@@ -106,7 +126,13 @@ def budgets_figure(analysis: Mapping):
                 _delta_curves(ax, analysis, budgets, chosen, title)
         estimates = [(f"{c['kind']}: " + c["label"].replace("_vs_", " vs ").replace("_", " "), c) for c in crossings]
         estimates += [(f"midpoint {label.replace('_', ' ')}", m) for label, m in analysis["midpoints"].items()]
-        _forest(axs[2], estimates)
+        budgets = [tuple(b) for b in analysis["budgets"]]
+        _ratio_panel(axs[2], analysis.get("ratio_curves", []),
+                     [(budget_label(*b), {"budget": list(b)}, BUDGET_STYLES[i % len(BUDGET_STYLES)], COLORS["pt_ridge"])
+                      for i, b in enumerate(budgets)])
+        axs[2].set_xlabel("number of pretraining tasks M")
+        axs[2].set_title("the curve the midpoint reads (1/2 dotted)")
+        _forest(axs[3], estimates)
         fig.suptitle(f"data budgets: the threshold from B vs 2B and from N vs 2N (seeds {analysis['seeds']}; "
                      "bands: seed range)")
         fig.tight_layout()
@@ -168,21 +194,12 @@ def dimension_figure(analysis: Mapping):
     with plt.rc_context(STYLE):
         fig, axs = plt.subplots(1, 4, figsize=(15, 3.6))
         ax = axs[0]
-        for e, dim in zip(entries, dims):
-            budgets = sorted({tuple(c["budget"]) for c in analysis["curves"] if c["value"][axes.DIM] == dim})
-            for i, budget in enumerate(budgets):
-                m, mean, _, _ = _curve_points(analysis["curves"], budget, {axes.DIM: e["value"][axes.DIM]})
-                _, scale, _, _ = _curve_points(analysis["scale_curves"], budget, {axes.DIM: e["value"][axes.DIM]})
-                finite = [j for j, v in enumerate(m) if v > 0]
-                ax.plot([m[j] / dim for j in finite], [mean[j] / scale[j] for j in finite],
-                        BUDGET_STYLES[i % len(BUDGET_STYLES)], marker="o", ms=3,
-                        color=SERIES_COLORS[list(dims).index(dim) % len(SERIES_COLORS)], label=f"D={int(dim)}")
-        ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
-        ax.set_xscale("log", base=2)
+        _ratio_panel(ax, analysis.get("ratio_curves", []),
+                     [(f"D={int(d)}", {"value": {axes.DIM: e["value"][axes.DIM]}}, "-",
+                       SERIES_COLORS[i % len(SERIES_COLORS)]) for i, (d, e) in enumerate(zip(dims, entries))],
+                     x_scale=lambda select: select["value"][axes.DIM])
         ax.set_xlabel("M / D")
-        ax.set_ylabel(r"$\Delta_{PT,Ridge}/\Delta_{dMMSE,Ridge}$ on $T_{true}$")
-        ax.set_title("transition against M/D")
-        ax.legend(loc="best")
+        ax.set_title("transition against M/D (seed range shaded)")
         ax = axs[1]
         ax.errorbar(dims, 2**ys, yerr=[2**ys - 2**lo, 2**hi - 2**ys], fmt="o", color=COLORS[names.PT], capsize=3,
                     label="M* (95% interval)")
@@ -222,9 +239,11 @@ def dimension_figure(analysis: Mapping):
     return fig
 
 
+SHORT_AXIS = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L", axes.DIM: "D"}
+
+
 def _series_label(fixed: Mapping) -> str:
-    short = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L"}
-    return ", ".join(f"{short[a]}={v}" for a, v in fixed.items())
+    return ", ".join(f"{SHORT_AXIS[a]}={v}" for a, v in fixed.items())
 
 
 def _axis_positions(values: np.ndarray, axis: str) -> tuple[np.ndarray, list[str]]:
@@ -242,7 +261,7 @@ def capacity_figure(analysis: Mapping, axis: str):
     the setting costs where diversity is unlimited), ridge's L/D for reference."""
     series = analysis["series"].get(axis, [])
     with plt.rc_context(STYLE):
-        fig, axs = plt.subplots(1, 2, figsize=(9, 3.6))
+        fig, axs = plt.subplots(1, 3, figsize=(13.5, 3.6))
         all_ticks = {}
         for i, s in enumerate(series):
             color = SERIES_COLORS[i % len(SERIES_COLORS)]
@@ -257,7 +276,18 @@ def capacity_figure(analysis: Mapping, axis: str):
             axs[1].errorbar(xs + 0.03 * i, mean, yerr=spread, fmt="o-", color=color, capsize=3,
                             label=_series_label(s["fixed"]))
         axs[1].axhline(analysis["ridge_true_loss"], color=COLORS[names.RIDGE], lw=1, ls="--", label="ridge")
-        for ax in axs:
+        cmap = plt.get_cmap("viridis")
+        lines = []
+        for i, s_ in enumerate(series):
+            values = [p["value"] for p in s_["points"]]
+            for j, value in enumerate(values):
+                lines.append((f"{_series_label(s_['fixed'])}, {SHORT_AXIS[axis]}={value[axis]}",
+                              {"value": value}, BUDGET_STYLES[i % len(BUDGET_STYLES)],
+                              cmap(0.9 * j / max(1, len(values) - 1))))
+        _ratio_panel(axs[2], analysis.get("ratio_curves", []), lines)
+        axs[2].set_xlabel("number of pretraining tasks M")
+        axs[2].set_title("the curve the midpoint reads (1/2 dotted)")
+        for ax in axs[:2]:
             if all_ticks:
                 ax.set_xticks(list(all_ticks), list(all_ticks.values()))
             ax.set_xlabel(AXIS_LABELS[axis])

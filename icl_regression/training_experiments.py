@@ -114,6 +114,7 @@ def budgets_analysis(rows: Sequence[Mapping], workdir: Path | None = None, num_r
         midpoints[axes.budget_label(budget)] = {"budget": list(budget), **(
             est["midpoint"].get(axes.budget_label(budget)) or axes.estimate_fields(None))}
     analysis = {"experiment": "budgets", "seeds": _seeds(rows), "budgets": [list(b) for b in budgets],
+                "ratio_curves": axes.ratio_curves(rows),
                 "crossings": crossings, "midpoints": midpoints, "steps_ladder": steps_ladder(midpoints, budgets),
                 "default_pairing": consecutive_pairs(budgets),
                 "curves": _curves(rows, names.THRESHOLD_METRIC),
@@ -168,7 +169,8 @@ def dimension_analysis(rows: Sequence[Mapping], num_replicates: int | None = Non
     slope = float(np.polyfit(*zip(*xs), 1)[0]) if len({d for d, _ in xs}) >= 2 else math.nan
     return {"experiment": "dimension", "axis": axes.DIM, "seeds": _seeds(rows), "entries": entries,
             "log2_slope": slope, "curves": _curves(rows, names.THRESHOLD_METRIC, [axes.DIM]),
-            "scale_curves": _curves(rows, names.THRESHOLD_SCALE, [axes.DIM])}
+            "scale_curves": _curves(rows, names.THRESHOLD_SCALE, [axes.DIM]),
+            "ratio_curves": axes.ratio_curves(rows, [axes.DIM])}
 
 
 def format_dimension(analysis: Mapping) -> str:
@@ -209,7 +211,8 @@ def capacity_analysis(rows: Sequence[Mapping], num_replicates: int | None = None
         series[axis] = [{"fixed": dict(zip(others, key)), "points": sorted(points, key=lambda e: e["value"][axis])}
                         for key, points in sorted(by_others.items()) if len(points) >= 2]
     return {"experiment": "capacity", "axes": list(CAPACITY_AXES), "seeds": _seeds(rows), "entries": entries,
-            "series": series, "ridge_true_loss": ridge["mean"]}
+            "series": series, "ridge_true_loss": ridge["mean"],
+            "ratio_curves": axes.ratio_curves(rows, list(CAPACITY_AXES))}
 
 
 def format_capacity(analysis: Mapping) -> str:

@@ -112,3 +112,23 @@ def test_analyze_script_names_a_missing_folder(tmp_path):
     proc = subprocess.run([sys.executable, "experiments/analyze.py", "--experiment=dimension",
                            f"--workdir={tmp_path / 'nowhere'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+COMMITTED = {"cpu_budgets": ("budgets", ["budgets", "above_threshold", "landscape"]),
+             "cpu_dimension": ("dimension", ["dimension"]), "cpu_capacity": ("capacity", ["capacity"])}
+
+
+@pytest.mark.parametrize("folder", sorted(COMMITTED))
+def test_committed_results_match_their_configs_and_redraw(folder, tmp_path):
+    """Every run folder of a committed experiment is a cell of its stored sweep config (no orphans, nothing missing),
+    and its figures redraw from the stored analyses alone."""
+    workdir = REPO / "results" / folder
+    if not (workdir / "sweep_config.json").exists():
+        pytest.skip(f"no committed results in {workdir}")
+    import json
+    stored = json.loads((workdir / "sweep_config.json").read_text())
+    assert {c.name for c in sweep.expand(stored, workdir)} == {p.name for p in (workdir / "runs").iterdir()}
+    for name in COMMITTED[folder][1]:
+        if training_experiments.analysis_path(workdir, name).exists():
+            paths = plotting_experiments.write_experiment_figures(name, workdir, tmp_path)
+            assert paths and all(p.stat().st_size > 1000 for p in paths)
