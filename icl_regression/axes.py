@@ -232,19 +232,20 @@ def final_values_above(rows: Sequence[Mapping], log2_threshold: float, budget: B
                        keys: Sequence[str] = ABOVE_THRESHOLD_KEYS) -> dict:
     """Fig. 10: at `budget`, the final values for every M above the threshold and for the M = ∞ model, over seeds.
 
-    Returns {"above": [{num_tasks, key: seed stats}], "infinite": {key: seed stats} or None, "log2_threshold"}, and
-    per M the ratio of its mean to the M = ∞ mean (1 = as good as a model that never sees a task twice).
+    Returns {"above": [{num_tasks, key: seed stats, ratio_to_infinite}], "all": the same for every finite M,
+    "infinite": {key: seed stats} or None, "log2_threshold"}; `ratio_to_infinite` is the ratio of an M's mean to the
+    M = ∞ mean (1 = as good as a model that never sees a task twice). With no located threshold "above" is empty.
     """
     at_budget = [r for r in rows if budget_of(r) == tuple(budget)]
     values = final_values(at_budget, keys)
     infinite = next((v for v in values if v["num_tasks"] <= 0), None)
-    above = [v for v in values if v["num_tasks"] > 0 and math.isfinite(log2_threshold)
-             and math.log2(v["num_tasks"]) > log2_threshold]
-    for entry in above:
+    finite = [v for v in values if v["num_tasks"] > 0]
+    for entry in finite:
         entry["ratio_to_infinite"] = {k: entry[k]["mean"] / infinite[k]["mean"]
                                       if infinite and infinite[k]["mean"] > 0 else math.nan for k in keys}
+    above = [v for v in finite if math.isfinite(log2_threshold) and math.log2(v["num_tasks"]) > log2_threshold]
     return {"budget": list(budget), "log2_threshold": log2_threshold, "keys": list(keys), "above": above,
-            "infinite": {k: infinite[k] for k in keys} if infinite else None}
+            "all": finite, "infinite": {k: infinite[k] for k in keys} if infinite else None}
 
 
 def largest_finite_num_tasks(rows: Sequence[Mapping]) -> int | None:

@@ -303,35 +303,44 @@ def capacity_figure(analysis: Mapping, axis: str):
 
 
 def above_threshold_figure(analysis: Mapping):
-    """Final Δ^{T_true}_{PT,Ridge} and L/D on T_true against M above each budget's threshold, the M = ∞ model as a
-    band (seed range), one line style per budget."""
+    """Final Δ^{T_true}_{PT,Ridge} and L/D on T_true against M for each budget (filled: above that budget's M*, open:
+    at or below it, or everywhere when M* is not located), the M = ∞ model as a band (seed range); one line style per
+    budget, bars: seed range."""
     keys = (names.THRESHOLD_METRIC, names.loss_key(names.TRUE, names.PT))
     ylabels = (f"{names.LABELS['pt_ridge']} on {names.LABELS[names.TRUE]}", f"L/D on {names.LABELS[names.TRUE]}")
     colors = (COLORS["pt_ridge"], COLORS[names.PT])
     with plt.rc_context(STYLE):
-        fig, axs = plt.subplots(1, 2, figsize=(9.5, 3.6))
+        fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
         for ax, key, ylabel, color in zip(axs, keys, ylabels, colors):
             for i, b in enumerate(analysis["budgets"]):
                 style = BUDGET_STYLES[i % len(BUDGET_STYLES)]
                 label = budget_label(*b["budget"])
-                if b["above"]:
-                    m = np.array([e["num_tasks"] for e in b["above"]], float)
-                    mean = np.array([e[key]["mean"] for e in b["above"]])
-                    err = [mean - np.array([e[key]["min"] for e in b["above"]]),
-                           np.array([e[key]["max"] for e in b["above"]]) - mean]
-                    ax.errorbar(m * (1 + 0.03 * i), mean, yerr=err, fmt="o" + style, color=color, ms=3, capsize=2,
-                                label=f"M > M*, {label}")
+                shown = b.get("all") or b["above"]
+                above = {e["num_tasks"] for e in b["above"]}
+                if shown:
+                    m = np.array([e["num_tasks"] for e in shown], float) * (1 + 0.03 * i)
+                    mean = np.array([e[key]["mean"] for e in shown])
+                    err = [mean - np.array([e[key]["min"] for e in shown]),
+                           np.array([e[key]["max"] for e in shown]) - mean]
+                    ax.plot(m, mean, style, color=color, lw=1)
+                    for j, e in enumerate(shown):
+                        filled = e["num_tasks"] in above
+                        ax.errorbar([m[j]], [mean[j]], yerr=[[err[0][j]], [err[1][j]]], fmt="o", color=color, ms=4,
+                                    capsize=2, mfc=color if filled else "white")
+                    x = b["threshold"]["log2_num_tasks"]
+                    tag = f"M* ≈ {2**x:.1f} ({b['threshold_source'].split()[0]})" if x is not None and \
+                        math.isfinite(x) else "M* not located"
+                    ax.plot([], [], style + "o", color=color, label=f"{label}: {tag}")
                 if b["infinite"]:
                     inf = b["infinite"][key]
                     ax.axhspan(inf["min"], inf["max"], color="0.5", alpha=0.12, lw=0)
                     ax.axhline(inf["mean"], color="0.3", ls=style, lw=1, label=f"M = ∞, {label}")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("number of pretraining tasks M (above the budget's M*)")
+            ax.set_xlabel("number of pretraining tasks M (filled: above the budget's M*)")
             ax.set_ylabel(ylabel)
             ax.legend(loc="best", fontsize=6)
-        fig.suptitle(f"final values above the threshold against the M = ∞ model (seeds {analysis['seeds']}; "
-                     "bars and bands: seed range)")
+        fig.suptitle(f"final values against the M = ∞ model (seeds {analysis['seeds']}; bars and bands: seed range)")
         fig.tight_layout()
     return fig
 

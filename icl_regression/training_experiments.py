@@ -233,12 +233,25 @@ def format_capacity(analysis: Mapping) -> str:
 
 
 def above_threshold_analysis(rows: Sequence[Mapping], num_replicates: int | None = None) -> dict:
-    """Per budget: its single-budget M*, and the final values of every M above it against the M = ∞ model."""
+    """Per budget: its M* (the single-budget midpoint; where that is not located, the crossing of an explicit budget
+    pair that includes this budget), and the final values of every M above it against the M = ∞ model."""
+    budgets = sorted({axes.budget_of(r) for r in rows})
+    crossings = []
+    for pair in axes.budget_pairs(budgets):
+        est = axes.threshold_for(rows, [pair["small"], pair["large"]], num_replicates)["crossing"]
+        if est and math.isfinite(est["log2_num_tasks"]):
+            crossings.append((pair, est))
     per_budget = []
-    for budget in sorted({axes.budget_of(r) for r in rows}):
+    for budget in budgets:
         est = axes.threshold_for(rows, [budget], num_replicates)["midpoint"].get(
             axes.budget_label(budget)) or axes.estimate_fields(None)
-        per_budget.append({"threshold": est, **axes.final_values_above(rows, est["log2_num_tasks"], budget)})
+        source = f"midpoint {axes.budget_label(budget)}"
+        if not math.isfinite(est["log2_num_tasks"]):
+            pair, est = next(((p, e) for p, e in crossings if budget in (p["small"], p["large"])),
+                             (None, axes.estimate_fields(None)))
+            source = f"crossing {pair['label']}" if pair else "not located"
+        per_budget.append({"threshold": est, "threshold_source": source,
+                           **axes.final_values_above(rows, est["log2_num_tasks"], budget)})
     return {"experiment": "above_threshold", "seeds": _seeds(rows), "budgets": per_budget,
             "curves": {key: _curves(rows, key) for key in axes.ABOVE_THRESHOLD_KEYS}}
 
@@ -247,8 +260,10 @@ def format_above_threshold(analysis: Mapping) -> str:
     key, loss = names.THRESHOLD_METRIC, names.loss_key(names.TRUE, names.PT)
     lines = [f"final values above the threshold (seeds {analysis['seeds']}): mean ± std (min–max) over seeds"]
     for b in analysis["budgets"]:
-        lines.append(f"  B={b['budget'][0]}, N={b['budget'][1]}: midpoint {_fmt(b['threshold'])}")
-        rows = [(str(e["num_tasks"]), e) for e in b["above"]] + ([("inf", b["infinite"])] if b["infinite"] else [])
+        lines.append(f"  B={b['budget'][0]}, N={b['budget'][1]}: M* from {b['threshold_source']}: "
+                     f"{_fmt(b['threshold'])}" + ("" if b["above"] else "; no M above it: every finite M shown"))
+        shown = b["above"] or b["all"]
+        rows = [(str(e["num_tasks"]), e) for e in shown] + ([("inf", b["infinite"])] if b["infinite"] else [])
         for label, e in rows:
             lines.append(f"    M={label:<5} Δ_PT,Ridge(T_true) = {_stat(e[key])}   L/D(T_true) = {_stat(e[loss])}")
     return "\n".join(lines)

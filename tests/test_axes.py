@@ -156,3 +156,14 @@ def test_union_of_grids_expands_each_cell_once(tmp_path):
     assert [(c.config.train.batch_size, c.config.train.steps) for c in cells] == [(16, 10), (32, 10), (16, 20)]
     config["sweep"]["grid"] = {"train": {"batch_size": (8,)}}  # a non-empty `grid` adds its cells first
     assert [c.config.train.batch_size for c in sweep.expand(config, tmp_path)][0] == 8
+
+
+def test_above_threshold_falls_back_to_a_crossing_where_the_midpoint_is_not_located():
+    small, wide = (64, 1000), (128, 1000)
+    rows = synthetic_rows(40.0, crossings={(small, wide): 6.5}, budgets=(small, wide))  # ratio ≈ 1: no midpoint
+    analysis = training_experiments.above_threshold_analysis(rows, num_replicates=20)
+    for b in analysis["budgets"]:
+        assert b["threshold_source"] == "crossing B=64_N=1000_vs_B=128_N=1000"
+        assert b["threshold"]["log2_num_tasks"] == pytest.approx(6.5, abs=0.3)
+        assert [e["num_tasks"] for e in b["above"]] == [2**x for x in range(7, 13)]
+        assert len(b["all"]) == 12
