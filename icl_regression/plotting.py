@@ -364,7 +364,9 @@ def _draw_dynamics(summary, metrics_by_run):
 def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,
                        eval_set: str | None = None):
     rows = summary["cells"]
-    values = num_tasks_values or default_per_position_num_tasks(rows)
+    largest = _budgets_of(rows)[-1]  # the figure's budget: default M values from its own grid (grids may differ)
+    values = num_tasks_values or default_per_position_num_tasks(
+        [r for r in rows if (r["batch_size"], r["steps"]) == largest])
     return per_position_figure(metrics_by_run, rows, values, eval_set)
 
 

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import matplotlib.ticker
 import numpy as np
 
 from icl_regression import axes, names
@@ -58,13 +59,19 @@ def _mark(ax, est: Mapping, color: str, y: float | None = None) -> None:
         ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt="o", color=color, ms=4, capsize=3)
 
 
+def _budget_styles(analysis: Mapping) -> dict:
+    """One line style per budget, the same in every panel: budgets in the analysis' order."""
+    return {tuple(b): BUDGET_STYLES[i % len(BUDGET_STYLES)] for i, b in enumerate(analysis["budgets"])}
+
+
 def _delta_curves(ax, analysis: Mapping, budgets: Sequence, crossings: Sequence[Mapping], title: str) -> None:
     num_tasks_all = [c["num_tasks"] for c in analysis["curves"]]
     inf_x = max(math.log2(m) for m in num_tasks_all if m > 0) + 1.0
-    for i, budget in enumerate(budgets):
+    styles = _budget_styles(analysis)
+    for budget in budgets:
         m, mean, lo, hi = _curve_points(analysis["curves"], budget)
         xs = _x_of_num_tasks(m, inf_x)
-        ax.plot(xs, mean, BUDGET_STYLES[i % len(BUDGET_STYLES)], marker="o", ms=3, color=COLORS["pt_ridge"],
+        ax.plot(xs, mean, styles[tuple(budget)], marker="o", ms=3, color=COLORS["pt_ridge"],
                 label=f"{names.LABELS['pt_ridge']}, {budget_label(*budget)}")
         ax.fill_between(xs, lo, hi, color=COLORS["pt_ridge"], alpha=0.1, lw=0)
     m, mean, _, _ = _curve_points(analysis["scale_curves"], budgets[0])
@@ -100,80 +107,119 @@ def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mappi
     ax.legend(loc="best", fontsize=6)
 
 
-def _forest(ax, estimates: Sequence[tuple[str, Mapping]]) -> None:
-    """Threshold estimates side by side: one row each, point and 95% interval on the log2 M axis."""
+def _forest(ax, estimates: Sequence[tuple[str, Mapping]], x_range: tuple[float, float] | None = None) -> None:
+    """Threshold estimates side by side: one row each, point and 95% interval on the log2 M axis (`x_range`: the
+    sweep's log2 M range)."""
+    if x_range is not None:
+        ax.set_xlim(x_range[0] - 0.25, x_range[1] + 0.25)
     for i, (label, est) in enumerate(estimates):
         color = f"C{i}" if "vs" in label else "0.3"
         _mark(ax, est, color, y=-i)
         if not math.isfinite(est["log2_num_tasks"] if est["log2_num_tasks"] is not None else math.nan):
-            ax.text(0.02, -i, "not located", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+            ax.text(0.03, -i, "not located", transform=ax.get_yaxis_transform(), va="center", fontsize=7,
+                    color="0.4")
     ax.set_yticks([-i for i in range(len(estimates))], [label for label, _ in estimates])
     ax.set_xlabel(r"$\log_2 M^*$")
     ax.set_title("threshold: crossings and single-budget midpoints")
 
 
+def _short_budget(budget) -> str:
+    return f"B={budget[0]}, N={budget[1]:,}"
+
+
 def budgets_figure(analysis: Mapping):
-    """Δ^{T_true}_{PT,Ridge} against M for the batch pairs and the steps pairs, the crossings marked; and every
-    estimate side by side."""
+    """Δ^{T_true}_{PT,Ridge} against M for the batch pairs and the steps pairs, the crossings marked; the ratio curve
+    the single-budget midpoint reads; and every estimate side by side."""
     crossings = analysis["crossings"]
     with plt.rc_context(STYLE):
-        fig, axs = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1, 1, 1, 0.9]})
-        for ax, kind, title in ((axs[0], axes.BATCH, "batch B vs 2B (fixed steps)"),
-                                (axs[1], axes.STEPS, "steps N vs 2N (fixed batch)")):
+        fig, axs = plt.subplots(2, 2, figsize=(11, 7.6))
+        for ax, kind, title in ((axs[0, 0], axes.BATCH, "more data as a larger batch (fixed steps)"),
+                                (axs[0, 1], axes.STEPS, "more data as more steps (fixed batch)")):
             chosen = [c for c in crossings if c["kind"] == kind]
             budgets = sorted({tuple(b) for c in chosen for b in (c["small"], c["large"])})
             if budgets:
                 _delta_curves(ax, analysis, budgets, chosen, title)
-        estimates = [(f"{c['kind']}: " + c["label"].replace("_vs_", " vs ").replace("_", " "), c) for c in crossings]
-        estimates += [(f"midpoint {label.replace('_', ' ')}", m) for label, m in analysis["midpoints"].items()]
-        budgets = [tuple(b) for b in analysis["budgets"]]
-        _ratio_panel(axs[2], analysis.get("ratio_curves", []),
-                     [(budget_label(*b), {"budget": list(b)}, BUDGET_STYLES[i % len(BUDGET_STYLES)], COLORS["pt_ridge"])
-                      for i, b in enumerate(budgets)])
-        axs[2].set_xlabel("number of pretraining tasks M")
-        axs[2].set_title("the curve the midpoint reads (1/2 dotted)")
-        _forest(axs[3], estimates)
-        fig.suptitle(f"data budgets: the threshold from B vs 2B and from N vs 2N (seeds {analysis['seeds']}; "
-                     "bands: seed range)")
+            else:
+                ax.text(0.5, 0.5, f"no {kind} pair in this sweep", ha="center", transform=ax.transAxes)
+        styles = _budget_styles(analysis)
+        _ratio_panel(axs[1, 0], analysis.get("ratio_curves", []),
+                     [(_short_budget(b), {"budget": list(b)}, styles[tuple(b)], COLORS["pt_ridge"])
+                      for b in styles])
+        axs[1, 0].set_xlabel("number of pretraining tasks M")
+        axs[1, 0].set_title("the curve the single-budget midpoint reads (1/2 dotted)")
+        estimates = [(f"crossing {_short_budget(c['small'])} vs {'B' if c['kind'] == axes.BATCH else 'N'}="
+                      f"{c['large'][0 if c['kind'] == axes.BATCH else 1]:,}", c) for c in crossings]
+        estimates += [(f"midpoint {_short_budget(m['budget'])}", m) for m in analysis["midpoints"].values()]
+        finite = [math.log2(c["num_tasks"]) for c in analysis["curves"] if c["num_tasks"] > 0]
+        _forest(axs[1, 1], estimates, (min(finite), max(finite)) if finite else None)
+        fig.suptitle(f"data budgets: the threshold from more data of each kind (seeds {analysis['seeds']}; bands: "
+                     "seed range; crossing intervals shaded)")
         fig.tight_layout()
     return fig
 
 
 def long_dynamics_figure(analysis: Mapping):
-    """Single-budget M* against training steps (per batch), and t* against M for each step count."""
+    """Training N and 4N steps at a fixed batch: the ratio curves the midpoint reads at each length, the
+    single-budget M* against training steps (with the steps crossings), and t* against M as a fraction of training."""
+    styles = _budget_styles(analysis)
+    ladders = analysis["steps_ladder"]
     with plt.rc_context(STYLE):
-        fig, axs = plt.subplots(1, 2, figsize=(9, 3.6))
-        ax = axs[0]
-        for i, ladder in enumerate(analysis["steps_ladder"]):
-            steps, xs = np.array(ladder["steps"]), np.array(ladder["log2_num_tasks"], float)
-            lo = np.array([iv[0] for iv in ladder["intervals"]], float)
-            hi = np.array([iv[1] for iv in ladder["intervals"]], float)
-            ax.errorbar(steps, xs, yerr=[xs - lo, hi - xs], fmt="o-", color=f"C{i}", capsize=3,
-                        label=f"B={ladder['batch_size']}: shift {ladder['shift_log2']:+.2f}")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("training steps N")
-        ax.set_ylabel(r"$\log_2 M^*$ (single-budget midpoint)")
-        ax.set_title("threshold against training length")
-        ax.legend(loc="best")
+        fig, axs = plt.subplots(1, 3, figsize=(14, 3.8))
+        lines = [(_short_budget((ladder["batch_size"], steps)), {"budget": [ladder["batch_size"], steps]},
+                  styles[(ladder["batch_size"], steps)], f"C{i}") for i, ladder in enumerate(ladders)
+                 for steps in ladder["steps"]]
+        _ratio_panel(axs[0], analysis.get("ratio_curves", []), lines)
+        axs[0].set_xlabel("number of pretraining tasks M")
+        axs[0].set_title("the transition at each training length")
         ax = axs[1]
+        located = False
+        for i, ladder in enumerate(ladders):
+            steps, xs = np.array(ladder["steps"], float), np.array(ladder["log2_num_tasks"], float)
+            ok = np.isfinite(xs)
+            if ok.any():
+                located = True
+                lo = np.array([iv[0] for iv in ladder["intervals"]], float)[ok]
+                hi = np.array([iv[1] for iv in ladder["intervals"]], float)[ok]
+                ax.errorbar(steps[ok], xs[ok], yerr=[xs[ok] - lo, hi - xs[ok]], fmt="o-", color=f"C{i}", capsize=3,
+                            label=f"midpoint, B={ladder['batch_size']}")
+        for j, c in enumerate(c for c in analysis["crossings"] if c["kind"] == axes.STEPS):
+            x = c["log2_num_tasks"]
+            if x is not None and math.isfinite(x):
+                located = True
+                ax.errorbar([math.sqrt(c["small"][1] * c["large"][1])], [x],
+                            yerr=[[x - c["interval"][0]], [c["interval"][1] - x]], fmt="s", color="0.3", capsize=3,
+                            label=f"crossing N={c['small'][1]:,} vs {c['large'][1]:,}" if j == 0 else None)
+        all_steps = sorted({s for ladder in ladders for s in ladder["steps"]})
+        if all_steps:
+            ax.set_xscale("log")
+            ax.set_xticks(all_steps, [f"{s:,}" for s in all_steps])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlim(all_steps[0] / 1.5, all_steps[-1] * 1.5)
+        if located:
+            ax.legend(loc="best")
+        else:
+            ax.text(0.5, 0.5, "M* not located at any length", ha="center", transform=ax.transAxes)
+        ax.set_xlabel("training steps N")
+        ax.set_ylabel(r"$\log_2 M^*$ (95% interval)")
+        ax.set_title("threshold against training length")
+        ax = axs[2]
         t_star = analysis.get("t_star", [])
-        ladders = {ladder["batch_size"]: ladder["steps"] for ladder in analysis["steps_ladder"]}
-        for batch, steps_list in ladders.items():
-            for i, steps in enumerate(steps_list):
+        for ladder in ladders:
+            batch = ladder["batch_size"]
+            for steps in ladder["steps"]:
                 pts = sorted((p for p in t_star if p["batch_size"] == batch and p["steps"] == steps
                               and p["num_tasks"] > 0 and p["t_star_median"] is not None
                               and math.isfinite(p["t_star_median"])), key=lambda p: p["num_tasks"])
                 if pts:
                     ax.plot([p["num_tasks"] for p in pts], [p["t_star_median"] / steps for p in pts],
-                            BUDGET_STYLES[i % len(BUDGET_STYLES)], marker="o", ms=3, color="0.2",
-                            label=budget_label(batch, steps))
+                            styles[(batch, steps)], marker="o", ms=3, color="0.2", label=_short_budget((batch, steps)))
         ax.set_xscale("log", base=2)
         ax.set_xlabel("number of pretraining tasks M")
         ax.set_ylabel("t* / N (closest approach to ridge)")
         ax.set_title("t* as a fraction of training (median over seeds)")
         if ax.lines:
             ax.legend(loc="best")
-        fig.suptitle("longer training: does the threshold move?")
+        fig.suptitle(f"longer training: does the threshold move? (seeds {analysis['seeds']})")
         fig.tight_layout()
     return fig
 

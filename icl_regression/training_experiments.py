@@ -83,7 +83,8 @@ def steps_ladder(midpoints: Mapping[str, Mapping], budgets: Sequence[axes.Budget
             continue
         first, last = (midpoints[axes.budget_label(b)] for b in (ladder[0], ladder[-1]))
         (lo1, hi1), (lo2, hi2) = first["interval"], last["interval"]
-        overlap = bool(max(lo1, lo2) <= min(hi1, hi2)) if all(map(math.isfinite, (lo1, hi1, lo2, hi2))) else None
+        located = all(map(math.isfinite, (first["log2_num_tasks"], last["log2_num_tasks"], lo1, hi1, lo2, hi2)))
+        overlap = bool(max(lo1, lo2) <= min(hi1, hi2)) if located else None  # None: not both located
         out.append({"batch_size": batch, "steps": [b[1] for b in ladder],
                     "log2_num_tasks": [midpoints[axes.budget_label(b)]["log2_num_tasks"] for b in ladder],
                     "intervals": [midpoints[axes.budget_label(b)]["interval"] for b in ladder],
