@@ -403,19 +403,20 @@ def landscape_figure(analysis: Mapping):
     with plt.rc_context(STYLE):
         fig, axs = plt.subplots(1, 3, figsize=(13.5, 3.8))
         ax = axs[0]
-        seed = min((p["seed_a"] for p in pairs), default=0)
+        seed = min((p["seed_a"] for p in pairs if p["kind"] == "finite_vs_infinite"), default=0)
         for p in pairs:
             if p["kind"] == "finite_vs_infinite" and p["same_init"] and p["seed_a"] == seed:
                 for eval_set, losses in p["loss"].items():
                     ax.plot(p["alphas"], losses, EVAL_SET_STYLES[eval_set], color=colors[p["num_tasks"]], lw=1.2,
                             label=f"M={num_tasks_label(p['num_tasks'])}" if eval_set == names.TRUE else None)
-            elif p["kind"] == "infinite_vs_infinite" and p["seed_a"] == seed:
+            elif p["kind"] == "infinite_vs_infinite" and seed in (p["seed_a"], p["seed_b"]):
                 ax.plot(p["alphas"], p["loss"][names.TRUE], ":", color="black", lw=1.2,
                         label=f"∞ (seed {p['seed_a']}) → ∞ (seed {p['seed_b']})")
         ax.set_yscale("log")
         ax.set_xlabel("α (0: finite-M model, 1: M = ∞ model)")
         ax.set_ylabel("L/D along the path")
-        ax.set_title(f"seed {seed}: solid {names.LABELS[names.PRETRAIN]}, dashed {names.LABELS[names.TRUE]}")
+        ax.set_title(f"seed {seed} to the M = ∞ model of seed {seed}: solid {names.LABELS[names.PRETRAIN]}, dashed "
+                     f"{names.LABELS[names.TRUE]}")
         ax.legend(loc="best", fontsize=6)
         ax = axs[1]
         for eval_set, marker in ((names.PRETRAIN, "o"), (names.TRUE, "s")):
