@@ -251,8 +251,12 @@ def dimension_figure(analysis: Mapping):
                     label="M* (95% interval)")
         if np.isfinite(ys[0]):
             ax.plot(dims, 2 ** ys[0] * dims / dims[0], "--", color="0.5", lw=1, label="M* ∝ D")
+        _mark_not_located(ax, dims, ys)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2, subs=(1.0, 1.5)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(dims, [str(int(d)) for d in dims])
         ax.set_xlabel(AXIS_LABELS[axes.DIM])
         ax.set_ylabel("M*")
@@ -263,6 +267,7 @@ def dimension_figure(analysis: Mapping):
         k_lo = np.array([e["kappa"]["interval"][0] for e in entries], float)
         k_hi = np.array([e["kappa"]["interval"][1] for e in entries], float)
         ax.errorbar(dims, kappa, yerr=[kappa - k_lo, k_hi - kappa], fmt="o-", color=COLORS[names.PT], capsize=3)
+        _mark_not_located(ax, dims, kappa)
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims, [str(int(d)) for d in dims])
         ax.set_xlabel(AXIS_LABELS[axes.DIM])
@@ -286,6 +291,14 @@ def dimension_figure(analysis: Mapping):
 
 
 SHORT_AXIS = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L", axes.DIM: "D"}
+
+
+def _mark_not_located(ax, xs, ys) -> None:
+    """Writes "not located" at the bottom of the panel above each x whose estimate is NaN."""
+    for x, y in zip(xs, ys):
+        if not np.isfinite(y):
+            ax.annotate("not\nlocated", (x, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7,
+                        color="0.4")
 
 
 def _series_label(fixed: Mapping) -> str:
@@ -316,6 +329,7 @@ def capacity_figure(analysis: Mapping, axis: str):
             all_ticks.update(zip(xs, labels))
             axs[0].errorbar(xs + 0.03 * i, ys, yerr=[ys - lo, hi - ys], fmt="o-", color=color, capsize=3,
                             label=_series_label(s["fixed"]))
+            _mark_not_located(axs[0], xs + 0.03 * i, ys)
             loss = [p["infinite_true_loss"] for p in s["points"]]
             mean = np.array([l["mean"] if l else math.nan for l in loss])
             spread = np.array([[l["mean"] - l["min"], l["max"] - l["mean"]] if l else [math.nan] * 2 for l in loss]).T

@@ -11,13 +11,13 @@ multiples of D, so the grids line up on the κ = M/D axis.
 Variant `:cpu` (the committed results/cpu_dimension): the CPU main job's model and training (2 layers of width 32,
 Adam 3e-3, triangle, 2,500 steps, evaluation every 250 steps on 2,048 sequences) at batch 128, D ∈ {1, 2, 4} with
 K = 4D (the main job's K/D: with K = 2D, D = 2 would leave 4 positions, too few for ridge to pull away from dMMSE)
-and σ² = 0.125·D (= 0.25 at the main job's D = 2), M = D·{1, 2, 3, 4, 6} and ∞, seeds 0, 1, 2: one budget, so M* is
-the single-budget midpoint. Batch 128 rather than the main job's 64: at batch 64 the three seeds' M = ∞ models are
+and σ² = 0.125·D (= 0.25 at the main job's D = 2), M = D·{1, 2, 3, 4, 6} and ∞ (D = 1 also 8 … 24, since it still
+memorises at M = 6; D = 2 also 16), seeds 0, 1, 2: one budget, so M* is the single-budget midpoint. Batch 128 rather than the main job's 64: at batch 64 the three seeds' M = ∞ models are
 still 0.05–0.23 from ridge after 2,500 steps and the midpoint is not located (results/cpu_budgets). The D = 2 cells
 are exactly results/cpu_budgets' (batch 128, 2,500 steps) and were copied from there. The same model and steps for
 every D, as in the paper (one model for all D): larger D is a harder problem at a fixed budget, so part of any growth
 of M* with D here can be under-training. D = 8 (64 tokens, ~5× the FLOPs of D = 2) did not fit the shared machine's
-time; it is the first dimension of the paper variant. Cost: 54 cells, 135,000 model-steps.
+time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps.
 
 Variant `:paper`: D ∈ {8, 16, 32}, K = 2D, σ² = 0.25·D/8, the large model (12 layers, d = 256, 4 heads), Adam 1e-3,
 triangle, batch 256, 500k steps, M = D·2^j for j = 5 … 13 and the half powers j = 7.5 … 11.5 (14 values) and ∞,
@@ -37,6 +37,7 @@ from icl_regression.config import base_config, model_size
 
 CPU_DIMS = (1, 2, 4)
 CPU_KAPPAS = (1, 2, 3, 4, 6)  # M = κ·D
+CPU_EXTRA_KAPPAS = {1: (8, 12, 16, 24), 2: (8,)}  # D = 1 still memorises at M = 6; D = 2's M = 16 is a budgets cell
 CPU_SEEDS = (0, 1, 2)
 PAPER_DIMS = (8, 16, 32)
 PAPER_LOG2_KAPPAS = tuple(range(5, 14)) + (7.5, 8.5, 9.5, 10.5, 11.5)  # M = D·2^j
@@ -65,7 +66,8 @@ def cpu_config():
     config = _sibling("cpu_demo").get_config()  # 2 layers × 32, lr 3e-3, batch 64 (set below), 2,500 steps
     config.train.batch_size = 128
     config.sweep.grid = base_config().__class__()
-    config.sweep.grids = tuple(_grid(d, 4 * d, _noise_std(d, 2), [k * d for k in CPU_KAPPAS], CPU_SEEDS)
+    config.sweep.grids = tuple(_grid(d, 4 * d, _noise_std(d, 2),
+                                     [k * d for k in CPU_KAPPAS + CPU_EXTRA_KAPPAS.get(d, ())], CPU_SEEDS)
                                for d in CPU_DIMS)
     return config
 
