@@ -17,7 +17,18 @@ still 0.05–0.23 from ridge after 2,500 steps and the midpoint is not located (
 are exactly results/cpu_budgets' (batch 128, 2,500 steps) and were copied from there. The same model and steps for
 every D, as in the paper (one model for all D): larger D is a harder problem at a fixed budget, so part of any growth
 of M* with D here can be under-training. D = 8 (64 tokens, ~5× the FLOPs of D = 2) did not fit the shared machine's
-time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps.
+time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps (54 trained here, the
+D = 2 cells copied). Measured on the shared 2-core machine under a load average of ~15–21: 2 h 2 min for the 36
+D = 1 and D = 4 cells, 6 min for D = 1's 12 extra cells (results/cpu_dimension/run_log.txt).
+What it shows (3 seeds; results/cpu_dimension): at this fixed budget the transition does not scale with D as in the
+paper. D = 4 is the only dimension whose midpoint is located: log2 M* = 2.67, 95% interval [2.45, 2.93] (M* ≈ 6.4,
+κ* = M*/D = 1.60 [1.36, 1.90]); its models are already well away from dMMSE at M = D (Δ_PT,Ridge/Δ_dMMSE,Ridge =
+0.69). D = 2's ratio falls from 1.21 (M = 2) to 0.58–0.62 (M = 12, 16) and never reaches 1/2; D = 1's stays above 1
+up to M = 24 (its models stay further from ridge than dMMSE, which at M = 24 is within 0.031 of ridge). In short,
+2,500 steps are enough to memorise a one- or two-dimensional pool but not a four-dimensional one, so the CPU reading
+of κ* falls with D, where the paper (500k steps, one large model) finds M* roughly proportional to D. Δ_dMMSE,Ridge at
+the largest M of each D: 0.031 ± 0.018 (D = 1, M = 24), 0.187 ± 0.018 (D = 2, M = 16), 0.334 ± 0.023 (D = 4,
+M = 24).
 
 Variant `:paper`: D ∈ {8, 16, 32}, K = 2D, σ² = 0.25·D/8, the large model (12 layers, d = 256, 4 heads), Adam 1e-3,
 triangle, batch 256, 500k steps, M = D·2^j for j = 5 … 13 and the half powers j = 7.5 … 11.5 (14 values) and ∞,
