@@ -55,19 +55,29 @@ def grid_axes(grid: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[tuple[str
     return axes
 
 
+def sweep_grids(sweep_config: Mapping[str, Any]) -> list[Mapping]:
+    """The sweep's grids: `grid`, then each of `grids` (a tuple of grids whose cells are added, for experiments that
+    are a union of products, e.g. budgets (B, N), (2B, N), (B, 2N) without the (2B, 2N) corner)."""
+    extra = list(sweep_config.get("grids", ()) or ())
+    grid = sweep_config.get("grid", {})
+    grids = ([grid] if grid or not extra else []) + extra  # an empty `grid` beside `grids` adds no base cell
+    return [g.to_dict() if hasattr(g, "to_dict") else g for g in grids]
+
+
 def expand(config: Mapping[str, Any], workdir: Path) -> list[Cell]:
-    """Every cell of the sweep, in a deterministic order."""
+    """Every cell of the sweep, in a deterministic order (grid by grid; a cell in several grids appears once)."""
     base = {k: v for k, v in config.items() if k != "sweep"}
-    axes = grid_axes(config.get("sweep", {}).get("grid", {}))
     cells, seen = [], set()
-    for values in itertools.product(*(axis[2] for axis in axes)):
-        updates: dict = {}
-        for (section, field, _), value in zip(axes, values):
-            updates.setdefault(section, {})[field] = value
-        cfg = run_config_from_dict(base).replace(**updates)
-        if cfg.run_name not in seen:
-            seen.add(cfg.run_name)
-            cells.append(Cell(cfg, Path(workdir) / names.RUNS_DIR / cfg.run_name))
+    for grid in sweep_grids(config.get("sweep", {})):
+        axes = grid_axes(grid)
+        for values in itertools.product(*(axis[2] for axis in axes)):
+            updates: dict = {}
+            for (section, field, _), value in zip(axes, values):
+                updates.setdefault(section, {})[field] = value
+            cfg = run_config_from_dict(base).replace(**updates)
+            if cfg.run_name not in seen:
+                seen.add(cfg.run_name)
+                cells.append(Cell(cfg, Path(workdir) / names.RUNS_DIR / cfg.run_name))
     return cells
 
 

@@ -1,0 +1,109 @@
+"""Dimension scaling (Raventós et al. Fig. 6; SPEC experiment 4): the threshold M* against the task dimension D, κ* =
+M*/D, and how far dMMSE is from ridge at the largest M of each D.
+
+    python experiments/sweep.py --config=experiments/configs/dimension.py:cpu --workdir=runs/cpu_dimension
+    python experiments/analyze.py --experiment=dimension --workdir=runs/cpu_dimension   # table, json, figure
+
+Every D keeps the signal-to-noise ratio of the reference dimension (E[(wᵀx)²]/σ² = D/σ² fixed: σ² grows with D) and
+a context length proportional to D, so that each D sees the same number of examples per dimension; M is gridded as
+multiples of D, so the grids line up on the κ = M/D axis.
+
+Variant `:cpu` (the committed results/cpu_dimension): the CPU main job's model and training (2 layers of width 32,
+Adam 3e-3, triangle, 2,500 steps, evaluation every 250 steps on 2,048 sequences) at batch 128, D ∈ {1, 2, 4} with
+K = 4D (the main job's K/D: with K = 2D, D = 2 would leave 4 positions, too few for ridge to pull away from dMMSE)
+and σ² = 0.125·D (= 0.25 at the main job's D = 2), M = D·{1, 2, 3, 4, 6} and ∞ (D = 1 also 8 … 24, since it still
+memorises at M = 6; D = 2 also 16), seeds 0, 1, 2: one budget, so M* is the single-budget midpoint. Batch 128 rather than the main job's 64: at batch 64 the three seeds' M = ∞ models are
+still 0.05–0.23 from ridge after 2,500 steps and the midpoint is not located (results/cpu_budgets). The D = 2 cells
+are exactly results/cpu_budgets' (batch 128, 2,500 steps) and were copied from there. The same model and steps for
+every D, as in the paper (one model for all D): larger D is a harder problem at a fixed budget, so part of any growth
+of M* with D here can be under-training. D = 8 (64 tokens, ~5× the FLOPs of D = 2) did not fit the shared machine's
+time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps (54 trained here, the
+D = 2 cells copied). Measured on the shared 2-core machine under a load average of ~15–21: 2 h 2 min for the 36
+D = 1 and D = 4 cells, 6 min for D = 1's 12 extra cells (results/cpu_dimension/run_log.txt).
+What it shows (3 seeds; results/cpu_dimension): at this fixed budget the transition does not scale with D as in the
+paper. D = 4 is the only dimension whose midpoint is located: log2 M* = 2.67, 95% interval [2.45, 2.93] (M* ≈ 6.4,
+κ* = M*/D = 1.60 [1.36, 1.90]); its models are already well away from dMMSE at M = D (Δ_PT,Ridge/Δ_dMMSE,Ridge =
+0.69). D = 2's ratio falls from 1.21 (M = 2) to 0.58–0.62 (M = 12, 16) and never reaches 1/2; D = 1's stays above 1
+up to M = 24 (its models stay further from ridge than dMMSE, which at M = 24 is within 0.031 of ridge). In short,
+2,500 steps are enough to memorise a one- or two-dimensional pool but not a four-dimensional one, so the CPU reading
+of κ* falls with D, where the paper (500k steps, one large model) finds M* roughly proportional to D. Δ_dMMSE,Ridge at
+the largest M of each D: 0.031 ± 0.018 (D = 1, M = 24), 0.187 ± 0.018 (D = 2, M = 16), 0.334 ± 0.023 (D = 4,
+M = 24).
+
+Variant `:paper`: D ∈ {8, 16, 32}, K = 2D, σ² = 0.25·D/8, the large model (12 layers, d = 256, 4 heads), Adam 1e-3,
+triangle, batch 256, 500k steps, M = D·2^j for j = 5 … 13 and the half powers j = 7.5 … 11.5 (14 values) and ∞,
+seed 0 (set PAPER_SEEDS = (0, 1, 2) for intervals over seeds: 3× the cost). 45 models, 22.5M model-steps,
+25,900 PFLOP of training (the large model at 4D tokens: 1.2 TFLOP per step at D = 8, 5.3 at D = 32). GPU time, from
+DEVICE.md's predicted H100 float32 rate for the base model (~590 model-steps/s at 81 GFLOP per step, i.e. ~48 TFLOP/s
+effective) scaled by FLOPs per step: about 150 GPU-hours (D = 8: 21 h, D = 16: 42 h, D = 32: 88 h; bfloat16 roughly
+halves it): a multi-lease job, best started at D = 8 (`--cells` or `--shard`). `--dry_run` prints the plan, its
+model-steps and TFLOP.
+"""
+
+import importlib.util
+import math
+from pathlib import Path
+
+from icl_regression.config import base_config, model_size
+
+CPU_DIMS = (1, 2, 4)
+CPU_KAPPAS = (1, 2, 3, 4, 6)  # M = κ·D
+CPU_EXTRA_KAPPAS = {1: (8, 12, 16, 24), 2: (8,)}  # D = 1 still memorises at M = 6; D = 2's M = 16 is a budgets cell
+CPU_SEEDS = (0, 1, 2)
+PAPER_DIMS = (8, 16, 32)
+PAPER_LOG2_KAPPAS = tuple(range(5, 14)) + (7.5, 8.5, 9.5, 10.5, 11.5)  # M = D·2^j
+PAPER_SEEDS = (0,)
+
+
+def _sibling(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _grid(dim, context_len, noise_std, num_tasks, seeds):
+    return {"data": {"dim": (dim,), "context_len": (context_len,), "noise_std": (noise_std,),
+                     "num_tasks": tuple(num_tasks) + ("inf",)},
+            "train": {"seed": tuple(seeds)}}
+
+
+def _noise_std(dim: int, reference_dim: int, reference_variance: float = 0.25) -> float:
+    """σ keeping the reference dimension's signal-to-noise D/σ²; exact (0.5) at the reference."""
+    return 0.5 if dim == reference_dim else math.sqrt(reference_variance * dim / reference_dim)
+
+
+def cpu_config():
+    config = _sibling("cpu_demo").get_config()  # 2 layers × 32, lr 3e-3, batch 64 (set below), 2,500 steps
+    config.train.batch_size = 128
+    config.sweep.grid = base_config().__class__()
+    config.sweep.grids = tuple(_grid(d, 4 * d, _noise_std(d, 2),
+                                     [k * d for k in CPU_KAPPAS + CPU_EXTRA_KAPPAS.get(d, ())], CPU_SEEDS)
+                               for d in CPU_DIMS)
+    return config
+
+
+def paper_config():
+    config = base_config()
+    config.model.update(model_size("large"))  # 12 layers, d = 256, 4 heads, for every D (as in the paper)
+    config.train.steps = 500_000
+    config.train.batch_size = 256
+    config.train.learning_rate = 1e-3
+    config.train.steps_per_call = 500
+    config.eval.interval = 5_000
+    config.eval.num_sequences = 2**14
+    config.eval.batch_size = 2_048
+    config.checkpoint.interval = 25_000
+    config.sweep = base_config().__class__()
+    config.sweep.grid = base_config().__class__()
+    config.sweep.grids = tuple(_grid(d, 2 * d, _noise_std(d, 8), sorted({round(d * 2**j) for j in PAPER_LOG2_KAPPAS}),
+                                     PAPER_SEEDS) for d in PAPER_DIMS)
+    return config
+
+
+def get_config(variant: str = "cpu"):
+    if variant in ("", "cpu"):
+        return cpu_config()
+    if variant == "paper":
+        return paper_config()
+    raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")

@@ -1,0 +1,40 @@
+"""The loss landscape between finite-M and M = ∞ models of a stored sweep (Raventós et al. Fig. 11), from their
+final parameters: checkpoints where the sweep folder has them, else each needed run is retrained into --scratch and
+must reproduce its stored metrics exactly. Prints the barriers, writes `<workdir>/analysis/landscape.json` and
+`<workdir>/figures/landscape.{png,pdf}`.
+
+    python experiments/landscape.py --config=experiments/configs/landscape.py:cpu --workdir=results/cpu_budgets \
+        --scratch=runs/landscape_scratch
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from icl_regression import landscape, plotting_experiments
+from icl_regression.store import StoreError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Landscape config (its `landscape` section).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep results folder (runs/).", required=True)
+_SCRATCH = flags.DEFINE_string("scratch", None, "Folder to retrain runs without checkpoints into (default: none; "
+                               "then every needed run must have its final checkpoint).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    config = _CONFIG.value.to_dict()
+    if "landscape" not in config:
+        raise app.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
+    try:
+        analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], _SCRATCH.value)
+    except (StoreError, ValueError) as e:
+        raise app.UsageError(str(e))
+    print(landscape.format_landscape(analysis))
+    paths = plotting_experiments.write_experiment_figures("landscape", _WORKDIR.value, analysis=analysis)
+    print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
+
+
+if __name__ == "__main__":
+    app.run(main)
