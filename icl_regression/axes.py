@@ -215,15 +215,16 @@ def final_values(rows: Sequence[Mapping], keys: Sequence[str], group: Sequence[s
 
 
 def ratio_curves(rows: Sequence[Mapping], group: Sequence[str] = ()) -> list[dict]:
-    """Per (axes in `group`, budget, finite M): seed statistics of Δ^{T_true}_{PT,Ridge}/Δ^{T_true}_{dMMSE,Ridge}, the
-    curve the midpoint estimate reads (≈1: the model is dMMSE; ≈0: it is ridge). Shown beside every M* so that a
-    transition is visible where its 1/2 crossing is not located."""
+    """Per (axes in `group`, budget, finite M): seed statistics of r = Δ_PT,Ridge / (Δ_PT,Ridge + Δ_PT,dMMSE) on
+    T_true, the model's relative position between ridge (0) and dMMSE (1). It crosses 1/2 exactly where the midpoint
+    estimate's curve Δ_PT,Ridge − Δ_PT,dMMSE crosses 0 (threshold.py), on a scale that is comparable between M.
+    Shown beside every M* so that a transition is visible where its 1/2 crossing is not located."""
     grouped = defaultdict(list)
     for row in rows:
-        scale = row["final"][names.THRESHOLD_SCALE]
-        if row["status"] == names.DONE and row["num_tasks"] > 0 and scale > 0:
+        total = row["final"][names.THRESHOLD_METRIC] + row["final"][names.MIDPOINT_METRIC]
+        if row["status"] == names.DONE and row["num_tasks"] > 0 and total > 0:
             key = (tuple(row["axes"][a] for a in group), budget_of(row), row["num_tasks"])
-            grouped[key].append(row["final"][names.THRESHOLD_METRIC] / scale)
+            grouped[key].append(row["final"][names.THRESHOLD_METRIC] / total)
     return [{"value": dict(zip(group, values)), "budget": list(budget), "num_tasks": num_tasks, **seed_stats(ratios)}
             for (values, budget, num_tasks), ratios in sorted(grouped.items())]
 

@@ -89,8 +89,8 @@ def _delta_curves(ax, analysis: Mapping, budgets: Sequence, crossings: Sequence[
 
 def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mapping, str, object]],
                  x_scale=None) -> None:
-    """Δ_{PT,Ridge}/Δ_{dMMSE,Ridge} on T_true against M (or M/x_scale(line)): one line per (label, selector, style,
-    colour), seed mean with the seed range shaded; the midpoint estimate reads where it crosses 1/2."""
+    """r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true against M (or M/x_scale(line)): one line per (label,
+    selector, style, colour), seed mean with the seed range shaded; the midpoint estimate is where it crosses 1/2."""
     for label, select, style, color in lines:
         pts = sorted((c for c in curves if all(c.get(k) == v for k, v in select.items())),
                      key=lambda c: c["num_tasks"])
@@ -103,7 +103,7 @@ def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mappi
         ax.fill_between(m, [c["min"] for c in pts], [c["max"] for c in pts], color=color, alpha=0.1, lw=0)
     ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
-    ax.set_ylabel(r"$\Delta_{PT,Ridge}/\Delta_{dMMSE,Ridge}$ on $T_{true}$")
+    ax.set_ylabel(r"$\Delta_{PT,Ridge}/(\Delta_{PT,Ridge}+\Delta_{PT,dMMSE})$ on $T_{true}$", fontsize=7)
     ax.legend(loc="best", fontsize=6)
 
 

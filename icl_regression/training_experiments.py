@@ -94,10 +94,23 @@ def steps_ladder(midpoints: Mapping[str, Mapping], budgets: Sequence[axes.Budget
 
 
 def t_star_table(workdir: Path, rows: Sequence[Mapping]) -> list[dict]:
-    """t* (closest approach to ridge) per M and budget, median over seeds: the one adapter to `dynamics`."""
-    per_num_tasks = dynamics.summarize_dynamics(results.run_metrics(workdir), rows)["dynamics"]["per_num_tasks"]
-    keep = ("num_tasks", "batch_size", "steps", "num_seeds", "num_transient", "kind", "t_star_median")
-    return [{k: p[k] for k in keep} for p in per_num_tasks]
+    """t* (closest approach to ridge) per M and budget: the median over seeds of each run's t*, how many of the seeds
+    are transient, and the seed-mean curve's kind and t* with its interval (`dynamics`; the one adapter to it)."""
+    dyn = dynamics.summarize_dynamics(results.run_metrics(workdir), rows)["dynamics"]
+    per_run = {r["name"]: r for r in dyn["per_run"]}
+    out = []
+    for p in dyn["per_num_tasks"]:
+        runs = [per_run[name] for name in p["runs"] if name in per_run]
+        located = [r["t_star"][dynamics.RIDGE]["value"] for r in runs
+                   if r["t_star"][dynamics.RIDGE]["status"] == dynamics.LOCATED]
+        mean_curve = p["t_star"][dynamics.RIDGE]
+        out.append({"num_tasks": p["num_tasks"], "batch_size": p["batch_size"], "steps": p["steps"],
+                    "num_seeds": p["num_seeds"], "kind": p["kind"],
+                    "num_transient": sum(r["kind"] == dynamics.TRANSIENT for r in runs),
+                    "t_star_median": float(np.median(located)) if located else None,
+                    "t_star_seed_mean": mean_curve["value"], "t_star_seed_mean_interval": mean_curve["interval"],
+                    "t_star_seed_mean_status": mean_curve["status"]})
+    return out
 
 
 def budgets_analysis(rows: Sequence[Mapping], workdir: Path | None = None, num_replicates: int | None = None) -> dict:
