@@ -267,11 +267,11 @@ def test_sweep_summary_from_the_store_uses_the_stored_fit_setting_and_is_json(tm
     run_dirs = []
     for name, recs in metrics.items():
         run = RunStore(tmp_path / names.RUNS_DIR / name)
-        run.init({"name": name})
+        run.init({"name": name, "train": {"steps": TOTAL_STEPS}, "eval": {"interval": EVAL_INTERVAL}})
         atomic_write_text(run.dir / names.METRICS_FILE, "".join(json.dumps(r) + "\n" for r in recs))
         summary = next(r for r in rows if r["name"] == name)
         write_json(run.dir / names.SUMMARY_FILE, {**summary, "num_tasks_label": str(summary["num_tasks"]),
-                                                  "final": recs[-1]["mean"], "bootstrap": {}, "train_loss": 0.1})
+                                                  "final": recs[-1]["mean"], "step": TOTAL_STEPS, "bootstrap": {}, "train_loss": 0.1})
         run_dirs.append(run.dir)
     write_json(tmp_path / names.SWEEP_CONFIG_FILE, {"sweep": {"analysis": {"fit_num_tasks": [5, 6, 7]}}})
     summary = results.summarize(tmp_path, run_dirs)
