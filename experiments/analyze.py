@@ -9,9 +9,9 @@
 The loss landscape (Fig. 11) needs the models' weights: `experiments/landscape.py`.
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import plotting_experiments, training_experiments
+from icl_regression import cli, plotting_experiments, training_experiments
 from icl_regression.store import StoreError
 
 _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(training_experiments.ANALYSES), "Which analysis.",
@@ -22,13 +22,14 @@ _NUM_REPLICATES = flags.DEFINE_integer("num_replicates", None, "Bootstrap replic
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw the experiment's figures into <workdir>/figures.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         analysis = training_experiments.run_analysis(_EXPERIMENT.value, _WORKDIR.value, _NUM_REPLICATES.value)
     except (StoreError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     print(training_experiments.format_analysis(_EXPERIMENT.value, analysis))
     print(f"analysis: {training_experiments.analysis_path(_WORKDIR.value, _EXPERIMENT.value)}")
     if _FIGURE.value:
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

@@ -16,9 +16,9 @@ paper's code on an H100); on CPU, where there is no width to fill, it stays smal
 the predicted and measured GPU figures.
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import benchmarking
+from icl_regression import benchmarking, cli
 from icl_regression.config import (ENSEMBLE_STRATEGIES, MODEL_SIZES, ConfigError, RunConfig, fast_path_overrides,
                                    model_size)
 
@@ -62,12 +62,14 @@ def _spec() -> benchmarking.BenchmarkSpec:
         fast_paths)
 
 
-def main(argv):
-    del argv
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         spec = _spec()
     except ConfigError as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     record = benchmarking.run_benchmark(spec)
     path = benchmarking.write_record(record, _OUT.value)
     print(benchmarking.format_table(record))
@@ -75,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

@@ -11,9 +11,9 @@ a deterministic retraining of their compiled groups into --scratch, verified aga
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import estimator_plots, interpolation, trained
+from icl_regression import cli, estimator_plots, interpolation, trained
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (runs/, sweep_config.json).", required=True)
@@ -30,9 +30,10 @@ _SEQUENCES = flags.DEFINE_integer("sequences_per_pair", 32, "Sequences per pair 
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/interpolation.{png,pdf}.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         options = interpolation.InterpolationOptions(_NUM_PAIRS.value, _NUM_ALPHAS.value, _SEQUENCES.value)
         batch_sizes = [int(b) for b in _BATCH_SIZE.value] if _BATCH_SIZE.value else None
@@ -42,10 +43,10 @@ def main(argv):
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("interpolation", _WORKDIR.value))))
     except (StoreError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     except trained.ParamsError as e:
         sys.exit(f"[interpolation] {e}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

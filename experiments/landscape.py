@@ -7,34 +7,32 @@ must reproduce its stored metrics exactly. Prints the barriers, writes `<workdir
         --scratch=runs/landscape_scratch
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from icl_regression import landscape, plotting_experiments
+from icl_regression import cli, landscape, plotting_experiments
 from icl_regression.store import StoreError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Landscape config (its `landscape` section).",
-                                          lock_config=True)
+_CONFIG = flags.DEFINE_string("config", None, "Landscape config file, path[:variant] (its `landscape` section); "
+                              "override fields with --config.<section>.<field>=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep results folder (runs/).", required=True)
 _SCRATCH = flags.DEFINE_string("scratch", None, "Folder to retrain runs without checkpoints into (default: none; "
                                "then every needed run must have its final checkpoint).")
 flags.mark_flags_as_required(["config"])
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    config = _CONFIG.value.to_dict()
+def main(overrides, stop):
+    del stop
+    config = cli.load_config(_CONFIG.value, overrides)
     if "landscape" not in config:
-        raise app.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
+        raise cli.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
     try:
         analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], _SCRATCH.value)
     except (StoreError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     print(landscape.format_landscape(analysis))
     paths = plotting_experiments.write_experiment_figures("landscape", _WORKDIR.value, analysis=analysis)
     print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

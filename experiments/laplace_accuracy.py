@@ -5,9 +5,9 @@ brute-force float64 importance-sampling reference, and writes the measurement as
     python experiments/laplace_accuracy.py --dim=2 --context_len=8 --out=/tmp/laplace_accuracy_d2.json
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import laplace_accuracy
+from icl_regression import cli, laplace_accuracy
 from icl_regression.store import write_json
 
 _DIM = flags.DEFINE_integer("dim", 8, "Task dimension D.")
@@ -21,9 +21,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the inputs, the reference and t
 _OUT = flags.DEFINE_string("out", "results/estimators/laplace_accuracy.json", "Where to write the JSON.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     result = laplace_accuracy.measure(_DIM.value, _CONTEXT_LEN.value, _NOISE_STD.value, _NUM_SEQUENCES.value,
                                       _REFERENCE_SAMPLES.value,
                                       tuple((int(n), _BURN_IN.value) for n in _NUM_SAMPLES.value), _SEED.value)
@@ -32,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

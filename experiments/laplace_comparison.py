@@ -12,9 +12,9 @@ Needs the runs' final parameters: their checkpoints, or a deterministic retraini
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import estimator_plots, laplace_comparison, trained
+from icl_regression import cli, estimator_plots, laplace_comparison, trained
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder trained with data.task_prior='laplace'.",
@@ -32,9 +32,10 @@ _BURN_IN = flags.DEFINE_integer("burn_in", laplace_comparison.DEFAULT_BURN_IN, "
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/laplace_comparison.{png,pdf}.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     scratch = Path(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)) if _RETRAIN.value else None
     try:
         batch_sizes = [int(b) for b in _BATCH_SIZE.value] if _BATCH_SIZE.value else None
@@ -43,10 +44,10 @@ def main(argv):
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("laplace_comparison", _WORKDIR.value))))
     except (StoreError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     except trained.ParamsError as e:
         sys.exit(f"[laplace_comparison] {e}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

@@ -13,9 +13,9 @@ if not, the fast path changes the science and the paper's sweeps stay on float32
 
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import precision
+from icl_regression import cli, precision
 from icl_regression.config import MODEL_SIZES, ConfigError, RunConfig, model_size, parse_num_tasks
 
 _SIZE = flags.DEFINE_enum("size", "small", list(MODEL_SIZES), "Model size of the study.")
@@ -49,12 +49,14 @@ def _spec() -> precision.PrecisionSpec:
                                    tuple(int(s) for s in _SEEDS.value), _FAST_PATH.value)
 
 
-def main(argv):
-    del argv
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         spec = _spec()
     except (ConfigError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     record = precision.run_precision_check(
         spec, Path(_WORKDIR.value),
         lambda path, p: print(f"{path}: step {p.step}/{p.total_steps}, {p.steps_per_second:.1f} steps/s", flush=True))
@@ -64,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

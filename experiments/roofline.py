@@ -19,9 +19,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from pathlib import Path  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from icl_regression import roofline, store  # noqa: E402
+from icl_regression import cli, roofline, store  # noqa: E402
 from icl_regression.config import MODEL_SIZES, RunConfig, fast_path_overrides, model_size  # noqa: E402
 
 DEFAULT_TARGET = Path(__file__).resolve().parents[2] / "shared" / "tools" / "h100_roofline" / "target_h100.txtpb"
@@ -38,8 +38,10 @@ _HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Also write each optimized HLO h
 _TABLE = flags.DEFINE_bool("table", False, "Only print the markdown table of the records already in --out.")
 
 
-def main(argv):
-    del argv
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     if _TABLE.value:
         print(roofline.markdown_table([store.read_json(p) for p in sorted(Path(_OUT.value).glob("*.json"))]))
         return
@@ -55,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

@@ -8,9 +8,9 @@ numbers are its stored final metrics).
 
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import estimator_plots, smoothing
+from icl_regression import cli, estimator_plots, smoothing
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (runs/, sweep_config.json).", required=True)
@@ -25,9 +25,10 @@ _SEARCH_SEQUENCES = flags.DEFINE_integer("search_sequences", 0, "T_true sequence
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/smoothing.{png,pdf}.")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         options = smoothing.SmoothingOptions(_GRID_MIN.value, _GRID_MAX.value, _GRID_POINTS.value,
                                              _REFINEMENTS.value, _SEARCH_SEQUENCES.value)
@@ -36,8 +37,8 @@ def main(argv):
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("smoothing", _WORKDIR.value))))
     except (StoreError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

@@ -640,10 +640,10 @@ def _draw_dynamics(summary, metrics_by_run):
 def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,
                        eval_set: str | None = None, budget=None):
     rows = summary["cells"]
-    # The figure's budget (or the largest): default M values from its own grid (grids may differ between budgets).
-    shown = parse_budget(budget, rows) if budget is not None else _budgets_of(rows)[-1]
-    values = num_tasks_values or default_per_position_num_tasks(
-        [r for r in rows if (r["batch_size"], r["steps"]) == shown])
+    # Default M values from the M that every shown budget has (grids may differ between budgets).
+    shown = [parse_budget(budget, rows)] if budget is not None else _budgets_of(rows)
+    common = set.intersection(*({r["num_tasks"] for r in rows if (r["batch_size"], r["steps"]) == b} for b in shown))
+    values = num_tasks_values or default_per_position_num_tasks([r for r in rows if r["num_tasks"] in common])
     return per_position_figure(metrics_by_run, rows, values, eval_set, budget)
 
 

@@ -70,6 +70,26 @@ def test_pack_bad_input_is_one_line(tmp_path):
     assert "--workdir=" in result.stderr and "does not exist" in result.stderr
 
 
+# Every other entry point that reads a results folder: (script, extra args). A missing folder must be one line.
+READERS = [("figures/sweep.py", []), ("figures/dynamics.py", []), ("figures/per_position.py", []),
+           ("figures/all.py", []), ("figures/interpolation.py", []), ("figures/smoothing.py", []),
+           ("figures/laplace_comparison.py", []), ("figures/training_experiments.py", []),
+           ("analyze.py", ["--experiment=budgets"]), ("smoothing.py", []), ("interpolation.py", ["--noretrain"]),
+           ("laplace_comparison.py", ["--noretrain"]),
+           ("landscape.py", ["--config=experiments/configs/landscape.py:cpu"])]
+
+
+@pytest.mark.parametrize("entry,extra", READERS, ids=[r[0] for r in READERS])
+def test_a_missing_results_folder_is_one_line_with_exit_code_2(tmp_path, entry, extra):
+    missing = tmp_path / "no_such_sweep"
+    result = run([str(REPO / "experiments" / entry), f"--workdir={missing}", *extra], timeout=120)
+    lines = result.stderr.strip().splitlines()
+    name = Path(entry).name
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: error: "), result.stderr
+    assert "no_such_sweep" in lines[0] and "Traceback" not in result.stderr, lines[0]
+
+
 def test_grid_overrides_take_a_comma_list(tmp_path):
     result = run([script("sweep.py"), f"--config={CPU_DEMO}", f"--workdir={tmp_path}", "--dry_run",
                   "--config.sweep.grid.data.num_tasks=1,4,16,inf", "--config.sweep.grid.train.seed=0,1"], timeout=120)

@@ -38,7 +38,8 @@ def records(delta, weight, jitter: float = 0.0, eval_noise: float = 0.0, num_rep
         d = delta(step) + jitter * rng.standard_normal()
         a = weight(step) + jitter * rng.standard_normal()
         record = {"step": int(step), "learning_rate": 1e-3, "train_loss": None, "diverged": False,
-                  "mean": {DELTA: d, LOSS: RIDGE_LOSS + d, WEIGHT: a, names.THRESHOLD_SCALE: 1.0},
+                  "mean": {DELTA: d, LOSS: RIDGE_LOSS + d, WEIGHT: a, names.THRESHOLD_SCALE: 1.0,
+                           names.MIDPOINT_METRIC: 1.0 - d},
                   "per_position": {}}
         if num_replicates:
             record["bootstrap"] = {DELTA: list(d + offsets[:, 0]), LOSS: list(RIDGE_LOSS + d + offsets[:, 0]),

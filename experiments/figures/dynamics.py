@@ -6,9 +6,9 @@ whether M is transient, monotone or unresolved; the power laws t* ∝ M^α of ea
     # → results/cpu_dynamics_fine/figures/dynamics.{png,pdf}
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import dynamics, plotting
+from icl_regression import cli, dynamics, plotting
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_dynamics_fine",
@@ -16,17 +16,18 @@ _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_dynamics_fine",
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value)
         paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded)
     except StoreError as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     print(dynamics.format_dynamics(plotting.sweep_dynamics(summary, metrics_by_run)))
     print("\n".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

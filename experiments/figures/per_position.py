@@ -7,9 +7,9 @@ its line style (solid: the smallest), or at the one `--budget` names.
     # → results/cpu_demo/figures/per_position.{png,pdf}
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import names, plotting
+from icl_regression import cli, names, plotting
 from icl_regression.config import ConfigError
 from icl_regression.store import StoreError
 
@@ -22,16 +22,17 @@ _BUDGET = flags.DEFINE_string("budget", None, "Only this data budget, as 'batch,
                               "budget, each in its line style).")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         paths = plotting.write_per_position_figure(_WORKDIR.value, _OUT.value, _NUM_TASKS.value, _EVAL_SET.value,
                                                    _BUDGET.value)
     except (StoreError, ConfigError, ValueError) as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     print("\n".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

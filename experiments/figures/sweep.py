@@ -4,24 +4,25 @@ against M on both evaluation distributions, per data budget, with the threshold 
     python experiments/figures/sweep.py --workdir=results/cpu_demo      # → results/cpu_demo/figures/sweep.{png,pdf}
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import plotting
+from icl_regression import cli, plotting
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         paths = plotting.write_sweep_figure(_WORKDIR.value, _OUT.value)
     except StoreError as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     print("\n".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)

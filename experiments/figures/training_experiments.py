@@ -6,9 +6,9 @@ final values above the threshold (Fig. 10), loss landscape (Fig. 11).
     python experiments/figures/training_experiments.py --workdir=results/cpu_capacity --experiment=capacity
 """
 
-from absl import app, flags
+from absl import flags
 
-from icl_regression import plotting_experiments, training_experiments
+from icl_regression import cli, plotting_experiments, training_experiments
 from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_budgets", "Results folder holding analysis/<experiment>.json.")
@@ -17,9 +17,10 @@ _EXPERIMENT = flags.DEFINE_enum("experiment", "all", ["all", *plotting_experimen
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNGs and PDFs (default: <workdir>/figures).")
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+def main(overrides, stop):
+    del stop
+    if overrides:
+        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         names = (training_experiments.stored_analyses(_WORKDIR.value) if _EXPERIMENT.value == "all"
                  else [_EXPERIMENT.value])
@@ -28,9 +29,9 @@ def main(argv):
         paths = [p for name in names for p in plotting_experiments.write_experiment_figures(name, _WORKDIR.value,
                                                                                               _OUT.value)]
     except StoreError as e:
-        raise app.UsageError(str(e))
+        raise cli.UsageError(str(e))
     print("\n".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, signals=False)
