@@ -1,7 +1,7 @@
 """Interpolated tasks (paper Fig 5): L/D of the trained model, dMMSE and ridge along paths between pairs of pool
 tasks, for the chosen runs of a stored sweep; writes <workdir>/analysis/interpolation.json and the figure.
 
-    python experiments/interpolation.py --workdir=results/cpu_demo
+    python experiments/interpolation.py --workdir=results/cpu_reference
     python experiments/interpolation.py --workdir=runs/my_sweep --num_tasks=2,8,32 --batch_size=256
 
 Needs the runs' final parameters: their checkpoints, or (for committed sweeps, whose checkpoints are not committed)

@@ -3,7 +3,7 @@
 distributions; writes <workdir>/analysis/smoothing.json and the figure. Needs no checkpoints (the model's
 numbers are its stored final metrics).
 
-    python experiments/smoothing.py --workdir=results/cpu_demo
+    python experiments/smoothing.py --workdir=results/cpu_reference
 """
 
 from pathlib import Path

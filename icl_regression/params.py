@@ -12,7 +12,7 @@ depends on the group's size, while the model itself does not.
 
 Measured on the 2-core CPU (jax 0.10.2, `map` strategy): a cell trained in a group of 14 and retrained alone gives
 identical evaluation metrics at every step and training-loss means equal to 1e-7; cells committed from another
-machine (results/cpu_demo) differ from step 0 on (1e-7, growing to 2e-4 by the end) and are refused. Under `vmap`
+machine (results/cpu_reference) differ from step 0 on (1e-7, growing to 2e-4 by the end) and are refused. Under `vmap`
 (accelerators) a group's batched program may round differently from a single model's; the check then refuses rather
 than return a different model.
 """

@@ -17,6 +17,7 @@ One visual language for every figure, so a reader learns it once:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -681,6 +682,21 @@ FIGURE_WRITERS = {"sweep": write_sweep_figure, "dynamics": write_dynamics_figure
 
 def write_all_figures(workdir: Path, out: Path | None = None) -> list[Path]:
     """Every figure of a sweep folder, as PNG and PDF, into `out` (default `<workdir>/figures`); the folder is read
-    once (and fails before anything is written)."""
+    once (and fails before anything is written). A sweep over the context length K (e.g. over D with K ∝ D) has no
+    common per-position axis: its per-position figure is left out, with a warning."""
     loaded = load_sweep(workdir)
-    return [path for name in FIGURE_DRAWERS for path in write_figure(name, workdir, out, loaded)]
+    drawn = list(FIGURE_DRAWERS)
+    lengths = context_lengths(loaded[1])
+    if len(lengths) > 1:
+        warnings.warn(f"{workdir}: no per-position figure: its runs have context lengths K = {sorted(lengths)}")
+        drawn.remove("per_position")
+    return [path for name in drawn for path in write_figure(name, workdir, out, loaded)]
+
+
+def context_lengths(metrics_by_run: Mapping[str, Sequence[dict]]) -> set[int]:
+    """The context lengths K of a sweep's runs, read from their final per-position curves."""
+    out = set()
+    for records in metrics_by_run.values():
+        final = max(records, key=lambda r: r["step"]) if records else None
+        out |= {len(curve) for curve in (final or {}).get("per_position", {}).values()}
+    return out

@@ -31,10 +31,10 @@ def tiny_config() -> config.RunConfig:
     return config.run_config_from_dict(TINY_CONFIG)
 
 
-# Real sweeps committed with their configs: the README's main job, the CPU dynamics experiment (two grids) and the
-# main job on Laplace tasks.
+# Real sweeps committed with their configs: the README's main job, the CPU reference setting, the CPU dynamics
+# experiment (two grids) and the reference setting on Laplace tasks.
 COMMITTED_SWEEPS = {name: REPO_ROOT / "results" / name
-                    for name in ("cpu_demo", "cpu_dynamics", "cpu_dynamics_fine", "cpu_laplace")}
+                    for name in ("cpu_demo", "cpu_reference", "cpu_dynamics", "cpu_dynamics_fine", "cpu_laplace")}
 
 # A sweep small enough to train in seconds: 6 cells (M = 2, 8, ∞ at batch 16 and 32), 60 steps, 4 evaluations.
 TINY_SWEEP = {

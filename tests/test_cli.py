@@ -233,6 +233,6 @@ def test_a_train_py_folder_can_be_summarised_and_drawn(tmp_path):
 def test_help_shows_the_examples_unmangled():
     result = run([script("train.py"), "--help"])
     assert result.returncode == 0
-    assert ("python experiments/train.py --config=experiments/configs/cpu_demo.py --workdir=runs/single "
+    assert ("python experiments/train.py --config=experiments/configs/cpu_reference.py --workdir=runs/single "
             "--config.data.num_tasks=8") in result.stdout
     assert not re.search(r"\S {4,}--config", result.stdout)  # no backslash-newline turned into a run of spaces

@@ -144,7 +144,8 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
 
 
 def test_cpu_main_job_config_runs_reduced(tmp_path):
-    """The README's main job, shrunk: same config file, fewer steps, M values and sequences."""
+    """The README's main job, shrunk: same config file and grid axes (budgets, seeds), fewer steps, M values and
+    sequences."""
     sys.path.insert(0, str(REPO / "experiments" / "configs"))
     try:
         import cpu_demo
@@ -159,10 +160,15 @@ def test_cpu_main_job_config_runs_reduced(tmp_path):
     cfg.eval.num_bootstrap = 20
     cfg.checkpoint.interval = 20
     cfg.sweep.grid.data.num_tasks = (2, 16, "inf")
+    if "steps" in cfg.sweep.grid.train:  # N vs 2N budgets: the same ratio, 125× shorter
+        cfg.sweep.grid.train.steps = tuple(steps // 125 for steps in cfg.sweep.grid.train.steps)
+    num_seeds = len(cfg.sweep.grid.train.seed)
     summary = sweep.run_sweep(cfg.to_dict(), tmp_path, print_fn=lambda *_: None)
     for key in ("threshold_log2_num_tasks", "threshold_interval", "method", "cells", "crossing", "midpoint"):
         assert key in summary
-    assert len(summary["cells"]) == 3 * len(cfg.sweep.grid.train.batch_size)
+    assert len(summary["cells"]) == len(sweep.expand(cfg.to_dict(), tmp_path)) == 3 * 2 * num_seeds
+    assert num_seeds >= 3 and summary["num_seeds"] == num_seeds
+    assert summary["interval_source"] == f"{num_seeds} seeds (t-calibrated) and evaluation sequences"
     row = summary["cells"][0]
     for key in (names.THRESHOLD_METRIC, names.delta_key(names.PRETRAIN, "pt_dmmse"),
                 names.loss_key(names.TRUE, names.PT)):

@@ -12,12 +12,12 @@ the "primary" threshold only because of a tie-break). `experiments/analyze.py --
 `icl_regression.axes.budget_pairs` choose the pairs explicitly instead: every two budgets equal in one of batch and
 steps and consecutive in the other.
 
-Variant `:cpu` (the committed results/cpu_budgets): the CPU main job's setting (D = 2, K = 8, σ² = 0.25, 2 layers of
+Variant `:cpu` (the committed results/cpu_budgets): the CPU reference setting (cpu_reference.py: (D = 2, K = 8, σ² = 0.25, 2 layers of
 width 32, Adam 3e-3, triangle schedule, evaluation every 250 steps on 2,048 sequences), seeds 0, 1, 2, at three
 budgets: (B, N) = (64, 2,500) and (128, 2,500) with M = 2 … 16 and ∞, and (64, 10,000) with M = 4 … 12 and ∞. The
 steps pair is therefore N vs 4N (one long run per M was what the shared 2-core machine allowed; the crossing needs
 only more data of one kind, and 4N is also the long-dynamics check of Fig. 4); the paper variant has N vs 2N. The
-first grid is exactly the main job's cells (results/cpu_demo) and the last the dynamics experiment's
+first grid is exactly the reference setting's cells (results/cpu_reference) and the last the dynamics experiment's
 (results/cpu_dynamics), so their seed-0 runs were copied in from there rather than retrained (same run names; made on
 an earlier machine, so they cannot be regenerated bit for bit here: see landscape.py). Cost: 57 cells, 255,000
 model-steps; measured wall time and results: the README row and results/cpu_budgets/run_log.txt.
@@ -55,10 +55,10 @@ def _grid(num_tasks, seeds, batch_sizes, steps, checkpoint_interval):
 
 
 def cpu_config():
-    config = _sibling("cpu_demo").get_config()  # D = 2, K = 8, 2 layers × 32, lr 3e-3, eval every 250 steps
+    config = _sibling("cpu_reference").get_config()  # D = 2, K = 8, 2 layers × 32, lr 3e-3, eval every 250 steps
     config.sweep.grid = base_config().__class__()  # the budgets are in `grids` below
     config.sweep.grids = (
-        _grid(CPU_NUM_TASKS, CPU_SEEDS, (64, 128), 2_500, 1_000),  # B vs 2B at N (the main job's cells)
+        _grid(CPU_NUM_TASKS, CPU_SEEDS, (64, 128), 2_500, 1_000),  # B vs 2B at N (the reference setting's cells)
         _grid(CPU_LONG_NUM_TASKS, CPU_SEEDS, (64,), 10_000, 2_500),  # 4N at B (the dynamics experiment's cells)
     )
     return config

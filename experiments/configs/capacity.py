@@ -16,7 +16,7 @@ model's depth, depth at its width (the larger model is the small one made deeper
 series too). The analysis groups runs by (weight decay, width, depth) and draws one figure per axis, one line per
 setting of the other two.
 
-Variants `:cpu_weight_decay`, `:cpu_capacity` and `:cpu` (results/cpu_capacity): the CPU main job's data and
+Variants `:cpu_weight_decay`, `:cpu_capacity` and `:cpu` (results/cpu_capacity): the CPU reference setting's data and
 training (D = 2, K = 8, σ² = 0.25, Adam 3e-3, triangle, 2,500 steps) at batch 128 (at batch 64 the midpoint is not
 located: see dimension.py), M = 4 … 12 and ∞, seeds 0, 1, 2; one budget, so M* is the single-budget midpoint. They
 are cumulative stages trained into one folder, each a superset of the one before, so whichever stage finished is a
@@ -81,7 +81,7 @@ CPU_STAGES = {"cpu_weight_decay": 1, "cpu_capacity": 3, "cpu": 4}  # variant →
 
 
 def cpu_config(stage: str = "cpu"):
-    config = _sibling("cpu_demo").get_config()  # D = 2, K = 8, lr 3e-3, 2,500 steps, eval every 250
+    config = _sibling("cpu_reference").get_config()  # D = 2, K = 8, lr 3e-3, 2,500 steps, eval every 250
     config.train.batch_size = 128
     config.sweep.grid = base_config().__class__()
     series = _series(CPU_NUM_TASKS, CPU_SEEDS, small=(2, 32), larger=(4, 32), widths=(16, 32, 64),

@@ -4,9 +4,9 @@
         --workdir=runs/cpu_dynamics_fine
     nice -n 10 python experiments/sweep.py --config=experiments/configs/cpu_dynamics.py --workdir=runs/cpu_dynamics
 
-The CPU main job's setting (D = 2, K = 8, 2-layer width-32 transformer, σ² = 0.25, Adam 3e-3, triangle schedule)
+The CPU reference setting (cpu_reference.py) (D = 2, K = 8, 2-layer width-32 transformer, σ² = 0.25, Adam 3e-3, triangle schedule)
 trained 4× longer (10,000 steps, batch 64), evaluated every 250 steps, three seeds (each seed its own nested pool).
-Default grid: M = 4, 6, 8, 16, 32, 64 (around and above the main job's threshold); `:fine`: M = 5 … 10, where one
+Default grid: M = 4, 6, 8, 16, 32, 64 (around and above the reference setting's threshold); `:fine`: M = 5 … 10, where one
 seed of the earlier single-seed runs turned from ridge to its pool within the run. The dynamics block
 (`icl_regression/dynamics.py`) gives, per M, t* three ways (closest approach to ridge, lowest T_true loss, the step
 the model's ridge weight a falls through 1/2) with bootstrap intervals over seeds and evaluation sequences, whether M
@@ -38,11 +38,10 @@ from pathlib import Path
 import ml_collections
 
 
-def _cpu_demo_config():
-    """The main job's config (config files are loaded by path, so its sibling is too), with the setting these sweeps
-    ran in pinned: the main job has since moved to a smaller, cheaper setting with seeds (issue 14); these runs keep
-    D = 2, K = 8, the 2-layer width-32 transformer and 2,048 evaluation sequences."""
-    spec = importlib.util.spec_from_file_location("cpu_demo", Path(__file__).with_name("cpu_demo.py"))
+def _cpu_reference_config():
+    """The CPU reference setting (cpu_reference.py; config files are loaded by path, so its sibling is too), with the
+    fields these sweeps ran with pinned: D = 2, K = 8, the 2-layer width-32 transformer, 2,048 evaluation sequences."""
+    spec = importlib.util.spec_from_file_location("cpu_reference", Path(__file__).with_name("cpu_reference.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
@@ -56,10 +55,10 @@ def _cpu_demo_config():
 
 
 def get_config(variant: str = ""):
-    config = _cpu_demo_config()
-    config.train.steps = 10_000  # 4× the main job: room for a late turn towards the pool
+    config = _cpu_reference_config()
+    config.train.steps = 10_000  # 4× the reference setting: room for a late turn towards the pool
     config.checkpoint.interval = 2_500
-    config.sweep.grid.data.num_tasks = (4, 6, 8, 16, 32, 64)  # around and above the main job's threshold
+    config.sweep.grid.data.num_tasks = (4, 6, 8, 16, 32, 64)  # around and above the reference setting's threshold
     config.sweep.grid.train.batch_size = (64,)  # one budget: dynamics, not the crossing
     config.sweep.grid.train.seed = (0, 1, 2)  # seed-to-seed spread is most of the uncertainty of t*
     config.sweep.analysis = ml_collections.ConfigDict()

@@ -4,14 +4,14 @@ past it does the transformer approach the Bayes estimator of the Laplace prior r
     python experiments/sweep.py --config=experiments/configs/cpu_laplace.py --workdir=runs/cpu_laplace
     python experiments/laplace_comparison.py --workdir=runs/cpu_laplace
 
-Exactly `cpu_demo.py` (2-layer, width-32 transformer, D = 2, K = 8, σ² = 0.25, 2,500 steps, M = 1 … 16 and ∞ at
+Exactly `cpu_reference.py` (2-layer, width-32 transformer, D = 2, K = 8, σ² = 0.25, 2,500 steps, M = 1 … 16 and ∞ at
 batch 64 and 128) except `data.task_prior = "laplace"`: every task (pool rows, fresh tasks at M = ∞, the T_true
 evaluation set) has i.i.d. Laplace(0, 1/√2) coordinates, the same unit variance as the Gaussian prior. Ridge
 (λ = σ²) is then the best linear estimator but not the Bayes one; `experiments/laplace_comparison.py` compares the
 trained models with the Laplace posterior mean (`estimators.laplace_preds`), ridge and dMMSE.
 
 Measured (results/cpu_laplace holds the committed run): 77.5 min wall time on the 2-core development machine while
-five other agents' jobs kept its load average at 17-19 (the same-size cpu_demo took 6 min 37 s on it quiet), and
+five other agents' jobs kept its load average at 17-19 (the same-size cpu_reference took 6 min 37 s on it quiet), and
 7.2 min more for `laplace_comparison.py` (8,000 Gibbs sweeps on 2,048 × 8 prefixes per evaluation set). The
 transition is there as with Gaussian tasks: at M = 1 the model is dMMSE on its task (Δ_PT,dMMSE = 1e-4), at M = 4
 it is as far from ridge on T_true as dMMSE is (Δ_PT,Ridge 0.85-0.86), from M = 6 on it is close (0.11-0.25); midpoint
@@ -27,15 +27,15 @@ import importlib.util
 from pathlib import Path
 
 
-def _cpu_demo_config():
-    """The main job's config, loaded by path (config files are run as files, not imported as a package)."""
-    spec = importlib.util.spec_from_file_location("cpu_demo", Path(__file__).with_name("cpu_demo.py"))
+def _cpu_reference_config():
+    """The CPU reference setting (cpu_reference.py), loaded by path (config files are run as files, not imported)."""
+    spec = importlib.util.spec_from_file_location("cpu_reference", Path(__file__).with_name("cpu_reference.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
 
 
 def get_config():
-    config = _cpu_demo_config()
+    config = _cpu_reference_config()
     config.data.task_prior = "laplace"  # i.i.d. Laplace(0, τ/√2) task coordinates: unit variance, heavier tails
     return config

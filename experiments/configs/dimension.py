@@ -8,11 +8,11 @@ Every D keeps the signal-to-noise ratio of the reference dimension (E[(wᵀx)²]
 a context length proportional to D, so that each D sees the same number of examples per dimension; M is gridded as
 multiples of D, so the grids line up on the κ = M/D axis.
 
-Variant `:cpu` (the committed results/cpu_dimension): the CPU main job's model and training (2 layers of width 32,
+Variant `:cpu` (the committed results/cpu_dimension): the CPU reference setting's model and training (2 layers of width 32,
 Adam 3e-3, triangle, 2,500 steps, evaluation every 250 steps on 2,048 sequences) at batch 128, D ∈ {1, 2, 4} with
-K = 4D (the main job's K/D: with K = 2D, D = 2 would leave 4 positions, too few for ridge to pull away from dMMSE)
-and σ² = 0.125·D (= 0.25 at the main job's D = 2), M = D·{1, 2, 3, 4, 6} and ∞ (D = 1 also 8 … 24, since it still
-memorises at M = 6; D = 2 also 16), seeds 0, 1, 2: one budget, so M* is the single-budget midpoint. Batch 128 rather than the main job's 64: at batch 64 the three seeds' M = ∞ models are
+K = 4D (the reference setting's K/D: with K = 2D, D = 2 would leave 4 positions, too few for ridge to pull away from dMMSE)
+and σ² = 0.125·D (= 0.25 at the reference setting's D = 2), M = D·{1, 2, 3, 4, 6} and ∞ (D = 1 also 8 … 24, since it still
+memorises at M = 6; D = 2 also 16), seeds 0, 1, 2: one budget, so M* is the single-budget midpoint. Batch 128 rather than the reference setting's 64: at batch 64 the three seeds' M = ∞ models are
 still 0.05–0.23 from ridge after 2,500 steps and the midpoint is not located (results/cpu_budgets). The D = 2 cells
 are exactly results/cpu_budgets' (batch 128, 2,500 steps) and were copied from there. The same model and steps for
 every D, as in the paper (one model for all D): larger D is a harder problem at a fixed budget, so part of any growth
@@ -74,7 +74,7 @@ def _noise_std(dim: int, reference_dim: int, reference_variance: float = 0.25) -
 
 
 def cpu_config():
-    config = _sibling("cpu_demo").get_config()  # 2 layers × 32, lr 3e-3, batch 64 (set below), 2,500 steps
+    config = _sibling("cpu_reference").get_config()  # 2 layers × 32, lr 3e-3, batch 64 (set below), 2,500 steps
     config.train.batch_size = 128
     config.sweep.grid = base_config().__class__()
     config.sweep.grids = tuple(_grid(d, 4 * d, _noise_std(d, 2),

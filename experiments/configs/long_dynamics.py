@@ -13,7 +13,7 @@ single-budget M* at each length and their shift. Cost: 22 models × 2M = 44M mod
 for the small model in float32 (DEVICE.md: ~2,240 model-steps/s at batch 256, taken as ~1,120 at 512) about 10.9
 GPU-hours (~6 in bfloat16 at ~4,200 / 2,100).
 
-Variant `:cpu` (what the CPU check uses): the CPU main job's setting (D = 2, K = 8, 2 layers × 32, Adam 3e-3, batch
+Variant `:cpu` (what the CPU check uses): the CPU reference setting's setting (D = 2, K = 8, 2 layers × 32, Adam 3e-3, batch
 64) at N = 2,500 (M = 2 … 16 and ∞) and 4N = 10,000 steps (M = 4 … 12 and ∞), seeds 0, 1, 2, evaluation every 250
 steps. These are exactly two of the three grids of budgets.py:cpu, whose committed results (results/cpu_budgets) hold
 them: the comparison is its `steps_ladder` and the figure `figures/long_dynamics.png` there. This variant trains the

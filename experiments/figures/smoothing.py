@@ -1,7 +1,7 @@
 """Draws the smoothed-dMMSE figure of a stored sweep from its <workdir>/analysis/ JSON (written by
 experiments/smoothing.py): no training, no jax.
 
-    python experiments/figures/smoothing.py --workdir=results/cpu_demo
+    python experiments/figures/smoothing.py --workdir=results/cpu_reference
 """
 
 from absl import flags
@@ -9,7 +9,7 @@ from absl import flags
 from icl_regression import cli, estimator_plots
 from icl_regression.store import StoreError
 
-_WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder with analysis/.")
+_WORKDIR = flags.DEFINE_string("workdir", "results/cpu_reference", "Sweep results folder with analysis/.")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
 
 
