@@ -1,8 +1,8 @@
 r"""Trains one model into <workdir>/runs/<run name>/ (config, metrics, summary, checkpoints).
 
-On a 2-core CPU, about a minute (the CPU demo's tiny model at one M):
+On a 2-core CPU, about a minute (the CPU reference setting's tiny model at one M):
 
-    python experiments/train.py --config=experiments/configs/cpu_demo.py --workdir=runs/single --config.data.num_tasks=8
+    python experiments/train.py --config=experiments/configs/cpu_reference.py --workdir=runs/single --config.data.num_tasks=8
 
 The paper's base model is a GPU job (500k steps; about 23 minutes on an H100 at 361 steps/s):
 

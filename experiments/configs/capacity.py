@@ -26,11 +26,11 @@ on the larger model (4 layers × 32). The small model at weight decay 0 is exact
 128, 2,500 steps) and was copied from there. Cost per setting: 15 cells, 37,500 model-steps; the stages add 3, 4 and
 3 settings. Stage 1 measured on the shared 2-core machine (load average ~15–20): 62 min for its 45 new cells.
 What stage 1 shows (3 seeds; results/cpu_capacity): weight decay up to 1 barely moves the transition at this budget.
-The ratio Δ_PT,Ridge/Δ_dMMSE,Ridge on T_true is the same within 0.02 at every M for weight decay 0, 0.01 and 0.1
-(1.09 at M = 4, 0.78 at M = 6, 0.65 at M = 8, 0.58–0.60 at M = 12), and at weight decay 1 only M = 6 differs (0.89,
-seed range 0.39–1.56); as at weight decay 0 (results/cpu_budgets), no midpoint is located because the ratio stays
-above 1/2. The M = ∞ model's L/D on T_true is 0.504 ± 0.016, 0.498 ± 0.005, 0.500 ± 0.006, 0.508 ± 0.008 (ridge
-0.453): no measurable cost of regularisation.
+The midpoint's curve r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true is the same within 0.03 at every M for
+weight decay 0, 0.01, 0.1 and 1 (0.85–0.87 at M = 4, 0.57–0.58 at M = 6, 0.52–0.55 at M = 8, 0.50–0.52 at
+M = 12); no midpoint is located inside this grid at any weight decay (the batch-128 cells of results/cpu_budgets,
+which add M = 16, place it at log2 M* = 3.82 [2.23, above the grid]). The M = ∞ model's L/D on T_true is
+0.504 ± 0.016, 0.498 ± 0.005, 0.500 ± 0.006, 0.508 ± 0.008 (ridge 0.453): no measurable cost of regularisation.
 
 Variant `:paper`: the paper's small (4 × 64) and base (8 × 128) models, D = 8, K = 16, σ² = 0.25, Adam 1e-3,
 triangle, batch 256, 500k steps, M as in paper_small.py (22 values) and ∞, seed 0 (PAPER_SEEDS = (0, 1, 2) for

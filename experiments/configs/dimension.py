@@ -20,11 +20,12 @@ of M* with D here can be under-training. D = 8 (64 tokens, ~5× the FLOPs of D =
 time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps (54 trained here, the
 D = 2 cells copied). Measured on the shared 2-core machine under a load average of ~15–21: 2 h 2 min for the 36
 D = 1 and D = 4 cells, 6 min for D = 1's 12 extra cells (results/cpu_dimension/run_log.txt).
-What it shows (3 seeds; results/cpu_dimension): at this fixed budget the transition does not scale with D as in the
-paper. D = 4 is the only dimension whose midpoint is located: log2 M* = 2.67, 95% interval [2.45, 2.93] (M* ≈ 6.4,
-κ* = M*/D = 1.60 [1.36, 1.90]); its models are already well away from dMMSE at M = D (Δ_PT,Ridge/Δ_dMMSE,Ridge =
-0.69). D = 2's ratio falls from 1.21 (M = 2) to 0.58–0.62 (M = 12, 16) and never reaches 1/2; D = 1's stays above 1
-up to M = 24 (its models stay further from ridge than dMMSE, which at M = 24 is within 0.031 of ridge). In short,
+What it shows (3 seeds; results/cpu_dimension; intervals over seeds and evaluation sequences): at this fixed
+budget the transition does not scale with D as in the paper. D = 4's midpoint is located: log2 M* = 2.64, 95%
+interval [2.39, 3.31] (M* ≈ 6.2, κ* = M*/D = 1.55 [1.31, 2.47]); its models leave dMMSE early (r = Δ_PT,Ridge/(Δ_PT,Ridge +
+Δ_PT,dMMSE) = 0.64 at M = D = 4, 0.39 at M = 8; 1 is dMMSE, 0 ridge). D = 2's r falls from 0.96 (M = 2)
+to 0.48 (M = 16), midpoint 3.82 [2.23, above the grid]; D = 1's stays above 1/2 up to M = 24 (0.67: its models stay
+nearer dMMSE, which at M = 24 is within 0.031 of ridge). In short,
 2,500 steps are enough to memorise a one- or two-dimensional pool but not a four-dimensional one, so the CPU reading
 of κ* falls with D, where the paper (500k steps, one large model) finds M* roughly proportional to D. Δ_dMMSE,Ridge at
 the largest M of each D: 0.031 ± 0.018 (D = 1, M = 24), 0.187 ± 0.018 (D = 2, M = 16), 0.334 ± 0.023 (D = 4,
