@@ -35,8 +35,6 @@ size the model is close to neither strategy, nor to a blend of the two.
 import importlib.util
 from pathlib import Path
 
-import ml_collections
-
 
 def _cpu_reference_config():
     """The CPU reference setting (cpu_reference.py; config files are loaded by path, so its sibling is too), with the
@@ -61,7 +59,7 @@ def get_config(variant: str = ""):
     config.sweep.grid.data.num_tasks = (4, 6, 8, 16, 32, 64)  # around and above the reference setting's threshold
     config.sweep.grid.train.batch_size = (64,)  # one budget: dynamics, not the crossing
     config.sweep.grid.train.seed = (0, 1, 2)  # seed-to-seed spread is most of the uncertainty of t*
-    config.sweep.analysis = ml_collections.ConfigDict()
+    config.sweep.analysis = config.__class__()  # a ConfigDict (or the stand-in where ml_collections is absent)
     config.sweep.analysis.fit_num_tasks = ()  # M values of the t* ∝ M^α fits; empty: the transient M
     if variant == "fine":
         config.sweep.grid.data.num_tasks = (5, 6, 7, 8, 9, 10)  # dense where the model turns within 10k steps
