@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from icl_regression import names, params as params_lib, rng, tasks
+from icl_regression import names, rng, tasks, trained
 from icl_regression.axes import seed_stats
-from icl_regression.config import RunConfig, num_tasks_label, run_config_from_dict
+from icl_regression.config import RunConfig, num_tasks_label
 from icl_regression.model import Transformer
-from icl_regression.store import RunStore, StoreError, iter_runs
+from icl_regression.store import StoreError, iter_runs
 
 LANDSCAPE_STREAM = 11  # first index folded into rng.Stream.EVAL_TASKS for the landscape's sequences
 NUM_POINTS = 21  # α = 0, 0.05, …, 1
@@ -56,6 +56,11 @@ class LandscapeSettings:
                              f"landscape.batch_size={self.batch_size}")
 
 
+def parameter_norm(params: Any) -> float:
+    """The Euclidean norm of all parameters together."""
+    return math.sqrt(sum(float((x.astype("float32") ** 2).sum()) for x in jax.tree.leaves(params)))
+
+
 def interpolate(params_a: Any, params_b: Any, alpha) -> Any:
     """(1 − α)·θ_a + α·θ_b, leaf by leaf."""
     return jax.tree.map(lambda a, b: (1 - alpha) * a + alpha * b, params_a, params_b)
@@ -63,8 +68,8 @@ def interpolate(params_a: Any, params_b: Any, alpha) -> Any:
 
 def parameter_distance(params_a: Any, params_b: Any) -> dict:
     """‖θ_a − θ_b‖ over all parameters, the two norms, and the distance relative to their mean norm."""
-    diff = params_lib.parameter_norm(jax.tree.map(lambda a, b: a - b, params_a, params_b))
-    norm_a, norm_b = params_lib.parameter_norm(params_a), params_lib.parameter_norm(params_b)
+    diff = parameter_norm(jax.tree.map(lambda a, b: a - b, params_a, params_b))
+    norm_a, norm_b = parameter_norm(params_a), parameter_norm(params_b)
     return {"l2": diff, "norm_a": norm_a, "norm_b": norm_b, "relative": diff / (0.5 * (norm_a + norm_b))}
 
 
@@ -160,8 +165,8 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
                     settings: LandscapeSettings = LandscapeSettings(), num_tasks: Sequence[int] | None = None,
                     finite_seeds: Sequence[int] | None = None, print_fn=print) -> dict:
     """The landscape of every pair of a stored sweep at `budget` (`num_tasks`, `finite_seeds`: only these finite-M
-    runs; every M = ∞ run is used), with final parameters from checkpoints or regenerated into `scratch`
-    (params.final_params)."""
+    runs; every M = ∞ run is used), with final parameters from checkpoints or regenerated into `scratch` and verified
+    (trained.load_trained: the runs' compiled groups retrained, their metrics equal to the stored ones)."""
     runs = {}
     for run in iter_runs(Path(workdir) / names.RUNS_DIR):
         summary = run.summary()
@@ -175,14 +180,17 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
         pairs = [p for p in pairs if p["kind"] == "infinite_vs_infinite" or p["a"]["seed"] in set(finite_seeds)]
     if not any(p["kind"] == "finite_vs_infinite" for p in pairs):
         raise StoreError(f"no finished finite-M and M = ∞ runs at B={budget[0]}, N={budget[1]} under {workdir}")
-    cache: dict[str, tuple[RunConfig, Any]] = {}
+    needed = sorted({p[end]["name"] for p in pairs for end in ("a", "b")})
+    cells = {c.name: c for c in trained.sweep_cells(workdir)}
+    missing = [n for n in needed if n not in cells]
+    if missing:
+        raise StoreError(f"runs {missing[:3]} of {workdir} are not cells of its sweep_config.json")
+    print_fn(f"[landscape] final parameters of {len(needed)} run(s)")
+    loaded = {r.name: (r.config, r.params)
+              for r in trained.load_trained(workdir, [cells[n] for n in needed], scratch, print_fn=print_fn)}
 
     def load(run: Mapping):
-        if run["name"] not in cache:
-            print_fn(f"[landscape] final parameters of {run['name']}")
-            cache[run["name"]] = (run_config_from_dict(RunStore(run["dir"]).config()),
-                                  params_lib.final_params(run["dir"], scratch))
-        return cache[run["name"]]
+        return loaded[run["name"]]
 
     results, path_loss = [], None
     for pair in pairs:

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 CHECK_RTOL = 1e-4  # recomputed L/D against the stored final metrics (float32 sums in another order)
 
 
-class ParamsError(RuntimeError):
-    """Parameters of a run cannot be obtained, or do not reproduce its stored metrics; the message says why."""
+class ParamsError(StoreError):
+    """Parameters of a run cannot be obtained, or do not reproduce its stored metrics; the message says why (a
+    StoreError: the entry points report it on one line)."""
 
 
 @dataclasses.dataclass

@@ -1,16 +1,14 @@
-"""Final parameters of stored runs (from checkpoints, or retrained and checked) and the loss landscape between models."""
-
-import json
-import shutil
+"""The loss landscape between trained models (final parameters: icl_regression.trained, tested in
+tests/test_estimator_analyses.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_regression import checkpoint, landscape, names, params, plotting_experiments, training_experiments
+from icl_regression import landscape, names, plotting_experiments, trained, training_experiments
 from icl_regression.config import run_config_from_dict
-from icl_regression.store import RunStore, StoreError
+from icl_regression.store import RunStore
 
 SETTINGS = landscape.LandscapeSettings(num_points=5, num_sequences=64, batch_size=64)
 
@@ -19,12 +17,10 @@ def _run(sweep_dir, num_tasks: str, batch: int = 16):
     return next(p for p in (sweep_dir / names.RUNS_DIR).iterdir() if p.name.startswith(f"M={num_tasks}_B={batch}_"))
 
 
-def _without_checkpoints(run_dir, dest):
-    """A committed-style copy of a run: config, metrics and summary, no checkpoints."""
-    dest.mkdir(parents=True)
-    for name in (names.CONFIG_FILE, names.METRICS_FILE, names.SUMMARY_FILE):
-        shutil.copy(run_dir / name, dest / name)
-    return dest
+def _final_params(sweep_dir, run_dir):
+    """A run's final parameters, from its checkpoint (the tiny sweep keeps them)."""
+    cell = next(c for c in trained.sweep_cells(sweep_dir) if c.name == run_dir.name)
+    return trained.load_trained(sweep_dir, [cell], print_fn=lambda *_: None)[0].params
 
 
 def _same_tree(a, b) -> bool:
@@ -46,35 +42,10 @@ def test_interpolation_hits_both_ends():
     assert landscape.interpolate(a, b, 0.25)["w"][0] == pytest.approx(2.0)
 
 
-def test_final_params_come_from_the_final_checkpoint(tiny_sweep_dir):
-    run_dir = _run(tiny_sweep_dir, "2")
-    run = RunStore(run_dir)
-    got = params.final_params(run_dir)
-    assert _same_tree(got, params.restore_params(run, max(checkpoint.available_steps(run))))
-
-
-def test_a_run_without_checkpoints_is_retrained_and_must_reproduce_its_metrics(tiny_sweep_dir, tmp_path):
-    """The run was trained in a group of three; retrained alone it must give the same metrics and parameters."""
-    run_dir = _run(tiny_sweep_dir, "8")
-    committed = _without_checkpoints(run_dir, tmp_path / "committed" / run_dir.name)
-    with pytest.raises(StoreError, match="scratch"):
-        params.final_params(committed)
-    regenerated = params.final_params(committed, tmp_path / "scratch")
-    assert _same_tree(regenerated, params.final_params(run_dir))
-    assert (tmp_path / "scratch" / run_dir.name / names.SUMMARY_FILE).exists()
-
-    tampered = _without_checkpoints(run_dir, tmp_path / "tampered" / run_dir.name)
-    records = RunStore(tampered).metrics()
-    records[2]["mean"][names.THRESHOLD_METRIC] *= 1.001
-    (tampered / names.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
-    with pytest.raises(params.ReproducibilityError, match=f"step {records[2]['step']}: mean/{names.THRESHOLD_METRIC}"):
-        params.final_params(tampered, tmp_path / "scratch")  # reuses the retrained copy, refuses the comparison
-
-
 def test_the_path_from_a_model_to_itself_is_flat(tiny_sweep_dir):
     run_dir = _run(tiny_sweep_dir, "2")
     cfg = run_config_from_dict(RunStore(run_dir).config())
-    theta = params.final_params(run_dir)
+    theta = _final_params(tiny_sweep_dir, run_dir)
     result = landscape.landscape_between(cfg, theta, cfg, theta, SETTINGS)
     assert set(result["loss"]) == {names.TRUE, names.PRETRAIN}
     for eval_set, losses in result["loss"].items():
@@ -85,7 +56,7 @@ def test_the_path_from_a_model_to_itself_is_flat(tiny_sweep_dir):
 
 def test_models_of_other_settings_cannot_share_a_path(tiny_sweep_dir, tiny_config):
     cfg = run_config_from_dict(RunStore(_run(tiny_sweep_dir, "2")).config())
-    theta = params.final_params(_run(tiny_sweep_dir, "2"))
+    theta = _final_params(tiny_sweep_dir, _run(tiny_sweep_dir, "2"))
     with pytest.raises(ValueError, match="share the model"):
         landscape.landscape_between(cfg, theta, cfg.replace(data={"dim": 3}), theta, SETTINGS)
 
@@ -114,12 +85,3 @@ def test_sweep_pairs_include_the_baseline_and_mark_shared_initialisation():
     finite = [p for p in pairs if p["kind"] == "finite_vs_infinite"]
     baseline = [p for p in pairs if p["kind"] == "infinite_vs_infinite"]
     assert len(finite) == 9 and sum(p["same_init"] for p in finite) == 3 and len(baseline) == 3
-
-
-def test_only_the_training_loss_mean_may_differ_in_its_last_digit():
-    record = {"step": 10, "train_loss": 0.32690817, "mean": {"a": 0.1}, "per_position": {"a": [0.1]}}
-    assert params.first_difference([record], [dict(record, train_loss=0.32690814)]) is None
-    assert "train_loss" in params.first_difference([record], [dict(record, train_loss=0.3269)])
-    assert "mean/a" in params.first_difference([record], [dict(record, mean={"a": 0.10000001})])
-    assert "per_position/a" in params.first_difference([record], [dict(record, per_position={"a": [0.2]})])
-    assert "evaluated steps" in params.first_difference([record], [])

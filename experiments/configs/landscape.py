@@ -8,15 +8,16 @@ baseline), on the finite model's T_pretrain and on fresh tasks; barrier height a
 
 The models are a budgets sweep's (this config is budgets.py's plus a `landscape` section, which training ignores).
 Final parameters come from the runs' checkpoints; a committed sweep has none, so each needed run is retrained into
---scratch and must reproduce its stored metrics exactly (icl_regression.params.final_params), else the analysis
-stops and says so.
+--scratch (its whole compiled group, as the sweep trained it) and must reproduce its stored metrics exactly
+(icl_regression.trained.load_trained), else the analysis stops and says so.
 
 Variant `:cpu` (committed in results/cpu_budgets/analysis/landscape.json): the 4N budget (batch 64, 10,000 steps),
 every M = 4 … 12 of seeds 1 and 2 against the M = ∞ model of every seed (2 × 3 pairs per M, 2 of them with the same
 initialisation), the three ∞-vs-∞ pairs as baseline; 21 points on the path, 2,048 sequences per set. Seed 0's
 finite-M runs at that budget are copies of results/cpu_dynamics' runs, made on an earlier machine: retrained here they
-differ from step 0 on (at the 1e-7 level, growing to 1e-4), so final_params refuses them and they are left out.
-Retraining the 11 runs used from a clean clone costs 110,000 model-steps (~1.2 min each on a quiet 2-core machine);
+differ from step 0 on (at the 1e-7 level, growing to 1e-4), so the retraining check refuses them and they are left out.
+From a clean clone the analysis retrains the 4N budget's compiled group (15 runs, 150,000 model-steps; the 11 used
+are checked);
 with their checkpoints present (as here) the analysis took 22 min on the shared machine under heavy load.
 What it shows (results/cpu_budgets/analysis/landscape.json): no pair is linearly connected. Along every path the
 L/D on fresh tasks climbs well above both ends (~0.5): barriers on T_true of 0.42–0.67 (mean over pairs per M, same
