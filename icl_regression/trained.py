@@ -7,7 +7,7 @@ its group signature, in grid order: the group `sweep.run_sweep` trains) are retr
 the retrained runs' metrics records must equal the stored ones — exactly by default: on the same backend, library
 versions and CPU the same program gives the same bits (a whole group is retrained, as the group was trained: on
 another machine a different group composition could change the compiled program). On another CPU the compiled
-kernels round differently and training drifts (the committed CPU demo, retrained on a later machine, differed from
+kernels round differently and training drifts (the committed CPU reference sweep, retrained on a later machine, differed from
 step 0 in the 8th digit and by up to 5% at the end): then the analysis refuses, unless a tolerance is accepted
 knowingly, in which case it describes the retrained models and records how far their metrics deviate. Whatever their
 source, the parameters are checked once more: the model's L/D on both evaluation sets, recomputed here, must match

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from icl_regression import dynamics, names, plotting, results
+from icl_regression import dynamics, estimator_plots, names, plotting, results
 from icl_regression.store import StoreError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,10 @@ def test_all_script_regenerates_every_figure(sweep_dir, tmp_path):
                    cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=120)
     for stem in plotting.FIGURE_WRITERS:
         assert_png_and_pdf(list(out.iterdir()), stem)
+    # ... and the figures of every analysis stored beside the sweep, drawn from their JSON.
+    for name, (filename, _) in estimator_plots.ANALYSIS_FIGURES.items():
+        if (sweep_dir / names.ANALYSIS_DIR / filename).exists():
+            assert_png_and_pdf(list(out.iterdir()), name)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
