@@ -23,10 +23,10 @@ an earlier machine, so they cannot be regenerated bit for bit here: see landscap
 model-steps; measured wall time and results: the README row and results/cpu_budgets/run_log.txt.
 
 Variant `:paper`: the paper's small-model sweep (experiments/configs/paper_small.py: 4 layers, d = 64, D = 8, K = 16,
-σ² = 0.25, lr 1e-3, triangle, 21 values of M and ∞) at (256, 500k), (512, 500k) and (256, 1M), 3 seeds: 198 models,
-132M model-steps, 1,730 PFLOP. GPU time at the H100 rate predicted for the small model in float32 (DEVICE.md:
-~2,240 model-steps/s at batch 256, taken as ~1,120 at 512): 245 + 491 + 491 min ≈ 20.5 GPU-hours (about 11 h in
-bfloat16 at ~4,200 model-steps/s). `--dry_run` prints the plan and its model-steps.
+σ² = 0.25, lr 1e-3, triangle, its 14 values of M and ∞) at (256, 500k), (512, 500k) and (256, 1M), 3 seeds: 135
+models, 90M model-steps, 1,181 PFLOP (`--dry_run`). GPU time at the H100 rate predicted for the small model in
+float32 (DEVICE.md: ~2,240 model-steps/s at batch 256, taken as ~1,120 at 512): 167 + 335 + 335 min ≈ 14 GPU-hours
+(about 7.5 h in bfloat16 at ~4,200 model-steps/s). `--dry_run` prints the plan and its model-steps.
 """
 
 import importlib.util

@@ -33,12 +33,12 @@ which add M = 16, place it at log2 M* = 3.82 [2.23, above the grid]). The M = �
 0.504 ± 0.016, 0.498 ± 0.005, 0.500 ± 0.006, 0.508 ± 0.008 (ridge 0.453): no measurable cost of regularisation.
 
 Variant `:paper`: the paper's small (4 × 64) and base (8 × 128) models, D = 8, K = 16, σ² = 0.25, Adam 1e-3,
-triangle, batch 256, 500k steps, M as in paper_small.py (22 values) and ∞, seed 0 (PAPER_SEEDS = (0, 1, 2) for
+triangle, batch 256, 500k steps, M as in paper_small.py (14 values) and ∞, seed 0 (PAPER_SEEDS = (0, 1, 2) for
 intervals over seeds: 3× the cost); weight decay 0, 1e-3, 1e-2, 1e-1 for both; width 32, 64, 128 (small's depth) and
-64, 128, 256 (base's); depth 2, 4, 8 (small's width) and 4, 8, 12 (base's): 14 settings × 22 = 308 models, 154M
-model-steps, 9,600 PFLOP. GPU time, at DEVICE.md's predicted H100 float32 rates (small model: ~2,240 model-steps/s at
-batch 256; other sizes: the base model's ~48 TFLOP/s effective, scaled by FLOPs per step): about 58 GPU-hours, 41 of
-them the base model at d = 128 and 256 (bfloat16 roughly halves it).
+64, 128, 256 (base's); depth 2, 4, 8 (small's width) and 4, 8, 12 (base's): 14 settings × 15 = 210 models, 105M
+model-steps, 6,528 PFLOP (`--dry_run`). GPU time, at DEVICE.md's predicted H100 float32 rates (small model: ~2,240
+model-steps/s at batch 256; other sizes: the base model's ~48 TFLOP/s effective, scaled by FLOPs per step): about
+40 GPU-hours, most of them the base model at d = 128 and 256 (bfloat16 roughly halves it).
 """
 
 import importlib.util
@@ -91,7 +91,7 @@ def cpu_config(stage: str = "cpu"):
 
 
 def paper_config():
-    config = _sibling("paper_small").get_config()  # D = 8, K = 16, lr 1e-3, 500k steps, 22 values of M
+    config = _sibling("paper_small").get_config()  # D = 8, K = 16, lr 1e-3, 500k steps, 14 values of M
     num_tasks = tuple(config.sweep.grid.data.num_tasks)
     config.train.batch_size = 256
     config.sweep.grid = base_config().__class__()

@@ -6,12 +6,12 @@ against the one after 500k.
     python experiments/figures/dynamics.py --workdir=runs/long_dynamics   # Δ against step per M, t*, t* ∝ M^α
 
 Variant `:paper`: paper_small.py's setting (4 layers, d = 64, D = 8, K = 16, σ² = 0.25, Adam 1e-3, triangle) at
-batch 512 for 2,000,000 steps, its 22 values of M and ∞, seed 0, evaluated every 2,500 steps on 2^14 sequences per
+batch 512 for 2,000,000 steps, its 14 values of M and ∞, seed 0, evaluated every 2,500 steps on 2^14 sequences per
 distribution (800 evaluations: t* to 2,500 steps, under 1% of the training cost). Its 500k-step partner is
 budgets.py:paper's (512, 500k) grid; `experiments/analyze.py --experiment=budgets` on a folder holding both reads the
-single-budget M* at each length and their shift. Cost: 22 models × 2M = 44M model-steps; at the H100 rate predicted
-for the small model in float32 (DEVICE.md: ~2,240 model-steps/s at batch 256, taken as ~1,120 at 512) about 10.9
-GPU-hours (~6 in bfloat16 at ~4,200 / 2,100).
+single-budget M* at each length and their shift. Cost: 15 models × 2M = 30M model-steps, 630 PFLOP
+(`--dry_run`); at the H100 rate predicted for the small model in float32 (DEVICE.md: ~2,240 model-steps/s at batch
+256, taken as ~1,120 at 512) about 7.4 GPU-hours (~4 in bfloat16 at ~4,200 / 2,100).
 
 Variant `:cpu` (what the CPU check uses): the CPU reference setting's setting (D = 2, K = 8, 2 layers × 32, Adam 3e-3, batch
 64) at N = 2,500 (M = 2 … 16 and ∞) and 4N = 10,000 steps (M = 4 … 12 and ∞), seeds 0, 1, 2, evaluation every 250
