@@ -25,12 +25,22 @@ complete sweep: `:cpu_weight_decay` is weight decay 0, 0.01, 0.1, 1 on the small
 on the larger model (4 layers × 32). The small model at weight decay 0 is exactly results/cpu_budgets' cells (batch
 128, 2,500 steps) and was copied from there. Cost per setting: 15 cells, 37,500 model-steps; the stages add 3, 4 and
 3 settings. Stage 1 measured on the shared 2-core machine (load average ~15–20): 62 min for its 45 new cells.
-What stage 1 shows (3 seeds; results/cpu_capacity): weight decay up to 1 barely moves the transition at this budget.
-The midpoint's curve r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true is the same within 0.03 at every M for
-weight decay 0, 0.01, 0.1 and 1 (0.85–0.87 at M = 4, 0.57–0.58 at M = 6, 0.52–0.55 at M = 8, 0.50–0.52 at
-M = 12); no midpoint is located inside this grid at any weight decay (the batch-128 cells of results/cpu_budgets,
-which add M = 16, place it at log2 M* = 3.82 [2.23, above the grid]). The M = ∞ model's L/D on T_true is
-0.504 ± 0.016, 0.498 ± 0.005, 0.500 ± 0.006, 0.508 ± 0.008 (ridge 0.453): no measurable cost of regularisation.
+Stage 2 (`:cpu_capacity`, width 16 and 64, depth 1 and 4; 60 new cells) measured on the 2-core machine: 38 min
+48 s wall, its first group sharing the cores with a test run (results/cpu_capacity/run_log.txt). Stage 3 (weight
+decay on the 4-layer model) is not run.
+What stages 1 and 2 show (3 seeds; results/cpu_capacity; r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true, the
+curve the midpoint reads: 1 is dMMSE, 0 ridge): at this budget no setting places M* inside M = 4 … 12 (every
+midpoint lies above the grid, 95% intervals from log2 M = 2.1–2.4 upwards), so the axes are compared by their
+curves:
+- weight decay 0, 0.01, 0.1, 1 give the same curve within 0.03 at every M (0.85–0.87 at M = 4, 0.57–0.58 at 6,
+  0.52–0.55 at 8, 0.50–0.52 at 12), and the M = ∞ model's L/D on T_true is 0.504 ± 0.016, 0.498 ± 0.005,
+  0.500 ± 0.006, 0.508 ± 0.008 (ridge 0.453): no measurable cost of regularisation;
+- width 16, 32, 64 (2 layers): the same curve within the seed ranges (r at M = 8: 0.53, 0.54, 0.55; at 12: 0.51,
+  0.52, 0.54); M = ∞ L/D 0.513 ± 0.020, 0.504 ± 0.016, 0.495 ± 0.005;
+- depth 1, 2, 4 (width 32): the 4-layer model stays nearer dMMSE (r at M = 6, 8, 12: 0.70, 0.63, 0.60 against
+  0.57, 0.54, 0.52 for 2 layers) while its M = ∞ model is the closest to ridge (L/D 0.469 ± 0.003): more capacity,
+  more memorisation of a small pool at this budget; one layer does not learn ridge at all (M = ∞ L/D 0.828 ± 0.001)
+  and its curve is flatter (0.75 at M = 4, 0.57–0.60 at 6 … 12).
 
 Variant `:paper`: the paper's small (4 × 64) and base (8 × 128) models, D = 8, K = 16, σ² = 0.25, Adam 1e-3,
 triangle, batch 256, 500k steps, M as in paper_small.py (14 values) and ∞, seed 0 (PAPER_SEEDS = (0, 1, 2) for
