@@ -26,9 +26,9 @@ on the larger model (4 layers × 32). The small model at weight decay 0 is exact
 128, 2,500 steps) and was copied from there. Cost per setting: 15 cells, 37,500 model-steps; the stages add 3, 4 and
 3 settings. Stage 1 measured on the shared 2-core machine (load average ~15–20): 62 min for its 45 new cells.
 Stage 2 (`:cpu_capacity`, width 16 and 64, depth 1 and 4; 60 new cells) measured on the 2-core machine: 38 min
-48 s wall, its first group sharing the cores with a test run (results/cpu_capacity/run_log.txt). Stage 3 (weight
-decay on the 4-layer model) is not run.
-What stages 1 and 2 show (3 seeds; results/cpu_capacity; r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true, the
+48 s wall, its first group sharing the cores with a test run; stage 3 (`:cpu`, weight decay 0.01, 0.1, 1 on the
+4-layer model; 45 new cells) 33 min 33 s (results/cpu_capacity/run_log.txt): 165 cells in all.
+What the three stages show (3 seeds; results/cpu_capacity; r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true, the
 curve the midpoint reads: 1 is dMMSE, 0 ridge): at this budget no setting places M* inside M = 4 … 12 (every
 midpoint lies above the grid, 95% intervals from log2 M = 2.1–2.4 upwards), so the axes are compared by their
 curves:
@@ -40,7 +40,9 @@ curves:
 - depth 1, 2, 4 (width 32): the 4-layer model stays nearer dMMSE (r at M = 6, 8, 12: 0.70, 0.63, 0.60 against
   0.57, 0.54, 0.52 for 2 layers) while its M = ∞ model is the closest to ridge (L/D 0.469 ± 0.003): more capacity,
   more memorisation of a small pool at this budget; one layer does not learn ridge at all (M = ∞ L/D 0.828 ± 0.001)
-  and its curve is flatter (0.75 at M = 4, 0.57–0.60 at 6 … 12).
+  and its curve is flatter (0.75 at M = 4, 0.57–0.60 at 6 … 12);
+- weight decay on the 4-layer model: as on the 2-layer one, no effect beyond the seed spread (r within 0.03 at
+  M = 4 … 8 and 0.58–0.61 at 12 for weight decay 0, 0.01, 0.1, 1; M = ∞ L/D 0.469–0.474).
 
 Variant `:paper`: the paper's small (4 × 64) and base (8 × 128) models, D = 8, K = 16, σ² = 0.25, Adam 1e-3,
 triangle, batch 256, 500k steps, M as in paper_small.py (14 values) and ∞, seed 0 (PAPER_SEEDS = (0, 1, 2) for
