@@ -12,7 +12,6 @@ The loss landscape (Fig. 11) needs the models' weights: `experiments/landscape.p
 from absl import flags
 
 from icl_regression import cli, plotting_experiments, training_experiments
-from icl_regression.store import StoreError
 
 _EXPERIMENT = flags.DEFINE_enum("experiment", None, list(training_experiments.ANALYSES), "Which analysis.",
                                 required=True)
@@ -28,7 +27,7 @@ def main(overrides, stop):
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         analysis = training_experiments.run_analysis(_EXPERIMENT.value, _WORKDIR.value, _NUM_REPLICATES.value)
-    except (StoreError, ValueError) as e:
+    except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
     print(training_experiments.format_analysis(_EXPERIMENT.value, analysis))
     print(f"analysis: {training_experiments.analysis_path(_WORKDIR.value, _EXPERIMENT.value)}")

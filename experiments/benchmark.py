@@ -19,7 +19,7 @@ the predicted and measured GPU figures.
 from absl import flags
 
 from icl_regression import benchmarking, cli
-from icl_regression.config import (ENSEMBLE_STRATEGIES, MODEL_SIZES, ConfigError, RunConfig, fast_path_overrides,
+from icl_regression.config import (ENSEMBLE_STRATEGIES, MODEL_SIZES, RunConfig, fast_path_overrides,
                                    model_size)
 
 _SIZE = flags.DEFINE_enum("size", "base", list(MODEL_SIZES), "Model size of the study.")
@@ -66,10 +66,7 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    try:
-        spec = _spec()
-    except ConfigError as e:
-        raise cli.UsageError(str(e))
+    spec = _spec()  # a ConfigError is reported by cli.run
     record = benchmarking.run_benchmark(spec)
     path = benchmarking.write_record(record, _OUT.value)
     print(benchmarking.format_table(record))

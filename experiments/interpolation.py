@@ -8,13 +8,11 @@ Needs the runs' final parameters: their checkpoints, or (for committed sweeps, w
 a deterministic retraining of their compiled groups into --scratch, verified against the stored metrics.
 """
 
-import sys
 from pathlib import Path
 
 from absl import flags
 
 from icl_regression import cli, estimator_plots, interpolation, trained
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (runs/, sweep_config.json).", required=True)
 _SCRATCH = flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
@@ -42,10 +40,8 @@ def main(overrides, stop):
                                         _RETRAIN_RTOL.value)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("interpolation", _WORKDIR.value))))
-    except (StoreError, ValueError) as e:
+    except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
-    except trained.ParamsError as e:
-        sys.exit(f"[interpolation] {e}")
 
 
 if __name__ == "__main__":

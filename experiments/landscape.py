@@ -10,7 +10,6 @@ must reproduce its stored metrics exactly. Prints the barriers, writes `<workdir
 from absl import flags
 
 from icl_regression import cli, landscape, plotting_experiments
-from icl_regression.store import StoreError
 
 _CONFIG = flags.DEFINE_string("config", None, "Landscape config file, path[:variant] (its `landscape` section); "
                               "override fields with --config.<section>.<field>=value.")
@@ -27,7 +26,7 @@ def main(overrides, stop):
         raise cli.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
     try:
         analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], _SCRATCH.value)
-    except (StoreError, ValueError) as e:
+    except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
     print(landscape.format_landscape(analysis))
     paths = plotting_experiments.write_experiment_figures("landscape", _WORKDIR.value, analysis=analysis)

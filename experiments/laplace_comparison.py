@@ -9,13 +9,11 @@ Needs the runs' final parameters: their checkpoints, or a deterministic retraini
 --scratch, verified against the stored metrics.
 """
 
-import sys
 from pathlib import Path
 
 from absl import flags
 
 from icl_regression import cli, estimator_plots, laplace_comparison, trained
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder trained with data.task_prior='laplace'.",
                                required=True)
@@ -43,10 +41,8 @@ def main(overrides, stop):
                                                   _NUM_SAMPLES.value, _BURN_IN.value, _RETRAIN_RTOL.value)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("laplace_comparison", _WORKDIR.value))))
-    except (StoreError, ValueError) as e:
+    except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
-    except trained.ParamsError as e:
-        sys.exit(f"[laplace_comparison] {e}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from absl import flags
 
 from icl_regression import cli, precision
-from icl_regression.config import MODEL_SIZES, ConfigError, RunConfig, model_size, parse_num_tasks
+from icl_regression.config import MODEL_SIZES, RunConfig, model_size, parse_num_tasks
 
 _SIZE = flags.DEFINE_enum("size", "small", list(MODEL_SIZES), "Model size of the study.")
 _NUM_LAYERS = flags.DEFINE_integer("num_layers", None, "Overrides the size's depth.")
@@ -55,7 +55,7 @@ def main(overrides, stop):
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         spec = _spec()
-    except (ConfigError, ValueError) as e:
+    except ValueError as e:  # ConfigError included
         raise cli.UsageError(str(e))
     record = precision.run_precision_check(
         spec, Path(_WORKDIR.value),

@@ -11,7 +11,6 @@ from pathlib import Path
 from absl import flags
 
 from icl_regression import cli, estimator_plots, smoothing
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (runs/, sweep_config.json).", required=True)
 _NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values to analyse (default: every finite M).")
@@ -36,7 +35,7 @@ def main(overrides, stop):
         smoothing.run_smoothing(Path(_WORKDIR.value), _NUM_TASKS.value, batch_sizes, options)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("smoothing", _WORKDIR.value))))
-    except (StoreError, ValueError) as e:
+    except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
 
 

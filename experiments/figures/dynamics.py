@@ -9,7 +9,6 @@ whether M is transient, monotone or unresolved; the power laws t* ∝ M^α of ea
 from absl import flags
 
 from icl_regression import cli, dynamics, plotting
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_dynamics_fine",
                                "Sweep results folder (runs/, sweep_summary.json).")
@@ -20,11 +19,8 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    try:
-        summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value)
-        paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded)
-    except StoreError as e:
-        raise cli.UsageError(str(e))
+    summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value)
+    paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded)
     print(dynamics.format_dynamics(plotting.sweep_dynamics(summary, metrics_by_run)))
     print("\n".join(str(p) for p in paths))
 

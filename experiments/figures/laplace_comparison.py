@@ -7,7 +7,6 @@ experiments/laplace_comparison.py): no training, no jax.
 from absl import flags
 
 from icl_regression import cli, estimator_plots
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_laplace", "Sweep results folder with analysis/.")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
@@ -17,10 +16,7 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    try:
-        paths = estimator_plots.write_analysis_figure("laplace_comparison", _WORKDIR.value, _OUT.value)
-    except StoreError as e:
-        raise cli.UsageError(str(e))
+    paths = estimator_plots.write_analysis_figure("laplace_comparison", _WORKDIR.value, _OUT.value)
     print("\n".join(str(p) for p in paths))
 
 

@@ -10,8 +10,6 @@ its line style (solid: the smallest), or at the one `--budget` names.
 from absl import flags
 
 from icl_regression import cli, names, plotting
-from icl_regression.config import ConfigError
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
@@ -29,7 +27,7 @@ def main(overrides, stop):
     try:
         paths = plotting.write_per_position_figure(_WORKDIR.value, _OUT.value, _NUM_TASKS.value, _EVAL_SET.value,
                                                    _BUDGET.value)
-    except (StoreError, ConfigError, ValueError) as e:
+    except ValueError as e:  # a bad --num_tasks or --budget (StoreError: reported by cli.run)
         raise cli.UsageError(str(e))
     print("\n".join(str(p) for p in paths))
 

@@ -7,7 +7,6 @@ against M on both evaluation distributions, per data budget, with the threshold 
 from absl import flags
 
 from icl_regression import cli, plotting
-from icl_regression.store import StoreError
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
@@ -17,10 +16,7 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    try:
-        paths = plotting.write_sweep_figure(_WORKDIR.value, _OUT.value)
-    except StoreError as e:
-        raise cli.UsageError(str(e))
+    paths = plotting.write_sweep_figure(_WORKDIR.value, _OUT.value)
     print("\n".join(str(p) for p in paths))
 
 

@@ -21,15 +21,12 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    try:
-        names = (training_experiments.stored_analyses(_WORKDIR.value) if _EXPERIMENT.value == "all"
-                 else [_EXPERIMENT.value])
-        if not names:
-            raise StoreError(f"no analysis in {_WORKDIR.value}/analysis: run experiments/analyze.py first")
-        paths = [p for name in names for p in plotting_experiments.write_experiment_figures(name, _WORKDIR.value,
-                                                                                              _OUT.value)]
-    except StoreError as e:
-        raise cli.UsageError(str(e))
+    names = (training_experiments.stored_analyses(_WORKDIR.value) if _EXPERIMENT.value == "all"
+             else [_EXPERIMENT.value])
+    if not names:
+        raise StoreError(f"no analysis in {_WORKDIR.value}/analysis: run experiments/analyze.py first")
+    paths = [p for name in names for p in plotting_experiments.write_experiment_figures(name, _WORKDIR.value,
+                                                                                          _OUT.value)]
     print("\n".join(str(p) for p in paths))
 
 
