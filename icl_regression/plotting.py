@@ -571,6 +571,12 @@ def per_position_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequ
         if missing:
             raise ValueError(f"M = {[num_tasks_label(m) for m in missing]} not in the sweep at "
                              f"{budget_label(*b)}; available: {[num_tasks_label(m) for m in available]}")
+    drawn = {r["name"] for b in shown for m in num_tasks_values for r in rows
+             if (r["batch_size"], r["steps"]) == b and r["num_tasks"] == m}
+    lengths = context_lengths({name: metrics_by_run.get(name, []) for name in drawn})
+    if len(lengths) > 1:
+        raise ValueError(f"these runs have context lengths K = {sorted(lengths)}: per-position curves of different K "
+                         "do not share an axis; draw one setting at a time")
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(eval_sets), len(num_tasks_values), squeeze=False, sharey="row",
                                  figsize=(2.6 * len(num_tasks_values) + 0.6, 2.4 * len(eval_sets) + 1.0))
