@@ -14,7 +14,6 @@ No jax at import: the entry points install the signal handlers before anything s
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import logging
 import os
 import shlex
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from icl_regression import stopping
-from icl_regression.config import ConfigError, RunConfig
+from icl_regression.config import ConfigError, RunConfig, config_file
 from icl_regression.store import StoreError
 
 EXIT_BAD_INPUT = 2
@@ -94,9 +93,7 @@ def _call_get_config(path: Path, variant: str, spec: str):
     if not path.is_file():
         raise UsageError(f"--config={spec}: {'no such file' if not path.exists() else 'not a file'}: {path}")
     try:
-        module_spec = importlib.util.spec_from_file_location(f"_icl_config_{abs(hash(str(path.resolve())))}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        module = config_file(path)
     except SyntaxError as e:
         raise UsageError(f"--config={spec} does not import: {path}:{e.lineno}: SyntaxError: {e.msg}") from None
     except Exception as e:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Mapping
 
 INFINITE_TASKS = 0  # num_tasks = 0 (or "inf") means a fresh Gaussian task per sequence.
@@ -352,6 +355,16 @@ def _deep_update(base: dict, updates: Mapping[str, Any]) -> dict:
         else:
             out[key] = value
     return out
+
+
+def config_file(path: str | Path) -> ModuleType:
+    """Experiment config file `path` as a module (config files are loaded by path, not imported; one that builds on
+    another loads it with `config_file(Path(__file__).with_name("other.py"))`)."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"_icl_config_{abs(hash(str(path.resolve())))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def base_config():

@@ -29,22 +29,13 @@ float32 (DEVICE.md: ~2,240 model-steps/s at batch 256, taken as ~1,120 at 512): 
 (about 7.5 h in bfloat16 at ~4,200 model-steps/s). `--dry_run` prints the plan and its model-steps.
 """
 
-import importlib.util
 from pathlib import Path
 
-from icl_regression.config import base_config
+from icl_regression.config import base_config, config_file
 
 CPU_NUM_TASKS = (2, 4, 6, 8, 12, 16, "inf")
 CPU_LONG_NUM_TASKS = (4, 6, 8, 12, "inf")  # around the threshold: the 4N runs cost 4× each
 CPU_SEEDS = (0, 1, 2)
-
-
-def _sibling(name: str):
-    """Another config file of this folder (config files are loaded by path, so siblings are too)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _grid(num_tasks, seeds, batch_sizes, steps, checkpoint_interval):
@@ -55,7 +46,8 @@ def _grid(num_tasks, seeds, batch_sizes, steps, checkpoint_interval):
 
 
 def cpu_config():
-    config = _sibling("cpu_reference").get_config()  # D = 2, K = 8, 2 layers × 32, lr 3e-3, eval every 250 steps
+    # D = 2, K = 8, 2 layers × 32, lr 3e-3, eval every 250 steps
+    config = config_file(Path(__file__).with_name("cpu_reference.py")).get_config()
     config.sweep.grid = base_config().__class__()  # the budgets are in `grids` below
     config.sweep.grids = (
         _grid(CPU_NUM_TASKS, CPU_SEEDS, (64, 128), 2_500, 1_000),  # B vs 2B at N (the reference setting's cells)
@@ -65,7 +57,8 @@ def cpu_config():
 
 
 def paper_config():
-    config = _sibling("paper_small").get_config()  # small model, D = 8, K = 16, lr 1e-3, 500k steps
+    # small model, D = 8, K = 16, lr 1e-3, 500k steps
+    config = config_file(Path(__file__).with_name("paper_small.py")).get_config()
     num_tasks = tuple(config.sweep.grid.data.num_tasks)
     config.sweep.grid = base_config().__class__()
     config.sweep.grids = (

@@ -53,23 +53,15 @@ model-steps/s at batch 256; other sizes: the base model's ~48 TFLOP/s effective,
 40 GPU-hours, most of them the base model at d = 128 and 256 (bfloat16 roughly halves it).
 """
 
-import importlib.util
 from pathlib import Path
 
-from icl_regression.config import base_config
+from icl_regression.config import base_config, config_file
 
 CPU_NUM_TASKS = (4, 6, 8, 12, "inf")
 CPU_SEEDS = (0, 1, 2)
 CPU_WEIGHT_DECAYS = (0.0, 0.01, 0.1, 1.0)
 PAPER_WEIGHT_DECAYS = (0.0, 1e-3, 1e-2, 1e-1)
 PAPER_SEEDS = (0,)
-
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _grid(num_tasks, seeds, layers, widths, heads, weight_decays):
@@ -93,7 +85,8 @@ CPU_STAGES = {"cpu_weight_decay": 1, "cpu_capacity": 3, "cpu": 4}  # variant →
 
 
 def cpu_config(stage: str = "cpu"):
-    config = _sibling("cpu_reference").get_config()  # D = 2, K = 8, lr 3e-3, 2,500 steps, eval every 250
+    # D = 2, K = 8, lr 3e-3, 2,500 steps, eval every 250
+    config = config_file(Path(__file__).with_name("cpu_reference.py")).get_config()
     config.train.batch_size = 128
     config.sweep.grid = base_config().__class__()
     series = _series(CPU_NUM_TASKS, CPU_SEEDS, small=(2, 32), larger=(4, 32), widths=(16, 32, 64),
@@ -103,7 +96,8 @@ def cpu_config(stage: str = "cpu"):
 
 
 def paper_config():
-    config = _sibling("paper_small").get_config()  # D = 8, K = 16, lr 1e-3, 500k steps, 14 values of M
+    # D = 8, K = 16, lr 1e-3, 500k steps, 14 values of M
+    config = config_file(Path(__file__).with_name("paper_small.py")).get_config()
     num_tasks = tuple(config.sweep.grid.data.num_tasks)
     config.train.batch_size = 256
     config.sweep.grid = base_config().__class__()

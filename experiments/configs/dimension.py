@@ -41,11 +41,10 @@ halves it): a multi-lease job, best started at D = 8 (`--cells` or `--shard`). `
 model-steps and TFLOP.
 """
 
-import importlib.util
 import math
 from pathlib import Path
 
-from icl_regression.config import base_config, model_size
+from icl_regression.config import base_config, config_file, model_size
 
 CPU_DIMS = (1, 2, 4)
 CPU_KAPPAS = (1, 2, 3, 4, 6)  # M = κ·D
@@ -54,13 +53,6 @@ CPU_SEEDS = (0, 1, 2)
 PAPER_DIMS = (8, 16, 32)
 PAPER_LOG2_KAPPAS = tuple(range(5, 14)) + (7.5, 8.5, 9.5, 10.5, 11.5)  # M = D·2^j
 PAPER_SEEDS = (0,)
-
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _grid(dim, context_len, noise_std, num_tasks, seeds):
@@ -75,7 +67,8 @@ def _noise_std(dim: int, reference_dim: int, reference_variance: float = 0.25) -
 
 
 def cpu_config():
-    config = _sibling("cpu_reference").get_config()  # 2 layers × 32, lr 3e-3, batch 64 (set below), 2,500 steps
+    # 2 layers × 32, lr 3e-3, batch 64 (set below), 2,500 steps
+    config = config_file(Path(__file__).with_name("cpu_reference.py")).get_config()
     config.train.batch_size = 128
     config.sweep.grid = base_config().__class__()
     config.sweep.grids = tuple(_grid(d, 4 * d, _noise_std(d, 2),

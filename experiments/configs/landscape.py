@@ -32,24 +32,16 @@ Variant `:paper`: budgets.py:paper's (256, 500k) models (small model, D = 8), 4,
 that sweep's checkpoints are (the GPU machine): retraining a 500k-step model takes ~4 GPU-minutes each.
 """
 
-import importlib.util
 from pathlib import Path
 
-from icl_regression.config import base_config
-
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from icl_regression.config import base_config, config_file
 
 
 def get_config(variant: str = "cpu"):
     if variant not in ("", "cpu", "paper"):
         raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")
     paper = variant == "paper"
-    config = _sibling("budgets").get_config("paper" if paper else "cpu")
+    config = config_file(Path(__file__).with_name("budgets.py")).get_config("paper" if paper else "cpu")
     config.landscape = base_config().__class__(dict(
         budget=(256, 500_000) if paper else (64, 10_000),  # (batch, steps) of the models compared
         num_tasks=(),  # finite M to include (empty: every finite M of that budget)

@@ -20,21 +20,13 @@ them: the comparison is its `steps_ladder` and the figure `figures/long_dynamics
 same cells alone (36 cells, 202,500 model-steps) into its own folder.
 """
 
-import importlib.util
 from pathlib import Path
 
-from icl_regression.config import base_config
-
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from icl_regression.config import base_config, config_file
 
 
 def cpu_config():
-    budgets = _sibling("budgets")
+    budgets = config_file(Path(__file__).with_name("budgets.py"))
     config = budgets.cpu_config()
     config.sweep.grids = (budgets._grid(budgets.CPU_NUM_TASKS, budgets.CPU_SEEDS, (64,), 2_500, 1_000),
                           budgets._grid(budgets.CPU_LONG_NUM_TASKS, budgets.CPU_SEEDS, (64,), 10_000, 2_500))
@@ -42,7 +34,7 @@ def cpu_config():
 
 
 def paper_config():
-    config = _sibling("paper_small").get_config()
+    config = config_file(Path(__file__).with_name("paper_small.py")).get_config()
     config.train.steps = 2_000_000  # 4× the paper's 500k
     config.train.batch_size = 512
     config.eval.interval = 2_500  # t* resolution
