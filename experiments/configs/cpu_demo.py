@@ -37,8 +37,8 @@ or 8, batch 32 … 128, 5,000 steps at batch 32, D = 1. Full sweeps (K = 6, widt
 Later pilots (3-4 seeds, quiet machine, wall times as measured):
 - this config's setting with a constant learning rate (2e-3), batch 128, 5,000 steps, M = 2 … 32 and ∞, 4 seeds,
   steps N vs 2N read inside each run, which pairs the budgets exactly (10 min): M = ∞ ends 0.185 ± 0.146 from
-  ridge; N vs 2N gaps negative or within 2 se at every M for N = 1,000 … 2,500, apart from M = 8 at N = 2,000
-  (+0.009 ± 0.005) and M = 3 at N = 2,500 (+0.045 ± 0.024);
+  ridge; no N vs 2N gap is positive beyond 2 se at any M for N = 1,000 … 2,500 (the largest: M = 8 at N = 2,000,
+  +0.009 ± 0.005, and M = 3 at N = 2,500, +0.045 ± 0.024), most are negative;
 - D = 1, K = 4 (σ² = 0.25), batch 128 vs 256, M = 1 … 8 and ∞, 3 seeds (7 min 9 s): M = ∞ 0.019 and 0.010 from
   ridge (the only setting meeting that bar), a crossing at log2 M = 1.23 with 95% interval [below the grid, 2.72],
   resting on one M (M = 2: +0.005 ± 0.001; M = 1 is dMMSE at both budgets, M = 3 … 8 negative or within noise);
