@@ -220,7 +220,8 @@ def split_estimates(xs: np.ndarray, curves: np.ndarray, se: np.ndarray) -> np.nd
     xs, curves = np.asarray(xs, float), np.asarray(curves, float)
     if xs.size == 0:
         return np.full(curves.shape[:-1], np.nan)
-    floor = max(float(np.max(se, initial=0.0)) * 1e-6, np.finfo(float).tiny)
+    scale = float(np.max(np.abs(curves), initial=0.0, where=np.isfinite(curves)))  # all se = 0 (exact curves): z
+    floor = max(float(np.max(se, initial=0.0)) * 1e-6, scale * 1e-12, np.finfo(float).tiny)  # stays finite
     z = curves / np.maximum(se, floor)
     cumulative = np.cumsum(z, axis=-1)
     total = cumulative[..., -1:]
