@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 INFINITE_TASKS = 0  # num_tasks = 0 (or "inf") means a fresh Gaussian task per sequence.
 
@@ -365,6 +365,15 @@ def config_file(path: str | Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def config_variant(variant: str, builders: Mapping[str, Callable[[], Any]]):
+    """The config of `variant` (the text after ':' in `--config=file.py:variant`), built by `builders[variant]`; ''
+    builds the first. Any other name is a ValueError naming the allowed ones."""
+    name = variant or next(iter(builders))
+    if name not in builders:
+        raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(repr(n) for n in builders)}")
+    return builders[name]()
 
 
 def base_config():

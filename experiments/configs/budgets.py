@@ -31,7 +31,7 @@ float32 (DEVICE.md: ~2,240 model-steps/s at batch 256, taken as ~1,120 at 512): 
 
 from pathlib import Path
 
-from icl_regression.config import base_config, config_file
+from icl_regression.config import base_config, config_file, config_variant
 
 CPU_NUM_TASKS = (2, 4, 6, 8, 12, 16, "inf")
 CPU_LONG_NUM_TASKS = (4, 6, 8, 12, "inf")  # around the threshold: the 4N runs cost 4× each
@@ -69,8 +69,4 @@ def paper_config():
 
 
 def get_config(variant: str = "cpu"):
-    if variant in ("", "cpu"):
-        return cpu_config()
-    if variant == "paper":
-        return paper_config()
-    raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")
+    return config_variant(variant, {"cpu": cpu_config, "paper": paper_config})

@@ -53,9 +53,10 @@ model-steps/s at batch 256; other sizes: the base model's ~48 TFLOP/s effective,
 40 GPU-hours, most of them the base model at d = 128 and 256 (bfloat16 roughly halves it).
 """
 
+import functools
 from pathlib import Path
 
-from icl_regression.config import base_config, config_file
+from icl_regression.config import base_config, config_file, config_variant
 
 CPU_NUM_TASKS = (4, 6, 8, 12, "inf")
 CPU_SEEDS = (0, 1, 2)
@@ -110,8 +111,5 @@ def paper_config():
 
 
 def get_config(variant: str = "cpu"):
-    if variant in ("", *CPU_STAGES):
-        return cpu_config(variant or "cpu")
-    if variant == "paper":
-        return paper_config()
-    raise ValueError(f"unknown variant {variant!r}; allowed: {', '.join(CPU_STAGES)}, 'paper'")
+    return config_variant(variant, {"cpu": cpu_config, **{stage: functools.partial(cpu_config, stage)
+                                                           for stage in CPU_STAGES}, "paper": paper_config})

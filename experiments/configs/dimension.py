@@ -44,7 +44,7 @@ model-steps and TFLOP.
 import math
 from pathlib import Path
 
-from icl_regression.config import base_config, config_file, model_size
+from icl_regression.config import base_config, config_file, config_variant, model_size
 
 CPU_DIMS = (1, 2, 4)
 CPU_KAPPAS = (1, 2, 3, 4, 6)  # M = κ·D
@@ -96,8 +96,4 @@ def paper_config():
 
 
 def get_config(variant: str = "cpu"):
-    if variant in ("", "cpu"):
-        return cpu_config()
-    if variant == "paper":
-        return paper_config()
-    raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")
+    return config_variant(variant, {"cpu": cpu_config, "paper": paper_config})

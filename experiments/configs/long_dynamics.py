@@ -22,7 +22,7 @@ same cells alone (36 cells, 202,500 model-steps) into its own folder.
 
 from pathlib import Path
 
-from icl_regression.config import base_config, config_file
+from icl_regression.config import base_config, config_file, config_variant
 
 
 def cpu_config():
@@ -44,8 +44,4 @@ def paper_config():
 
 
 def get_config(variant: str = "paper"):
-    if variant in ("", "paper"):
-        return paper_config()
-    if variant == "cpu":
-        return cpu_config()
-    raise ValueError(f"unknown variant {variant!r}; allowed: 'paper', 'cpu'")
+    return config_variant(variant, {"paper": paper_config, "cpu": cpu_config})
