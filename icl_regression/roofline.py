@@ -26,6 +26,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from icl_regression import training
 from icl_regression.config import RunConfig
@@ -222,7 +223,11 @@ def compile_train_chunk(cfg: RunConfig, ensemble_size: int, steps_per_call: int,
     place = lambda tree: jax.tree.map(  # noqa: E731
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
     chunk = training.make_train_chunk(cfg, steps_per_call, "vmap")
-    return chunk.lower(*place((states, members, pools, step))).compile().as_text()
+    # Pallas's Triton lowering asks which GPU it compiles for: from jax 0.11 it reads that from the abstract mesh
+    # (without one it finds no GPU and refuses); jax 0.10 ignores it and reads the sharding's device.
+    mesh = jax.sharding.Mesh(np.array([next(iter(sharding.device_set))]), ("target",))
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+        return chunk.lower(*place((states, members, pools, step))).compile().as_text()
 
 
 def roofline_record(cfg: RunConfig, ensemble_size: int, steps_per_call: int, target_config: Path,
