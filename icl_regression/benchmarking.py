@@ -1,4 +1,5 @@
-"""Speed of whole training steps, of evaluation and of dMMSE, measured side by side with the paper's way of training.
+"""Speed of whole training steps, of evaluation and of dMMSE, measured side by side with the paper's way of training,
+and the device's copy rate (what turns a roofline prediction into this card's terms).
 
 Every figure comes from one process on one device (the default device): compile (timed apart, ahead of the first
 call), one untimed warm-up call, then the median of several repeats, each synchronised with `block_until_ready`; no
@@ -62,11 +63,11 @@ PEAKS: tuple[tuple[str, DevicePeak], ...] = (
 # kernels would run in interpret mode, which says nothing of speed, so the CPU's fast path is plain bfloat16.
 BACKEND_DEFAULTS = {
     "gpu": {"ensemble_size": 20, "fast_path": "fast", "steps_per_call": 100, "dmmse_tasks": 2**20,
-            "dmmse_sequences": 2**16},
+            "dmmse_sequences": 2**16, "copy_bytes": 2**30},
     "tpu": {"ensemble_size": 20, "fast_path": "bfloat16", "steps_per_call": 100, "dmmse_tasks": 2**20,
-            "dmmse_sequences": 2**16},
+            "dmmse_sequences": 2**16, "copy_bytes": 2**30},
     "cpu": {"ensemble_size": 4, "fast_path": "bfloat16", "steps_per_call": 5, "dmmse_tasks": 2**14,
-            "dmmse_sequences": 2**10},
+            "dmmse_sequences": 2**10, "copy_bytes": 2**26},
 }
 MAX_BENCHMARK_POOL_LOG2 = 15  # member i trains on M = 2^(2(i mod 8) + 1) ≤ 2^15 tasks: cost does not depend on M
 
@@ -270,6 +271,22 @@ def time_dmmse(data_cfg, num_tasks: int, num_sequences: int, repeats: int, block
     }
 
 
+def time_copy(num_bytes: int, repeats: int) -> dict:
+    """The device's copy rate: `x + 1` over a float32 array of `num_bytes`, read once and written once, median of
+    `repeats` calls. Roofline predictions divide each kernel's bytes by such a rate (3.0e12 B/s, measured on the
+    H100), so a measured step rate is compared with its prediction scaled by this card's rate over that one."""
+    x = jnp.zeros(num_bytes // 4, jnp.float32)
+    add_one = jax.jit(lambda a: a + 1.0)
+
+    def run():
+        jax.block_until_ready(add_one(x))
+
+    run()  # compiles
+    median, times = median_seconds(run, repeats)
+    return {"num_bytes": num_bytes // 4 * 4, "copy_s": median, "repeat_s": times,
+            "bytes_per_s": 2 * (num_bytes // 4 * 4) / median}
+
+
 def _versions() -> dict:
     out = {"python": platform.python_version()}
     for package in ("jax", "jaxlib", "flax", "optax", "numpy"):
@@ -353,6 +370,7 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
         },
         "eval": None,
         "dmmse": None,
+        "copy": time_copy(backend_defaults(device.platform)["copy_bytes"], max(spec.repeats, 5)),
     }
     if spec.with_eval:
         ev = time_evaluation(cfg, ours.states, spec.ensemble_size, few)
@@ -417,6 +435,10 @@ def format_table(record: dict) -> str:
         ("  compile (not in rates)", f"{ref['compile_s']:.1f} s"),
         ("model FLOPs per step", _si(flops["model_flops_per_step"], "FLOP")),
     ]
+    if record.get("copy") is not None:  # records before the copy rate was timed have none
+        copy = record["copy"]
+        rows.append(("copy rate", f"{_si(copy['bytes_per_s'], 'B/s')} (x + 1 over {copy['num_bytes'] / 2**20:.0f} MiB "
+                                  "of float32, read + write)"))
     if record["eval"] is not None:
         ev = record["eval"]
         rows += [("evaluation (group)", f"{ev['eval_s']:.3g} s for {ev['num_sequences']} sequences × 2 sets"),

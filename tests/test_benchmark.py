@@ -34,7 +34,7 @@ def test_benchmark_main_writes_a_complete_record(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     [path] = tmp_path.glob("cpu_L1_d16_h2_*.json")
     record = json.loads(path.read_text())
-    assert "speed-up" in result.stdout and str(path) in result.stdout
+    assert "speed-up" in result.stdout and "copy rate" in result.stdout and str(path) in result.stdout
 
     assert record["device"]["platform"] == "cpu" and record["device"]["kind"]
     assert all(record["versions"][p] for p in ("jax", "flax", "optax"))
@@ -50,6 +50,7 @@ def test_benchmark_main_writes_a_complete_record(tmp_path):
         "flops": ("model_flops_per_step", "achieved_flops", "reference_achieved_flops", "peak_flops",
                   "peak_fraction", "reference_peak_fraction"),
         "dmmse": ("dmmse_s", "task_sequences_per_s", "memory_bytes_estimate"),
+        "copy": ("copy_s", "bytes_per_s", "num_bytes"),
     }.items():
         for key in keys:
             assert _positive(record[section][key]), (section, key, record[section].get(key))
