@@ -42,7 +42,10 @@ Later pilots (3-4 seeds, quiet machine, wall times as measured):
 - D = 1, K = 4 (σ² = 0.25), batch 128 vs 256, M = 1 … 8 and ∞, 3 seeds (7 min 9 s): M = ∞ 0.019 and 0.010 from
   ridge (the only setting meeting that bar), a crossing at log2 M = 1.23 with 95% interval [below the grid, 2.72],
   resting on one M (M = 2: +0.005 ± 0.001; M = 1 is dMMSE at both budgets, M = 3 … 8 negative or within noise);
-- the same at steps 2,500 vs 5,000 (separate runs, 3 seeds, 5 min 46 s): every gap negative (M = 2 … 6).
+- the same at steps 2,500 vs 5,000 (separate runs, 3 seeds, 5 min 46 s): every gap negative (M = 2 … 6);
+- D = 1 at larger M (M = 8 … 64 and ∞, batch 128 vs 256, 3 seeds, 6 min 59 s): every gap negative (z = −1.2 …
+  −5.0); up to M = 64, where dMMSE and ridge are only 0.013 apart, the models still sit on the dMMSE side
+  (p = 0.85 … 0.99), and what the larger batch removes is their off-axis error (0.02 … 0.04 → 0.01 … 0.02).
 The pilots' configs and outputs are in results/cpu_demo/pilots/. None met the issue's bar within 8 minutes: M = ∞
 within 0.05 of ridge at both budgets, budget gaps beyond twice their seed standard error at two M on each side of
 the crossing, and a crossing interval under 1.5 octaves.
