@@ -16,9 +16,11 @@ paper's code on an H100); on CPU, where there is no width to fill, it stays smal
 the predicted and measured GPU figures.
 """
 
+from pathlib import Path
+
 from absl import flags
 
-from icl_regression import benchmarking, cli
+from icl_regression import benchmarking, cli, roofline, store
 from icl_regression.config import (ENSEMBLE_STRATEGIES, MODEL_SIZES, RunConfig, fast_path_overrides,
                                    model_size)
 
@@ -39,6 +41,8 @@ _EVAL = flags.DEFINE_bool("eval", False, "Also time one full group evaluation at
 _DMMSE_TASKS = flags.DEFINE_integer("dmmse_tasks", None, "Pool size M for the dMMSE timing (0: skip it).")
 _DMMSE_SEQUENCES = flags.DEFINE_integer("dmmse_sequences", None, "Sequences for the dMMSE timing.")
 _OUT = flags.DEFINE_string("out", "results/benchmarks", "Folder that receives the JSON record.")
+_PREDICTIONS = flags.DEFINE_string("predictions", "results/roofline", "Folder of roofline records (experiments/"
+                                   "roofline.py) to set the measured rates against; '' for none.")
 
 
 def _spec() -> benchmarking.BenchmarkSpec:
@@ -67,9 +71,18 @@ def main(overrides, stop):
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     spec = _spec()  # a ConfigError is reported by cli.run
+    folder = Path(_PREDICTIONS.value) if _PREDICTIONS.value else None
+    if folder is not None and not folder.is_dir():  # before minutes of timing, not after
+        raise cli.UsageError(f"--predictions={folder} is not a folder; allowed: a folder of roofline records "
+                             "(results/roofline) or '' for none")
     record = benchmarking.run_benchmark(spec)
+    if folder is not None:
+        predictions = [store.read_json(p) for p in sorted(folder.glob("*.json"))]
+        record["predictions"] = roofline.measured_against_predicted(record, predictions)
     path = benchmarking.write_record(record, _OUT.value)
     print(benchmarking.format_table(record))
+    if "predictions" in record:
+        print(roofline.format_comparison(record["predictions"]))
     print(f"written: {path}")
 
 

@@ -54,4 +54,4 @@ step 200 $PY experiments/precision.py --size=small --batch_size=256 --steps=8000
 step 120 $BENCH --fast_path=fast --size=small --batch_size=512 --ensemble_size=22 $TINY
 step 90 env JAX_PLATFORMS=$KERNEL_PLATFORM $PY -m pytest -q -k "not exact" $KERNEL_COLLECT tests/test_kernels.py
 step 150 $BENCH --fast_path=bfloat16,bfloat16+cudnn+fused_mlp+fused_ln --size=small --batch_size=256 --ensemble_size=22 $TINY
-grep -E "^(==|device|model|ours|fast|reference|  model-steps/s|  speed-up|  over float32|  compile|  M=|written|[0-9]+ (passed|failed))" "$LOG" | tail -90
+grep -E "^(==|device|model|ours|fast|reference|  model-steps/s|  speed-up|  over float32|  compile|copy rate|roofline|  predicted|  M=|written|[0-9]+ (passed|failed))" "$LOG" | tail -100

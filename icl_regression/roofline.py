@@ -283,3 +283,53 @@ def markdown_table(records: list[dict]) -> str:
             cells.append(f"{r['bytes_per_model_step'] / 1e9:.2f}, {r['predicted_model_steps_per_s']:,.0f}{ratio}")
         lines.append(f"| {path} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+PREDICTED_MODEL_FIELDS = ("num_layers", "d_model", "num_heads", "compute_dtype", "attention", "mlp", "layer_norm")
+
+
+def _predicts(prediction: dict, config: dict, figures: dict) -> bool:
+    """Whether a roofline `prediction` is of the program a benchmark timed (`figures`, under the benchmark's
+    `config`): the same model and compute path, data shape, batch and ensemble size, and vmapped models (the
+    roofline compiles a vmapped group)."""
+    model, data = prediction["config"]["model"], prediction["config"]["data"]
+    return (figures["strategy"] == "vmap" and figures["num_members"] == prediction["ensemble_size"]
+            and config["train"]["batch_size"] == prediction["batch_size"]
+            and all(data[k] == config["data"][k] for k in ("dim", "context_len"))
+            and all(model[k] == figures["model"][k] for k in PREDICTED_MODEL_FIELDS))
+
+
+def measured_against_predicted(record: dict, predictions: list[dict]) -> list[dict]:
+    """For each path a benchmark `record` timed (the float32 group, then each fast path) that one of `predictions`
+    (roofline records) is of: the predicted rate, that rate scaled by the record's measured copy rate over the
+    bandwidth the prediction assumed (exact where the kernels stay memory-bound), the measured rate and its ratio
+    to the scaled prediction."""
+    copy = (record.get("copy") or {}).get("bytes_per_s")
+    rows = []
+    for figures in [record["train"], *record["fast"]]:
+        for p in predictions:
+            if _predicts(p, record["config"], figures):
+                scale = copy / p["bandwidth"] if copy else None
+                here = p["predicted_model_steps_per_s"] * scale if scale else None
+                rows.append({"path": figures["path"], "predicted": p["predicted_model_steps_per_s"],
+                             "predicted_bandwidth": p["bandwidth"], "copy_scale": scale, "predicted_here": here,
+                             "measured": figures["model_steps_per_s"],
+                             "measured_over_predicted_here": figures["model_steps_per_s"] / here if here else None,
+                             "compute_bound_kernels": p["compute_bound_kernels"]})
+                break
+    return rows
+
+
+def format_comparison(rows: list[dict]) -> str:
+    """The rows of `measured_against_predicted` as text, one line per path."""
+    if not rows:
+        return "roofline: no prediction of these shapes (experiments/roofline.py writes them)"
+    lines = ["roofline: predicted model-steps/s (H100 bytes at the prediction's bandwidth), scaled by this card's "
+             "copy rate, against measured"]
+    for r in rows:
+        scaled = "n/a" if r["predicted_here"] is None else f"{r['predicted_here']:,.0f} (× {r['copy_scale']:.3g})"
+        ratio = "" if r["measured_over_predicted_here"] is None else f" = {r['measured_over_predicted_here']:.2f}×"
+        bound = f"; {r['compute_bound_kernels']} compute-bound kernels" if r["compute_bound_kernels"] else ""
+        lines.append(f"  predicted {r['path']}: {r['predicted']:,.0f} → {scaled} here, measured "
+                     f"{r['measured']:,.0f}{ratio}{bound}")
+    return "\n".join(lines)

@@ -32,6 +32,7 @@ def test_the_gpu_session_script_runs_every_step_and_writes_its_records(tmp_path)
         assert record["train"]["model_steps_per_s"] > 0 and record["reference"]["model_steps_per_s"] > 0
         assert record["fast"] and all(f["model_steps_per_s"] > 0 for f in record["fast"])
         assert record["copy"]["bytes_per_s"] > 0  # the card's copy rate, to scale the roofline predictions
+        assert record["predictions"] == []  # set against results/roofline; tiny shapes have no prediction
     batches = sorted(json.loads(p.read_text())["config"]["train"]["batch_size"] for p in benchmarks)
     assert batches == [256, 256, 256, 512]
 

@@ -1,0 +1,67 @@
+"""A benchmark's measured rates are set against the roofline prediction of the same program, scaled by the card's
+measured copy rate; a prediction of other shapes, another path or unbatched models is never matched."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+
+from icl_regression import roofline, store
+
+from conftest import REPO_ROOT
+
+PREDICTIONS = REPO_ROOT / "results" / "roofline"
+
+
+def _benchmark_record(prediction: dict, copy_rate: float | None, measured: float, strategy: str = "vmap") -> dict:
+    """A benchmark record of the program `prediction` is of (its config, batch and ensemble), on the float32 path
+    with `measured` model-steps/s, and one bfloat16 fast path that no roofline record here has at batch 7."""
+    config = copy.deepcopy(prediction["config"])
+    figures = {"path": prediction["path"], "strategy": strategy, "num_members": prediction["ensemble_size"],
+               "model": dict(config["model"]), "model_steps_per_s": measured}
+    other = {**figures, "path": "bfloat16", "model": {**config["model"], "compute_dtype": "bfloat16", "num_layers": 7}}
+    return {"config": config, "train": figures, "fast": [other],
+            "copy": None if copy_rate is None else {"bytes_per_s": copy_rate}}
+
+
+def test_measured_rates_meet_the_prediction_of_the_same_program_scaled_by_the_copy_rate():
+    predictions = [store.read_json(p) for p in sorted(PREDICTIONS.glob("*.json"))]
+    [prediction] = [p for p in predictions if p["path"] == "float32" and p["ensemble_size"] == 22
+                    and p["batch_size"] == 256]
+    record = _benchmark_record(prediction, copy_rate=1.5 * prediction["bandwidth"], measured=1_000.0)
+
+    [row] = roofline.measured_against_predicted(record, predictions)  # the bfloat16 L7 path has no prediction
+    assert row["path"] == "float32" and row["predicted"] == prediction["predicted_model_steps_per_s"]
+    assert row["copy_scale"] == pytest.approx(1.5)
+    assert row["predicted_here"] == pytest.approx(1.5 * prediction["predicted_model_steps_per_s"])
+    assert row["measured_over_predicted_here"] == pytest.approx(1_000.0 / row["predicted_here"])
+    text = roofline.format_comparison([row])
+    assert f"{row['predicted']:,.0f} → {row['predicted_here']:,.0f} (× 1.5) here, measured 1,000" in text
+
+    no_copy = roofline.measured_against_predicted(_benchmark_record(prediction, None, 1_000.0), predictions)
+    assert no_copy[0]["predicted_here"] is None and "n/a here" in roofline.format_comparison(no_copy)
+
+
+@pytest.mark.parametrize("change", ["batch", "ensemble", "dim", "path", "strategy"])
+def test_a_prediction_of_another_program_is_not_matched(change):
+    prediction = store.read_json(PREDICTIONS / "small_B256_E22_float32.json")
+    record = _benchmark_record(prediction, 3e12, 1_000.0, strategy="map" if change == "strategy" else "vmap")
+    if change == "batch":
+        record["config"]["train"]["batch_size"] = 512
+    elif change == "ensemble":
+        record["train"]["num_members"] = 20
+    elif change == "dim":
+        record["config"]["data"]["dim"] = 4
+    elif change == "path":
+        record["train"]["model"]["mlp"] = "fused"
+    assert roofline.measured_against_predicted(record, [prediction]) == []
+    assert "no prediction of these shapes" in roofline.format_comparison([])
+
+
+def test_benchmark_refuses_a_missing_predictions_folder_before_timing(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "benchmark.py"),
+                             f"--predictions={tmp_path / 'none'}", f"--out={tmp_path}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"--predictions={tmp_path / 'none'} is not a folder" in result.stderr
+    assert not list(tmp_path.glob("*.json"))
