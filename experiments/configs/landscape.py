@@ -32,16 +32,21 @@ Variant `:paper`: budgets.py:paper's (256, 500k) models (small model, D = 8), 4,
 that sweep's checkpoints are (the GPU machine): retraining a 500k-step model takes ~4 GPU-minutes each.
 """
 
+import functools
 from pathlib import Path
 
-from icl_regression.config import base_config, config_file
+from icl_regression.config import base_config, config_file, config_variant
 
 
 def get_config(variant: str = "cpu"):
-    if variant not in ("", "cpu", "paper"):
-        raise ValueError(f"unknown variant {variant!r}; allowed: 'cpu', 'paper'")
+    return config_variant(variant, {"cpu": functools.partial(_config, "cpu"),
+                                    "paper": functools.partial(_config, "paper")})
+
+
+def _config(variant: str):
+    """budgets.py's `variant` with the landscape section for its models."""
     paper = variant == "paper"
-    config = config_file(Path(__file__).with_name("budgets.py")).get_config("paper" if paper else "cpu")
+    config = config_file(Path(__file__).with_name("budgets.py")).get_config(variant)
     config.landscape = base_config().__class__(dict(
         budget=(256, 500_000) if paper else (64, 10_000),  # (batch, steps) of the models compared
         num_tasks=(),  # finite M to include (empty: every finite M of that budget)
