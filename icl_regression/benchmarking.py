@@ -283,8 +283,7 @@ def time_copy(num_bytes: int, repeats: int) -> dict:
 
     run()  # compiles
     median, times = median_seconds(run, repeats)
-    return {"num_bytes": num_bytes // 4 * 4, "copy_s": median, "repeat_s": times,
-            "bytes_per_s": 2 * (num_bytes // 4 * 4) / median}
+    return {"num_bytes": x.nbytes, "copy_s": median, "repeat_s": times, "bytes_per_s": 2 * x.nbytes / median}
 
 
 def _versions() -> dict:
