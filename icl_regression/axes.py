@@ -92,9 +92,10 @@ def threshold_for(rows: Sequence[Mapping], budgets: Sequence[Budget], num_replic
 def estimate_fields(est: Mapping | None) -> dict:
     """The fields of a threshold estimate that the analyses keep (NaN with an empty interval for None)."""
     if est is None:
-        return {"log2_num_tasks": math.nan, "interval": [math.nan, math.nan], "replicates_with_estimate": 0}
+        return {"log2_num_tasks": math.nan, "interval": [math.nan, math.nan], "replicates_inside_grid": 0,
+                "replicates": 0}
     return {"log2_num_tasks": est["log2_num_tasks"], "interval": list(est["interval"]),
-            "replicates_with_estimate": est.get("replicates_with_estimate", 0), "replicates": est.get("replicates", 0)}
+            "replicates_inside_grid": est["replicates_inside_grid"], "replicates": est["replicates"]}
 
 
 # --- Rows with their axes. ---

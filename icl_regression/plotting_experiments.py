@@ -46,8 +46,9 @@ def _log2_m_axis(ax, num_tasks: Sequence[int], inf_x: float | None) -> None:
     ax.set_xlabel("number of pretraining tasks M")
 
 
-def _mark(ax, est: Mapping, color: str, y: float | None = None) -> None:
-    """A threshold: vertical line and shaded interval (or, with `y`, a point with horizontal error bar)."""
+def _mark(ax, est: Mapping, color: str, y: float | None = None, x_range: tuple[float, float] | None = None) -> None:
+    """A threshold: vertical line and shaded interval (or, with `y`, a point with horizontal error bar; an interval
+    open beyond the grid is drawn to the edge of `x_range` and ends in an arrow)."""
     x, (lo, hi) = est["log2_num_tasks"], est["interval"]
     if x is None or not math.isfinite(x):
         return
@@ -55,8 +56,14 @@ def _mark(ax, est: Mapping, color: str, y: float | None = None) -> None:
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
             ax.axvspan(lo, hi, color=color, alpha=0.12, lw=0)
         ax.axvline(x, color=color, lw=1, ls=":")
-    else:
-        ax.errorbar([x], [y], xerr=[[x - lo], [hi - x]], fmt="o", color=color, ms=4, capsize=3)
+        return
+    left, right = x_range if x_range is not None else (x - 1.0, x + 1.0)
+    ends = [(lo, min(left, x), "<"), (hi, max(right, x), ">")]
+    drawn = [end if end is not None and math.isfinite(end) else edge for end, edge, _ in ends]
+    ax.errorbar([x], [y], xerr=[[x - drawn[0]], [drawn[1] - x]], fmt="o", color=color, ms=4, capsize=3)
+    for (end, edge, marker) in ends:
+        if end is None or not math.isfinite(end):
+            ax.plot([edge], [y], marker, color=color, ms=5)
 
 
 def _budget_styles(analysis: Mapping) -> dict:
@@ -110,16 +117,18 @@ def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mappi
 def _forest(ax, estimates: Sequence[tuple[str, Mapping]], x_range: tuple[float, float] | None = None) -> None:
     """Threshold estimates side by side: one row each, point and 95% interval on the log2 M axis (`x_range`: the
     sweep's log2 M range)."""
-    if x_range is not None:
-        ax.set_xlim(x_range[0] - 0.25, x_range[1] + 0.25)
+    edges = (x_range[0] - 0.25, x_range[1] + 0.25) if x_range is not None else None
+    if edges is not None:
+        ax.set_xlim(edges[0] - 0.1, edges[1] + 0.1)
     for i, (label, est) in enumerate(estimates):
         color = f"C{i}" if "vs" in label else "0.3"
-        _mark(ax, est, color, y=-i)
-        if not math.isfinite(est["log2_num_tasks"] if est["log2_num_tasks"] is not None else math.nan):
-            ax.text(0.03, -i, "not located", transform=ax.get_yaxis_transform(), va="center", fontsize=7,
-                    color="0.4")
-    ax.set_yticks([-i for i in range(len(estimates))], [label for label, _ in estimates])
-    ax.set_xlabel(r"$\log_2 M^*$")
+        _mark(ax, est, color, y=-i, x_range=edges)
+        located = math.isfinite(est["log2_num_tasks"] if est["log2_num_tasks"] is not None else math.nan)
+        ax.text(0.01, -i + 0.3, label + ("" if located else ": not located"), transform=ax.get_yaxis_transform(),
+                va="center", fontsize=7, color="0.2" if located else "0.4")
+    ax.set_ylim(-len(estimates) + 0.5, 0.7)
+    ax.set_yticks([])
+    ax.set_xlabel(r"$\log_2 M^*$ (arrow: interval open beyond the grid)")
     ax.set_title("threshold: crossings and single-budget midpoints")
 
 
@@ -149,7 +158,8 @@ def budgets_figure(analysis: Mapping):
         axs[1, 0].set_title("the curve the single-budget midpoint reads (1/2 dotted)")
         estimates = [(f"crossing {_short_budget(c['small'])} vs {'B' if c['kind'] == axes.BATCH else 'N'}="
                       f"{c['large'][0 if c['kind'] == axes.BATCH else 1]:,}", c) for c in crossings]
-        estimates += [(f"midpoint {_short_budget(m['budget'])}", m) for m in analysis["midpoints"].values()]
+        estimates += [(f"midpoint {_short_budget(m['budget'])}", m)  # budget order, as drawn from memory or JSON
+                      for m in sorted(analysis["midpoints"].values(), key=lambda m: tuple(m["budget"]))]
         finite = [math.log2(c["num_tasks"]) for c in analysis["curves"] if c["num_tasks"] > 0]
         _forest(axs[1, 1], estimates, (min(finite), max(finite)) if finite else None)
         fig.suptitle(f"data budgets: the threshold from more data of each kind (seeds {analysis['seeds']}; bands: "
@@ -247,8 +257,8 @@ def dimension_figure(analysis: Mapping):
         ax.set_xlabel("M / D")
         ax.set_title("transition against M/D (seed range shaded)")
         ax = axs[1]
-        ax.errorbar(dims, 2**ys, yerr=[2**ys - 2**lo, 2**hi - 2**ys], fmt="o", color=COLORS[names.PT], capsize=3,
-                    label="M* (95% interval)")
+        _interval_bars(ax, dims, 2**ys, 2**lo, 2**hi, log=True, fmt="o", color=COLORS[names.PT],
+                       label="M* (95% interval; arrow: open beyond the grid)")
         if np.isfinite(ys[0]):
             ax.plot(dims, 2 ** ys[0] * dims / dims[0], "--", color="0.5", lw=1, label="M* ∝ D")
         _mark_not_located(ax, dims, ys)
@@ -261,12 +271,12 @@ def dimension_figure(analysis: Mapping):
         ax.set_xlabel(AXIS_LABELS[axes.DIM])
         ax.set_ylabel("M*")
         ax.set_title(f"threshold against D (slope of log M* on log D: {analysis['log2_slope']:.2f})")
-        ax.legend(loc="best")
+        ax.legend(loc="upper right")
         ax = axs[2]
         kappa = np.array([e["kappa"]["value"] for e in entries], float)
         k_lo = np.array([e["kappa"]["interval"][0] for e in entries], float)
         k_hi = np.array([e["kappa"]["interval"][1] for e in entries], float)
-        ax.errorbar(dims, kappa, yerr=[kappa - k_lo, k_hi - kappa], fmt="o-", color=COLORS[names.PT], capsize=3)
+        _interval_bars(ax, dims, kappa, k_lo, k_hi, fmt="o-", color=COLORS[names.PT])
         _mark_not_located(ax, dims, kappa)
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims, [str(int(d)) for d in dims])
@@ -293,12 +303,33 @@ def dimension_figure(analysis: Mapping):
 SHORT_AXIS = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L", axes.DIM: "D"}
 
 
-def _mark_not_located(ax, xs, ys) -> None:
-    """Writes "not located" at the bottom of the panel above each x whose estimate is NaN."""
+def _interval_bars(ax, xs, ys, lo, hi, *, log: bool = False, **style) -> None:
+    """Points with their 95% interval as error bars. An interval open beyond the grid (±inf, or ≤ 0 on a log axis)
+    is drawn to just past the panel's finite values and ends in an arrow; a point not located (not finite) is left
+    out (`_mark_not_located` labels it)."""
+    xs, ys, lo, hi = (np.asarray(v, float) for v in (xs, ys, lo, hi))
+    located = np.isfinite(ys) & (ys > 0 if log else True)
+    open_lo = ~np.isfinite(lo) | (lo <= 0 if log else False)
+    open_hi = ~np.isfinite(hi)
+    finite = np.concatenate([ys[located], lo[~open_lo], hi[~open_hi]])
+    pad = (lambda v, k: v * 2.0 ** (0.5 * k)) if log else (lambda v, k: v + 0.5 * k)
+    bottom, top = (pad(finite.min(), -1), pad(finite.max(), 1)) if finite.size else (math.nan, math.nan)
+    lo_drawn, hi_drawn = np.where(open_lo, bottom, lo), np.where(open_hi, top, hi)
+    err = np.where(located, [ys - lo_drawn, hi_drawn - ys], 0.0)
+    ax.errorbar(xs, np.where(located, ys, math.nan), yerr=err, capsize=3, **style)
+    color = style.get("color")
+    for x, is_open, end, marker in ((xs, open_lo & located, bottom, "v"), (xs, open_hi & located, top, "^")):
+        if is_open.any():
+            ax.plot(x[is_open], np.full(is_open.sum(), end), marker, color=color, ms=5, ls="none")
+
+
+def _mark_not_located(ax, xs, ys, row: int = 0, color: str = "0.4") -> None:
+    """Writes "not located" at the bottom of the panel above each x whose estimate is not finite (`row`: the how
+    many-th series of the panel, stacked upwards so that the series' labels do not overlap)."""
     for x, y in zip(xs, ys):
         if not np.isfinite(y):
-            ax.annotate("not\nlocated", (x, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7,
-                        color="0.4")
+            ax.annotate("not\nlocated", (x, 0.02 + 0.1 * row), xycoords=("data", "axes fraction"), ha="center",
+                        fontsize=7, color=color)
 
 
 def _series_label(fixed: Mapping) -> str:
@@ -327,9 +358,8 @@ def capacity_figure(analysis: Mapping, axis: str):
             values, ys, lo, hi = _axis_points(s["points"], axis)
             xs, labels = _axis_positions(values, axis)
             all_ticks.update(zip(xs, labels))
-            axs[0].errorbar(xs + 0.03 * i, ys, yerr=[ys - lo, hi - ys], fmt="o-", color=color, capsize=3,
-                            label=_series_label(s["fixed"]))
-            _mark_not_located(axs[0], xs + 0.03 * i, ys)
+            _interval_bars(axs[0], xs + 0.03 * i, ys, lo, hi, fmt="o-", color=color, label=_series_label(s["fixed"]))
+            _mark_not_located(axs[0], xs + 0.03 * i, ys, row=i, color=color)
             loss = [p["infinite_true_loss"] for p in s["points"]]
             mean = np.array([l["mean"] if l else math.nan for l in loss])
             spread = np.array([[l["mean"] - l["min"], l["max"] - l["mean"]] if l else [math.nan] * 2 for l in loss]).T
@@ -350,6 +380,7 @@ def capacity_figure(analysis: Mapping, axis: str):
         for ax in axs[:2]:
             if all_ticks:
                 ax.set_xticks(list(all_ticks), list(all_ticks.values()))
+                ax.set_xlim(min(all_ticks) - 0.3, max(all_ticks) + 0.3 + 0.03 * (len(series) - 1))
             ax.set_xlabel(AXIS_LABELS[axis])
             ax.legend(loc="best")
         axs[0].set_ylabel(r"$\log_2 M^*$ (95% interval)")
