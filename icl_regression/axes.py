@@ -7,10 +7,8 @@ grouped by axis value, and each group gets its threshold with an interval.
 
 Every call into `threshold` goes through `threshold_for`: the one place to adapt when its API changes.
 
-Budgets are paired explicitly (`budget_pairs`): two budgets form a pair when they agree in one of batch and steps and
-the other is the next larger value in the sweep (batch B vs 2B, or steps N vs 2N). The default summary pairs
-consecutive budgets in batch × steps order instead, which in a sweep holding both kinds pairs (B, 2N) with (2B, N):
-the same number of sequences, so not a budget pair at all.
+Budgets are paired as the sweep summary pairs them (`threshold.budget_pairs`): two budgets form a pair when they agree
+in one of batch and steps and the other is the next larger value in the sweep (batch B vs 2B, or steps N vs 2N).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from icl_regression import names, results, threshold
 from icl_regression.store import StoreError, iter_runs
 
 Budget = tuple[int, int]  # (batch_size, steps)
-BATCH, STEPS = "batch", "steps"
+BATCH, STEPS = threshold.BATCH, threshold.STEPS
 
 # Axes of the training setup the experiments sweep, as config paths.
 DIM = "data.dim"
@@ -48,24 +46,11 @@ def budget_label(budget: Budget) -> str:
 
 
 def budget_pairs(budgets: Iterable[Budget]) -> list[dict]:
-    """Every (small, large) pair of budgets equal in one coordinate and consecutive in the other.
-
-    kind "batch": same steps, batch B then the next larger batch (2B in the paper's sweeps); kind "steps": same batch,
-    steps N then the next larger steps. Pairs that change both (e.g. (B, 2N) and (2B, N)) are never formed.
-    """
-    budgets = sorted(set(budgets))
-    pairs = []
-    for kind, fixed, varying in ((BATCH, 1, 0), (STEPS, 0, 1)):
-        by_fixed = defaultdict(list)
-        for b in budgets:
-            by_fixed[b[fixed]].append(b)
-        for _, group in sorted(by_fixed.items()):
-            group.sort(key=lambda b: b[varying])
-            for small, large in zip(group, group[1:]):
-                pairs.append({"kind": kind, "small": small, "large": large,
-                              "ratio": large[varying] / small[varying],
-                              "label": f"{budget_label(small)}_vs_{budget_label(large)}"})
-    return pairs
+    """`threshold.budget_pairs` as dicts: kind ("batch": same steps, batch B then the next larger batch; "steps": same
+    batch, steps N then the next larger steps), small, large, ratio of the varying coordinate, and label."""
+    return [{"kind": kind, "small": small, "large": large,
+             "ratio": large[i] / small[i], "label": f"{budget_label(small)}_vs_{budget_label(large)}"}
+            for kind, small, large in threshold.budget_pairs(list(budgets)) for i in [0 if kind == BATCH else 1]]
 
 
 def threshold_for(rows: Sequence[Mapping], budgets: Sequence[Budget], num_replicates: int | None = None) -> dict:
@@ -74,8 +59,8 @@ def threshold_for(rows: Sequence[Mapping], budgets: Sequence[Budget], num_replic
 
     Returns {"crossing": estimate or None, "midpoint": {budget label: estimate}}, each estimate holding
     `log2_num_tasks`, `interval` (95%) and the replicate counts (`estimate_fields`). The single adapter to
-    `threshold.estimate_thresholds`: with the rows restricted to one or two budgets, its consecutive pairing can
-    only form the requested pair.
+    `threshold.estimate_thresholds`: with the rows restricted to one or two budgets, its pairing can only form the
+    requested pair (and forms none when the two differ in both batch and steps).
     """
     wanted = [tuple(b) for b in budgets]
     if not 1 <= len(wanted) <= 2:

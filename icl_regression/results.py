@@ -203,6 +203,8 @@ def format_threshold(summary: Mapping[str, Any]) -> str:
         lines = [f"threshold ({summary['method']}): {_where(x)}, 95% interval "
                  f"[{format_log2(lo)}, {format_log2(hi)}] (M* ≈ {_m(lo)} … {_m(hi)})",
                  f"  interval over {summary.get('interval_source', '')}"]
+        if summary.get("threshold_reason"):
+            lines.append(f"  why this estimate: {summary['threshold_reason']}")
     lines.append(f"  rule: {summary.get('threshold_rule', threshold.RULE)}")
     rows = summary.get("cells", [])
     for label, est in threshold.in_budget_order(summary["crossing"]):

@@ -2,7 +2,8 @@
 
 Both estimates are the zero of a *signed curve* s(x) over x = log2 M (finite M only), linearly interpolated between
 the grid's M values (SPEC.md, "The threshold"):
-- crossing, the paper's definition. For two data budgets b < b' (batch B vs 2B, or steps N vs 2N) with
+- crossing, the paper's definition. For two data budgets b < b' that differ in one coordinate (batch B vs 2B at
+  the same steps, or steps N vs 2N at the same batch: `budget_pairs`) with
   Δ = Δ^{T_true}_{PT,Ridge}: s(x) = Δ_b'(x) − Δ_b(x), the paired difference of the two budgets. Below M* more data
   moves the model away from ridge (s > 0), above it towards ridge (s < 0). The zero of the interpolated s is where
   the two interpolated Δ curves intersect.
@@ -13,7 +14,8 @@ the grid's M values (SPEC.md, "The threshold"):
   projected on the ridge → dMMSE direction, reaches past half-way. Error orthogonal to that direction (the model's
   own inaccuracy) cancels, so the midpoint stays meaningful where dMMSE and ridge nearly agree (large M).
 
-Which sign change is M*. Every sign change of the seed-mean curve is reported, each with its own interval. M* is
+Which sign change is M*. Every sign change of the seed-mean curve is reported, each with its own interval (a value
+exactly 0 takes the sign before it: touching zero is no change). M* is
 the split of the grid into a "+" side (small M) and a "−" side (large M) that the evidence favours: with each grid
 point weighted by z_j = s_j / se_j (se_j: its standard error over seeds and evaluation sequences), the split after
 point i maximising Σ_{j≤i} z_j − Σ_{j>i} z_j over i = −1 … X−1. A maximum inside the grid always sits at a + → −
@@ -32,6 +34,9 @@ read from a finite set of evaluation sequences. A replicate perturbs the seed-me
 - a seed part: Σ_s w_s (s_s − s̄), one weight per seed shared by every M and both budgets of that seed (a seed's
   B / 2B, or N / 2N, cells stay paired), w_s = g_s · sqrt(ν / u) / sqrt(n (n − 1)) with g_s ~ N(0, 1),
   u ~ χ²_ν, ν = n − 1 for n seeds.
+  An M where fewer seeds finished (a diverged run drops its pair) has its own ν = n_M − 1 (its χ² drawn from
+  the curve's by a beta split, so the M stay correlated); with one seed there, where the others have several,
+  its seed spread is unknown and it is left out of the estimate (the summary's `interval_source` names such M).
 At each M the seed part is then the standard error times a Student-t_ν draw, so the percentile interval of the
 zero reproduces the Fieller (test-inversion) interval of the interpolated curve: it covers the true crossing in
 95% of sweeps when seed effects are normal, as a wild bootstrap over seeds calibrated for their small number.
@@ -91,6 +96,25 @@ class SignedCurve:
 def budgets(rows: Sequence[dict]) -> list[Budget]:
     """The data budgets of a sweep, smallest (batch × steps) first."""
     return sorted({(r["batch_size"], r["steps"]) for r in rows}, key=lambda b: (b[0] * b[1], b))
+
+
+BATCH, STEPS = "batch", "steps"  # the two kinds of budget pair
+
+
+def budget_pairs(all_budgets: Sequence[Budget]) -> list[tuple[str, Budget, Budget]]:
+    """(kind, small, large) for every two budgets equal in one coordinate and consecutive in the other: kind "batch",
+    same steps and the next larger batch (B vs 2B in the paper's sweeps); kind "steps", same batch and the next larger
+    steps (N vs 2N). Budgets that differ in both (e.g. (B, 2N) and (2B, N): as many sequences seen) are never paired.
+    Batch pairs first, then steps pairs, each from the smallest budgets up: the first is the paper's B vs 2B."""
+    pairs = []
+    for kind, fixed, varying in ((BATCH, 1, 0), (STEPS, 0, 1)):
+        groups: dict[int, list[Budget]] = {}
+        for b in sorted(set(all_budgets)):
+            groups.setdefault(b[fixed], []).append(b)
+        for _, group in sorted(groups.items()):
+            group.sort(key=lambda b: b[varying])
+            pairs += [(kind, small, large) for small, large in zip(group, group[1:])]
+    return pairs
 
 
 def budget_key(budget: Budget) -> str:
@@ -171,6 +195,7 @@ class CurveReplicates:
     se_seed: np.ndarray  # [X] s / sqrt(n) over the seeds at this M (0 with one seed)
     se_eval: np.ndarray  # [X] spread of the seed mean over evaluation replicates
     seeds_per_x: np.ndarray  # [X]
+    usable: np.ndarray  # [X] enters the estimate: with several seeds, an M needs two (else its seed spread is unknown)
 
 
 def curve_replicates(curve: SignedCurve, num_replicates: int = NUM_REPLICATES,
@@ -186,16 +211,21 @@ def curve_replicates(curve: SignedCurve, num_replicates: int = NUM_REPLICATES,
         eval_mean_dev = eval_dev.sum(axis=0) / np.maximum(n_x, 1)[:, None]  # [X, R_eval]
         eval_mean_dev = eval_mean_dev * _shared_fraction(eval_dev, eval_mean_dev, finite, n_x)[:, None]
         replicates = point + eval_mean_dev[:, np.arange(num_replicates) % eval_mean_dev.shape[1]].T
-        dof = curve.num_seeds - 1
         se_seed = np.where(n_x >= 2, np.sqrt((deviations ** 2).sum(axis=0) / np.maximum(n_x - 1, 1)
                                              / np.maximum(n_x, 1)), 0.0)
+        dof = int(n_x.max(initial=0)) - 1
         if dof >= 1:
             weights = rng.standard_normal((num_replicates, len(curve.seeds)))
-            t_scale = np.sqrt(dof / rng.chisquare(dof, num_replicates))[:, None]
+            chi2 = rng.chisquare(dof, num_replicates)
+            t_scale = np.broadcast_to(np.sqrt(dof / chi2)[:, None], (num_replicates, len(n_x))).copy()
+            for nu in sorted({int(n) - 1 for n in n_x if 2 <= n < dof + 1}):  # M with fewer seeds: t with n − 1
+                chi2_nu = chi2 * rng.beta(nu / 2, (dof - nu) / 2, num_replicates)  # χ²_ν, correlated with χ²_dof
+                t_scale[:, n_x == nu + 1] = np.sqrt(nu / chi2_nu)[:, None]
             norm = np.where(n_x >= 2, np.sqrt(n_x * (n_x - 1.0)), np.inf)
             replicates = replicates + t_scale * (weights @ deviations) / norm
     se_eval = eval_mean_dev.std(axis=1)
-    return CurveReplicates(point, replicates, np.hypot(se_seed, se_eval), se_seed, se_eval, n_x)
+    usable = n_x >= (2 if curve.num_seeds >= 2 else 1)
+    return CurveReplicates(point, replicates, np.hypot(se_seed, se_eval), se_seed, se_eval, n_x, usable)
 
 
 def _shared_fraction(eval_dev: np.ndarray, eval_mean_dev: np.ndarray, finite: np.ndarray,
@@ -243,10 +273,21 @@ def _bracket_zeros(xs: np.ndarray, curves: np.ndarray) -> np.ndarray:
 
 
 def sign_changes(curves: np.ndarray) -> np.ndarray:
-    """[..., X − 1] of +1 where a curve goes from > 0 to <= 0 between points j and j+1, −1 for the reverse, 0 else."""
-    positive = np.asarray(curves) > 0
-    return np.where(positive[..., :-1] & ~positive[..., 1:], 1, np.where(~positive[..., :-1] & positive[..., 1:],
-                                                                       -1, 0))
+    """[..., X − 1] of +1 where a curve changes from positive to negative between points j and j+1, −1 for the
+    reverse, 0 else. A point exactly 0 takes the sign before it (leading zeros the sign after them), so a curve that
+    touches zero without crossing has no sign change, and one that crosses through a zero at point j has one, in the
+    bracket whose interpolated zero is that point."""
+    curves = np.asarray(curves, float)
+    sign = np.where(curves > 0, 1, np.where(curves < 0, -1, 0))
+    if sign.shape[-1] == 0:
+        return sign[..., :0]
+    for flip in (False, True):  # carry the last nonzero sign forward, then (for leading zeros) backward
+        s = sign[..., ::-1] if flip else sign
+        index = np.maximum.accumulate(np.where(s != 0, np.arange(s.shape[-1]), 0), axis=-1)
+        s = np.take_along_axis(s, index, axis=-1)
+        sign = s[..., ::-1] if flip else s
+    before, after = sign[..., :-1], sign[..., 1:]
+    return np.where((before > 0) & (after < 0), 1, np.where((before < 0) & (after > 0), -1, 0))
 
 
 def percentile_interval(samples: np.ndarray, level: float = LEVEL) -> list[float]:
@@ -271,24 +312,37 @@ def analyse_curve(curve: SignedCurve, num_replicates: int = NUM_REPLICATES, seed
     """M* with its interval, every sign change with its own interval, and the curve per M, as stored in the
     sweep summary."""
     reps = curve_replicates(curve, num_replicates, np.random.default_rng(seed))
-    ok = np.isfinite(reps.point)
+    ok = np.isfinite(reps.point) & reps.usable
     xs, point, replicates, se = curve.xs[ok], reps.point[ok], reps.replicates[:, ok], reps.se[ok]
     estimate = float(split_estimates(xs, point, se)) if xs.size else math.nan
     samples = split_estimates(xs, replicates, se) if xs.size else np.full(num_replicates, np.nan)
     changes = _sign_change_intervals(xs, point, replicates, level, estimate)
     per_m = [{"num_tasks": round(2 ** x), "log2_num_tasks": float(x), "value": float(v), "se": float(s),
               "se_seed": float(ss), "se_eval": float(se_), "z": float(v / s) if s > 0 else math.nan,
-              "num_seeds": int(n), "interval": percentile_interval(reps.replicates[:, j], level)}
+              "num_seeds": int(n), "interval": percentile_interval(reps.replicates[:, j], level),
+              "used": bool(ok[j])}
              for j, (x, v, s, ss, se_, n) in enumerate(zip(curve.xs, reps.point, reps.se, reps.se_seed,
-                                                           reps.se_eval, reps.seeds_per_x)) if ok[j]]
+                                                           reps.se_eval, reps.seeds_per_x)) if np.isfinite(v)]
     return {"log2_num_tasks": estimate, "num_tasks": 2 ** estimate if math.isfinite(estimate) else math.nan,
             "located": _location(estimate), "interval": percentile_interval(samples, level),
             "replicates": int(num_replicates),
             "replicates_inside_grid": int(np.isfinite(samples).sum()),
             "num_seeds": curve.num_seeds, "interval_source": interval_source(curve.num_seeds)
+            + _fewer_seeds_text(curve.xs, reps.seeds_per_x, curve.num_seeds)
             + (f"; {curve.runs_without_replicates} runs stored no evaluation replicates of a metric used here, so "
                "their evaluation noise is left out" if curve.runs_without_replicates else ""),
             "sign_changes": changes, "per_num_tasks": per_m}
+
+
+def _fewer_seeds_text(xs: np.ndarray, seeds_per_x: np.ndarray, num_seeds: int) -> str:
+    """Which M have fewer seeds than the curve (their seed part uses their own t), and which are left out (one seed
+    where the others have several: no spread to weigh it by)."""
+    if num_seeds < 2:
+        return ""
+    fewer = [(round(2 ** x), int(n)) for x, n in zip(xs, seeds_per_x) if 1 <= n < num_seeds]
+    if not fewer:
+        return ""
+    return "; fewer seeds at " + ", ".join(f"M = {m}: {n}" + (" (left out)" if n < 2 else "") for m, n in fewer)
 
 
 def _sign_change_intervals(xs, point, replicates, level, estimate) -> list[dict]:
@@ -324,7 +378,7 @@ def crossing_estimate(rows: Sequence[dict], small: Budget, large: Budget) -> flo
     """The crossing's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
     curve = crossing_curve(rows, small, large)
     reps = curve_replicates(curve, 2)
-    ok = np.isfinite(reps.point)
+    ok = np.isfinite(reps.point) & reps.usable
     return float(split_estimates(curve.xs[ok], reps.point[ok], reps.se[ok])) if ok.any() else math.nan
 
 
@@ -332,32 +386,47 @@ def midpoint_estimate(rows: Sequence[dict], budget: Budget) -> float:
     """The midpoint's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
     curve = midpoint_curve(rows, budget)
     reps = curve_replicates(curve, 2)
-    ok = np.isfinite(reps.point)
+    ok = np.isfinite(reps.point) & reps.usable
     return float(split_estimates(curve.xs[ok], reps.point[ok], reps.se[ok])) if ok.any() else math.nan
 
 
-def estimate_thresholds(rows: Sequence[dict], num_replicates: int | None = None, seed: int = INTERVAL_SEED) -> dict:
-    """The crossing of each pair of consecutive budgets and the midpoint of each budget, with intervals.
+_OUTSIDE = {"below": "below the grid: more data moved the model towards ridge at every M, weighed together",
+            "above": "above the grid: more data moved the model away from ridge at every M, weighed together",
+            "none": "not located: no M has finished runs of both budgets"}
 
-    M* is the crossing of the two smallest budgets when it lies inside the grid, else the smallest budget's midpoint.
+
+def estimate_thresholds(rows: Sequence[dict], num_replicates: int | None = None, seed: int = INTERVAL_SEED) -> dict:
+    """The crossing of every budget pair (`budget_pairs`) and the midpoint of each budget, with intervals.
+
+    M* is the crossing of the first pair (the smallest B vs 2B; without batch pairs, N vs 2N) when it lies inside the
+    grid, else the smallest budget's midpoint; `threshold_reason` says which and why.
     """
     num_replicates = num_replicates or NUM_REPLICATES
     all_budgets = budgets(rows)
+    pairs = budget_pairs(all_budgets)
     crossing = {}
-    for small, large in zip(all_budgets, all_budgets[1:]):
+    for kind, small, large in pairs:
         result = analyse_curve(crossing_curve(rows, small, large), num_replicates, seed)
-        crossing[f"{budget_key(small)}_vs_{budget_key(large)}"] = dict(result, quantity=CROSSING_QUANTITY)
+        crossing[f"{budget_key(small)}_vs_{budget_key(large)}"] = dict(result, quantity=CROSSING_QUANTITY, kind=kind)
     midpoint = {budget_key(b): dict(analyse_curve(midpoint_curve(rows, b), num_replicates, seed),
                                     quantity=MIDPOINT_QUANTITY) for b in all_budgets}
-    first_crossing = next(iter(crossing.values()), None)
+    first_label, first_crossing = next(iter(crossing.items()), (None, None))
+    smallest = budget_key(all_budgets[0]) if all_budgets else None
     if first_crossing is not None and first_crossing["located"] == "inside":
         method, primary = "crossing", first_crossing
+        reason = (f"the crossing of the first budget pair ({first_crossing['kind']}: {first_label.replace('_', ' ')}) "
+                  "lies inside the grid")
     elif midpoint:
-        method, primary = "midpoint", next(iter(midpoint.values()))
+        method, primary = "midpoint", midpoint[smallest]
+        reason = (f"the crossing of the first budget pair ({first_label.replace('_', ' ')}) lies "
+                  f"{_OUTSIDE[first_crossing['located']]}; the midpoint of the smallest budget ({smallest}) instead"
+                  if first_crossing is not None else
+                  f"no two budgets equal in batch or in steps (no crossing): the midpoint of {smallest}")
     else:
         method, primary = "none", {"log2_num_tasks": math.nan, "interval": [math.nan, math.nan], "num_seeds": 0,
                                    "interval_source": interval_source(0), "located": "none"}
+        reason = "no finished finite-M runs"
     return {"method": method, "threshold_log2_num_tasks": primary["log2_num_tasks"],
             "threshold_interval": primary["interval"], "threshold_located": primary["located"],
             "interval_source": primary["interval_source"], "num_seeds": primary["num_seeds"],
-            "threshold_rule": RULE, "crossing": crossing, "midpoint": midpoint}
+            "threshold_rule": RULE, "threshold_reason": reason, "crossing": crossing, "midpoint": midpoint}

@@ -5,12 +5,10 @@ and from more steps at a fixed batch, side by side, and the single-budget thresh
     python experiments/analyze.py --experiment=budgets --workdir=runs/cpu_budgets          # crossings, N vs 4N
     python experiments/analyze.py --experiment=above_threshold --workdir=runs/cpu_budgets  # Fig. 10
 
-The crossing needs two budgets that differ in one thing. The suite's default summary pairs consecutive budgets
-sorted by batch × steps; for a grid holding (B, N), (2B, N) and (B, 2N) that pairs (B, 2N) with (2B, N), the same
-number of sequences seen as longer runs or as larger batches: not a budget pair at all (and it makes the steps pair
-the "primary" threshold only because of a tie-break). `experiments/analyze.py --experiment=budgets` and
-`icl_regression.axes.budget_pairs` choose the pairs explicitly instead: every two budgets equal in one of batch and
-steps and consecutive in the other.
+The crossing needs two budgets that differ in one thing: the sweep summary and `experiments/analyze.py
+--experiment=budgets` pair every two budgets equal in one of batch and steps and consecutive in the other
+(`icl_regression.threshold.budget_pairs`), so (B, 2N) and (2B, N), the same number of sequences seen as longer runs
+or as larger batches, are never paired; M* is the B vs 2B crossing when it lies inside the grid.
 
 Variant `:cpu` (the committed results/cpu_budgets): the CPU reference setting (cpu_reference.py: (D = 2, K = 8, σ² = 0.25, 2 layers of
 width 32, Adam 3e-3, triangle schedule, evaluation every 250 steps on 2,048 sequences), seeds 0, 1, 2, at three
