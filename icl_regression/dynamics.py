@@ -29,19 +29,23 @@ window holds only them or the line is not falling). tests/test_dynamics.py measu
 known t*.
 
 Per M and data budget the curve is the mean over seeds, and t* is located on it. Intervals: `NUM_BOOTSTRAP`
-replicates, each resampling seeds with replacement (the same draw for every M: nested pools and shared seeds make
-the M correlated) and taking one of the evaluation-sequence replicates stored at every evaluation (`"bootstrap"` in
-each metrics record; the same resample for every model, since all models share the T_true sequences); t* is
-located again on each replicate curve; 95% percentile intervals. With few seeds these are optimistic (three seeds
-give ten distinct resamples, and a bootstrap mean of n values spreads √((n − 1)/n) as far as the mean itself).
-Runs stored without the per-evaluation replicates give seed-only intervals, and the output says so.
+replicates, each resampling seeds with replacement (the same seeds, by value, for every M: nested pools and shared
+seeds make the M correlated; an M missing a seed averages the drawn seeds it has) and taking one of the
+evaluation-sequence replicates stored at every evaluation (`"bootstrap"` in each metrics record; the same resample
+for every model, since all models share the T_true sequences); t* is located again on each replicate curve; 95%
+percentile intervals. A replicate whose t* lies at or past the end of the run counts as +inf, one at or before the
+first evaluation as 0 (`censored`), so an interval with more than its tail censored says so ("past the end")
+instead of stopping at the last evaluation. With few seeds these are optimistic (three seeds give ten distinct
+resamples, and a bootstrap mean of n values spreads √((n − 1)/n) as far as the mean itself). Runs stored without
+the per-evaluation replicates give seed-only intervals, and the output says so.
 
 Whether M is transient is decided by its noise, not by a fixed margin: the rise of Δ^{T_true}_{PT,Ridge} from t*
 (the local fit's value there) to its mean over the last `END_FRACTION` of training. With S >= 2 seeds, each seed's
 rise is measured at the t* of the mean of the other seeds, so that no seed is measured where its own jitter dipped
 (a rise measured at the curve's own minimum is positive even for a flat curve); the interval is Student's t with
 S − 1 degrees of freedom on their mean, widened by the spread of the same rise over the evaluation replicates.
-With one seed the noise is the curve's own evaluation-to-evaluation jitter. *Transient*: the rise's 95% interval
+With one seed, t* is located on every other evaluation and the rise read from the others (`_split_rise`: the same
+honest null), against the curve's own evaluation-to-evaluation jitter. *Transient*: the rise's 95% interval
 lies above 0. *Monotone*: the closest approach is in the last `END_FRACTION` of training (still approaching ridge:
 t* lies at or past the end) or at the first evaluation (moving away from ridge from the start). *Unresolved*: a
 minimum inside the run whose rise is within its noise.
@@ -49,7 +53,7 @@ minimum inside the run whose rise is within its noise.
 The power law t* ≈ c·M^α is fitted per definition by least squares of ln t* on ln M over the M values the sweep
 config names (`sweep.analysis.fit_num_tasks`; default: the transient M), each definition over those of its t*s
 that lie inside the run; α's interval refits every bootstrap replicate's t*s, which carries each t*'s uncertainty
-and their correlation into α.
+and their correlation into α (a replicate's censored t*s are left out of its refit).
 
 Numpy only: no jax, no model.
 """
@@ -271,8 +275,10 @@ class GroupCurves:
     """The seeds of one (M, budget): their curves of each definition's metric at the steps every seed evaluated,
     and the stored evaluation-sequence replicates when every run has them."""
 
-    def __init__(self, metrics_by_run: Mapping[str, Sequence[Mapping]], run_names: Sequence[str]):
+    def __init__(self, metrics_by_run: Mapping[str, Sequence[Mapping]], run_names: Sequence[str],
+                 seeds: Sequence[int] | None = None):
         self.run_names = list(run_names)
+        self.seeds = list(seeds) if seeds is not None else list(range(len(self.run_names)))  # each run's seed
         records = [metrics_by_run.get(name, []) for name in self.run_names]
         step_sets = [set(metric_curve(r)[0].tolist()) for r in records]
         self.steps = np.array(sorted(set.intersection(*step_sets)) if step_sets else [], dtype=np.int64)
@@ -295,8 +301,15 @@ class GroupCurves:
         return np.mean(self.curves[key], axis=0)
 
     def bootstrap_curves(self, key: str, seed_draws: np.ndarray, replicate_draws: np.ndarray) -> np.ndarray:
-        """[B, T]: per replicate b, the mean over seeds `seed_draws[b]` (indices) of their curves on evaluation
-        replicate `replicate_draws[b]` (or of their curves themselves when no replicates are stored)."""
+        """[B, T]: per replicate b, the mean over the seeds drawn for it of their curves on evaluation replicate
+        `replicate_draws[b]` (or of their curves themselves when no replicates are stored). `seed_draws`: [B, n]
+        indices into this group's runs (each drawn seed once), or [B, S] float weights, one per run
+        (`BootstrapDraws.seeds_for`)."""
+        if seed_draws.dtype.kind == "f":  # weights: the group lacks some of the budget's seeds
+            values = (self.replicates[key][:, replicate_draws % self.num_replicates] if self.num_replicates
+                      else np.broadcast_to(self.curves[key][:, None], (self.num_seeds, len(seed_draws),
+                                                                       len(self.steps))))
+            return np.einsum("bs,sbt->bt", seed_draws, values) / seed_draws.sum(axis=1, keepdims=True)
         if self.num_replicates:
             chosen = self.replicates[key][seed_draws, replicate_draws[:, None] % self.num_replicates]
         else:
@@ -321,25 +334,62 @@ def _at(curve: tuple[np.ndarray, np.ndarray], steps: np.ndarray) -> np.ndarray:
     return np.array([lookup.get(s, math.nan) for s in steps.tolist()], dtype=float)
 
 
+def censored(t_star: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """Replicate t*s as what they say about t*: +inf where it lies at or past the end of the run, 0 where it lies
+    at or before the first evaluation (or, for (c), a is below 1/2 throughout), NaN where undefined. An interval
+    over them then opens where more than its tail of replicates is censored, instead of stopping at the grid's
+    edge, and power-law refits leave the censored replicates out."""
+    out = np.asarray(t_star, float).copy()
+    out[status == AT_END] = math.inf
+    out[(status == AT_START) | (status == NEVER)] = 0.0
+    out[status == UNDEFINED] = math.nan
+    return out
+
+
 def _percentile_interval(values: np.ndarray) -> list[float]:
-    values = values[np.isfinite(values)]
+    """The central LEVEL interval (linear between order statistics), ±inf allowed; NaN dropped."""
+    values = np.sort(np.asarray(values, float)[~np.isnan(values)])
     if len(values) < 2:
         return [math.nan, math.nan]
-    tail = 100 * (1 - LEVEL) / 2
-    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+    tail = (1 - LEVEL) / 2
+    if np.all(np.isfinite(values)):
+        return [float(np.percentile(values, 100 * tail)), float(np.percentile(values, 100 * (1 - tail)))]
+    out = []
+    for q in (tail, 1 - tail):
+        h = (len(values) - 1) * q
+        i = int(math.floor(h))
+        a, b = values[i], values[min(i + 1, len(values) - 1)]
+        out.append(float(a if h == i or a == b else a + (h - i) * (b - a)))
+    return out
 
 
 class BootstrapDraws:
-    """Which seeds (as positions in a group) and which evaluation replicate each bootstrap replicate uses; one draw
-    shared by every group of a budget, so the replicates of different M are the same resample."""
+    """Which seeds and which evaluation replicate each bootstrap replicate uses; one draw shared by every group of a
+    budget, so that the replicates of different M are the same resample: replicate b draws seeds (by their value)
+    from all the budget's seeds, and every M averages the drawn seeds it has."""
 
-    def __init__(self, max_seeds: int, num_bootstrap: int = NUM_BOOTSTRAP, seed: int = BOOTSTRAP_SEED):
+    def __init__(self, seeds: Sequence[int] | int, num_bootstrap: int = NUM_BOOTSTRAP, seed: int = BOOTSTRAP_SEED):
+        self.seeds = sorted(set(seeds)) if not isinstance(seeds, int) else list(range(max(seeds, 1)))
         rng = np.random.default_rng(seed)
-        self.uniforms = rng.random((num_bootstrap, max(max_seeds, 1)))
+        self.uniforms = rng.random((num_bootstrap, max(len(self.seeds), 1)))
         self.replicates = rng.integers(0, 2**31, size=num_bootstrap)
+        self.draws = np.floor(self.uniforms * len(self.seeds)).astype(int)  # [B, n]: positions in self.seeds
 
-    def seeds_for(self, num_seeds: int) -> np.ndarray:
-        return np.floor(self.uniforms[:, :num_seeds] * num_seeds).astype(int)
+    def seeds_for(self, group_seeds: Sequence[int]) -> np.ndarray:
+        """For a group with runs of `group_seeds`: [B, n] indices into its runs when it has all the budget's seeds
+        (in order), else [B, S] weights (how often each of its seeds was drawn; a replicate that drew none of them
+        draws among the group's own seeds instead, uniformly by the same uniforms)."""
+        group_seeds = list(group_seeds)
+        if group_seeds == self.seeds:
+            return self.draws
+        position = {s: i for i, s in enumerate(self.seeds)}
+        counts = np.stack([(self.draws == position[s]).sum(axis=1) if s in position else np.zeros(len(self.draws),
+                                                                                                   int)
+                           for s in group_seeds], axis=1).astype(float)
+        none = counts.sum(axis=1) == 0
+        own = np.floor(self.uniforms[none, :1] * len(group_seeds)).astype(int)[:, 0]
+        counts[np.flatnonzero(none), own] = 1.0
+        return counts
 
 
 # --- One group: t* three ways with intervals, the kind and its reason. ---
@@ -347,7 +397,7 @@ class BootstrapDraws:
 
 def analyse_group(group: GroupCurves, draws: BootstrapDraws) -> dict:
     """t* by each definition (value, status, interval, bootstrap replicates), and the kind of the group."""
-    seed_draws = draws.seeds_for(group.num_seeds)
+    seed_draws = draws.seeds_for(group.seeds)
     out = {"num_seeds": group.num_seeds, "noise": group.noise_note(), "t_star": {}}
     has_interval = group.num_seeds > 1 or group.num_replicates > 0
     steps = group.steps
@@ -358,6 +408,7 @@ def analyse_group(group: GroupCurves, draws: BootstrapDraws) -> dict:
                  "replicates": []}
         if point["status"] == LOCATED and has_interval:
             reps, statuses = locate_all(definition, steps, group.bootstrap_curves(key, seed_draws, draws.replicates))
+            reps = censored(reps, statuses)
             entry["replicates"] = reps.tolist()
             entry["interval"] = _percentile_interval(reps)
             entry["replicates_located"] = int(np.sum(statuses == LOCATED))
@@ -413,9 +464,31 @@ def _rise(curves: np.ndarray, at_end: np.ndarray, point: dict, steps: np.ndarray
     return curves[..., at_end].mean(axis=-1) - curves[..., point["window"]] @ weights
 
 
+def _split_rise(steps: np.ndarray, values: np.ndarray, at_end: np.ndarray, point: dict) -> tuple[float, float]:
+    """One seed's rise and its variance, measured where its own jitter did not choose t*: t* is located on every
+    other evaluation (the even ones) and the value there read from the local fit to the others (the odd ones),
+    so that the minimum's selection bias (a flat curve's lowest dip) does not count as a rise; the jitter is
+    independent between evaluations. Falls back to the whole curve's t* when the even evaluations place it at an
+    end, and to the whole curve's fit when too few odd evaluations remain."""
+    inner = ~at_end
+    even, odd = np.flatnonzero(inner)[::2], np.flatnonzero(inner)[1::2]
+    where = locate_minimum(steps[even], values[even]) if len(even) >= 3 else {"status": UNDEFINED}
+    t_star = where["t_star"] if where["status"] == LOCATED else point["t_star"]
+    if len(odd) >= 3:
+        window = np.arange(*_windows(steps[odd], np.array([t_star]))[0])
+        weights = fit_value_weights(steps[odd], window, t_star)
+        at_t_star = float(values[odd][window] @ weights)
+    else:
+        weights = fit_value_weights(steps, point["window"], point["t_star"])
+        at_t_star = float(values[point["window"]] @ weights)
+    rise = float(values[at_end].mean()) - at_t_star
+    return rise, _jitter(values) ** 2 * (1 / at_end.sum() + float(weights @ weights))
+
+
 RISE_NOISE_SEEDS = ("Student t over seeds, each seed's rise measured at the t* of the others, widened by the "
                     "evaluation-sequence replicates")
-RISE_NOISE_ONE = "one seed: the curve's own evaluation-to-evaluation jitter, widened by any evaluation replicates"
+RISE_NOISE_ONE = ("one seed: t* located on every other evaluation, the rise read from the others, against the "
+                  "curve's own evaluation-to-evaluation jitter, widened by any evaluation replicates")
 
 
 def _kind(group: GroupCurves) -> dict:
@@ -453,9 +526,8 @@ def _kind(group: GroupCurves) -> dict:
             rises.append(float(_rise(curves[s], at_end, others if others["status"] == LOCATED else point, steps)))
         rise, seed_var, dof = float(np.mean(rises)), float(np.var(rises, ddof=1)) / num_seeds, num_seeds - 1
     else:
-        weights = fit_value_weights(steps, point["window"], point["t_star"])
-        rise, dof = float(_rise(mean, at_end, point, steps)), math.inf
-        seed_var = _jitter(mean) ** 2 * (1 / at_end.sum() + float(weights @ weights))
+        rise, seed_var = _split_rise(steps, mean, at_end, point)
+        dof = math.inf
     eval_var = 0.0
     if group.num_replicates:
         replicate_curves = group.replicates[key][:, :, keep].mean(axis=0)  # [R, T]: seed mean per replicate
@@ -486,10 +558,10 @@ def _strip(analysis: dict) -> dict:
 def per_run_dynamics(metrics_by_run: Mapping[str, Sequence[Mapping]], rows: Sequence[Mapping],
                      num_bootstrap: int = NUM_BOOTSTRAP) -> list[dict]:
     """One entry per row: its sweep values and its own t*s and kind (evaluation-sequence noise only)."""
-    draws = BootstrapDraws(1, num_bootstrap)  # one seed: the replicates are the stored evaluation replicates
+    draws = BootstrapDraws([0], num_bootstrap)  # one seed: the replicates are the stored evaluation replicates
     out = []
     for row in rows:
-        group = GroupCurves(metrics_by_run, [row["name"]])
+        group = GroupCurves(metrics_by_run, [row["name"]], [0])
         entry = {k: row[k] for k in ("name", "num_tasks", "batch_size", "steps", "seed")}
         entry["status"] = row.get("status", names.DONE)
         entry["eval_interval"] = int(np.min(np.diff(group.steps))) if len(group.steps) > 1 else None
@@ -501,13 +573,12 @@ def per_run_dynamics(metrics_by_run: Mapping[str, Sequence[Mapping]], rows: Sequ
 
 
 def _groups(rows: Sequence[Mapping]) -> dict:
-    """{(batch, steps): {M: [run names]}} over the finished, not diverged runs."""
+    """{(batch, steps): {M: [(seed, run name)] by seed}} over the finished, not diverged runs."""
     grouped = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if row.get("status", names.DONE) == names.DONE:
             grouped[(row["batch_size"], row["steps"])][row["num_tasks"]].append((row["seed"], row["name"]))
-    return {budget: {m: [name for _, name in sorted(runs)] for m, runs in by_m.items()}
-            for budget, by_m in grouped.items()}
+    return {budget: {m: sorted(runs) for m, runs in by_m.items()} for budget, by_m in grouped.items()}
 
 
 def _finite_sorted(values) -> list:
@@ -574,11 +645,12 @@ def summarize_dynamics(metrics_by_run: Mapping[str, Sequence[Mapping]], rows: Se
     per_num_tasks, by_budget = [], {}
     budgets = sorted(_groups(rows).items(), key=lambda item: (item[0][0] * item[0][1], item[0]))
     for (batch, steps), by_m in budgets:
-        draws = BootstrapDraws(max(len(v) for v in by_m.values()), num_bootstrap)
+        draws = BootstrapDraws({seed for runs in by_m.values() for seed, _ in runs}, num_bootstrap)
         analyses = {}
         for m in _finite_sorted(by_m):
-            analyses[m] = analyse_group(GroupCurves(metrics_by_run, by_m[m]), draws)
-            per_num_tasks.append({"num_tasks": m, "batch_size": batch, "steps": steps, "runs": by_m[m],
+            seeds, run_names = [seed for seed, _ in by_m[m]], [name for _, name in by_m[m]]
+            analyses[m] = analyse_group(GroupCurves(metrics_by_run, run_names, seeds), draws)
+            per_num_tasks.append({"num_tasks": m, "batch_size": batch, "steps": steps, "runs": run_names,
                                   **_strip(analyses[m])})
         by_budget[_budget_label(batch, steps)] = {"batch_size": batch, "steps": steps,
                                                   **_budget_fits(analyses, fit_num_tasks)}
@@ -634,7 +706,8 @@ def _step_text(entry: Mapping) -> str:
     if status in (NEVER, UNDEFINED):
         return "never (a ≤ 1/2)" if status == NEVER else "—"
     lo, hi = entry["interval"]
-    interval = f" [{lo:,.0f}, {hi:,.0f}]" if math.isfinite(lo) else ""
+    bound = lambda x: "past the end" if x == math.inf else f"{x:,.0f}"  # noqa: E731
+    interval = f" [{bound(lo)}, {bound(hi)}]" if not math.isnan(lo) else ""
     return f"{value:,.0f}{interval}"
 
 
@@ -644,13 +717,13 @@ def format_dynamics(dynamics: Mapping) -> str:
     dyn = dynamics.get("dynamics", dynamics)
     if "definitions" not in dyn:
         return "training dynamics: this summary predates t* three ways; run --summarize again"
-    width = 24
+    width = 28  # fits "12,345 [6,789, past the end]" after a space
     lines = ["training dynamics on T_true (t* located below the evaluation grid, with 95% intervals):",
              f"{'M':>6} {'B':>5} {'steps':>7} {'seeds':>5}  {'kind':<11}"
-             + "".join(f"{DEFINITION_LABELS[d]:>{width}}" for d in DEFINITIONS)]
+             + "".join(f" {DEFINITION_LABELS[d]:>{width}}" for d in DEFINITIONS)]
     for p in dyn["per_num_tasks"]:
         lines.append(f"{_m_label(p):>6} {p['batch_size']:>5} {p['steps']:>7} {p['num_seeds']:>5}  {p['kind']:<11}"
-                     + "".join(f"{_step_text(p['t_star'][d]):>{width}}" for d in DEFINITIONS))
+                     + "".join(f" {_step_text(p['t_star'][d]):>{width}}" for d in DEFINITIONS))
     lines.append("why:")
     for p in dyn["per_num_tasks"]:
         weight = p.get("weight", {})

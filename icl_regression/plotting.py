@@ -444,9 +444,9 @@ def _residual_panel(ax, metrics_by_run, rows, budgets, styles, all_m, colors) ->
 
 
 def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
-    """t* against M, one marker and colour per definition, intervals as vertical bars (filled: transient M; open:
-    the others, whose t* lies inside the run), each seed's own t* faded; the fitted power law of each definition
-    over its budget's fit set."""
+    """t* against M, one marker and colour per definition, intervals as vertical bars (an arrow: open past the end
+    of the run or before the first evaluation; filled: transient M; open: the others, whose t* lies inside the run),
+    each seed's own t* faded; the fitted power law of each definition over its budget's fit set."""
     plotted_m, offsets = set(), {d: f for d, f in zip(dynamics_lib.DEFINITIONS, (0.97, 1.0, 1.03))}
     for budget in budgets:
         pts = [p for p in dyn["per_num_tasks"] if (p["batch_size"], p["steps"]) == budget and p["num_tasks"] > 0]
@@ -465,8 +465,13 @@ def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
                     continue
                 x = p["num_tasks"] * offsets[definition]  # side by side where the definitions agree
                 lo, hi = entry["interval"]
-                if math.isfinite(lo) and math.isfinite(hi):
-                    ax.plot([x, x], [lo, hi], color=color, lw=1.2)
+                if not (math.isnan(lo) or math.isnan(hi)):  # open ends (censored replicates): to the run's end
+                    lo_drawn = lo if lo > 0 else entry["value"] / 2  # or half t*, with an arrow
+                    hi_drawn = hi if math.isfinite(hi) else p["steps"]
+                    ax.plot([x, x], [lo_drawn, hi_drawn], color=color, lw=1.2)
+                    for drawn, is_open, arrow in ((lo_drawn, lo <= 0, "v"), (hi_drawn, math.isinf(hi), "^")):
+                        if is_open:
+                            ax.plot([x], [drawn], arrow, color=color, ms=4)
                 filled = p["kind"] == dynamics_lib.TRANSIENT
                 ax.plot([x], [entry["value"]], marker, color=color, ms=5, mfc=color if filled else "white")
                 plotted_m.add(p["num_tasks"])

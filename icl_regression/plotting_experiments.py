@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import matplotlib.ticker
 import numpy as np
 
-from icl_regression import axes, names
+from icl_regression import axes, dynamics, names
 from icl_regression.config import num_tasks_label
 from icl_regression.plotting import BUDGET_STYLES, COLORS, STYLE, budget_label, num_tasks_colors, plt, save
 from icl_regression.training_experiments import CAPACITY_AXES, read_analysis
@@ -214,24 +214,49 @@ def long_dynamics_figure(analysis: Mapping):
         ax.set_title("threshold against training length")
         ax = axs[2]
         t_star = analysis.get("t_star", [])
-        for ladder in ladders:
+        for i, ladder in enumerate(ladders):
             batch = ladder["batch_size"]
             for steps in ladder["steps"]:
                 pts = sorted((p for p in t_star if p["batch_size"] == batch and p["steps"] == steps
-                              and p["num_tasks"] > 0 and p["t_star_median"] is not None
-                              and math.isfinite(p["t_star_median"])), key=lambda p: p["num_tasks"])
-                if pts:
-                    ax.plot([p["num_tasks"] for p in pts], [p["t_star_median"] / steps for p in pts],
-                            styles[(batch, steps)], marker="o", ms=3, color="0.2", label=_short_budget((batch, steps)))
+                              and p["num_tasks"] > 0), key=lambda p: p["num_tasks"])
+                _t_star_fractions(ax, pts, steps, styles[(batch, steps)], f"C{i}", _short_budget((batch, steps)))
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("number of pretraining tasks M")
         ax.set_ylabel("t* / N (closest approach to ridge)")
-        ax.set_title("t* as a fraction of training (median over seeds)")
-        if ax.lines:
+        ax.set_title("t* / N: seed-mean curve (95% interval; ▲ past the end, ▼ at the start), seeds faded",
+                     fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
         fig.suptitle(f"longer training: does the threshold move? (seeds {analysis['seeds']})")
         fig.tight_layout()
     return fig
+
+
+def _t_star_fractions(ax, pts: Sequence[Mapping], steps: int, style: str, color: str, label: str) -> None:
+    """t*/N of the seed-mean curve per M with its interval (to 1 where open past the end), ▲ at 1 where that curve
+    is closest to ridge at or past the end, ▼ at 0 where at its first evaluation, and each seed's own t*/N faded
+    (censored seeds at 0 or 1)."""
+    if not pts:
+        return
+    m = np.array([p["num_tasks"] for p in pts], float)
+    status = [p.get("t_star_seed_mean_status") for p in pts]
+    value = np.array([p["t_star_seed_mean"] for p in pts], float) / steps
+    at_end = np.array([s == dynamics.AT_END for s in status])
+    at_start = np.array([s == dynamics.AT_START for s in status])
+    located = np.array([s == dynamics.LOCATED for s in status])
+    ax.plot(m, np.where(at_end, 1.0, np.where(located, value, np.where(at_start, 0.0, math.nan))), style,
+            color=color, lw=1, label=label)
+    ax.plot(m[located], value[located], "o", color=color, ms=4)
+    ax.plot(m[at_end], np.ones(at_end.sum()), "^", color=color, ms=5)
+    ax.plot(m[at_start], np.zeros(at_start.sum()), "v", color=color, ms=5)
+    for x, p in zip(m[located], [p for p, ok in zip(pts, located) if ok]):
+        lo, hi = (min(v / steps, 1.0) for v in p["t_star_seed_mean_interval"])
+        if not (math.isnan(lo) or math.isnan(hi)):
+            ax.plot([x, x], [lo, hi], color=color, lw=1)
+    seeds = [(x, min(v / steps, 1.0)) for x, p in zip(m, pts) for v in p.get("t_star_seeds", [])]
+    if seeds:
+        ax.plot(*zip(*seeds), "o", color=color, ms=3, alpha=0.3, mew=0)
 
 
 def _axis_points(entries: Sequence[Mapping], axis: str):

@@ -65,14 +65,6 @@ def _seeds(rows: Sequence[Mapping]) -> list[int]:
 # --- Budgets and long training (Figs. 3, 4; App. D). ---
 
 
-def consecutive_pairs(budgets: Sequence[axes.Budget]) -> list[dict]:
-    """The pairs the default sweep summary forms (consecutive budgets in batch × steps order), each flagged whether it
-    is a budget pair at all (same batch or same steps): a record of what that pairing does on this sweep."""
-    ordered = sorted(set(budgets), key=lambda b: (b[0] * b[1], b))
-    real = {(p["small"], p["large"]) for p in axes.budget_pairs(ordered)}
-    return [{"small": list(s), "large": list(l), "is_budget_pair": (s, l) in real} for s, l in zip(ordered, ordered[1:])]
-
-
 def steps_ladder(midpoints: Mapping[str, Mapping], budgets: Sequence[axes.Budget]) -> list[dict]:
     """Per batch with several step counts: the single-budget M* at each, and the shift from the shortest to the
     longest with whether their intervals overlap (the paper: no shift between 500k and 2M steps)."""
@@ -94,20 +86,24 @@ def steps_ladder(midpoints: Mapping[str, Mapping], budgets: Sequence[axes.Budget
 
 
 def t_star_table(workdir: Path, rows: Sequence[Mapping]) -> list[dict]:
-    """t* (closest approach to ridge) per M and budget: the median over seeds of each run's t*, how many of the seeds
-    are transient, and the seed-mean curve's kind and t* with its interval (`dynamics`; the one adapter to it)."""
+    """t* (closest approach to ridge) per M and budget: each seed's own t* (`dynamics.censored`: +inf at or past the
+    end of its run, 0 at or before its first evaluation) and their median, how many of the seeds are transient, and
+    the seed-mean curve's kind and t* with its interval over seeds (`dynamics`; the one adapter to it)."""
     dyn = dynamics.summarize_dynamics(results.run_metrics(workdir), rows)["dynamics"]
     per_run = {r["name"]: r for r in dyn["per_run"]}
     out = []
     for p in dyn["per_num_tasks"]:
         runs = [per_run[name] for name in p["runs"] if name in per_run]
-        located = [r["t_star"][dynamics.RIDGE]["value"] for r in runs
-                   if r["t_star"][dynamics.RIDGE]["status"] == dynamics.LOCATED]
+        entries = [r["t_star"][dynamics.RIDGE] for r in runs]
+        seeds = dynamics.censored(np.array([e["value"] for e in entries], float),
+                                  np.array([e["status"] for e in entries], object))
+        seeds = seeds[~np.isnan(seeds)]
         mean_curve = p["t_star"][dynamics.RIDGE]
         out.append({"num_tasks": p["num_tasks"], "batch_size": p["batch_size"], "steps": p["steps"],
                     "num_seeds": p["num_seeds"], "kind": p["kind"],
                     "num_transient": sum(r["kind"] == dynamics.TRANSIENT for r in runs),
-                    "t_star_median": float(np.median(located)) if located else None,
+                    "t_star_seeds": seeds.tolist(), "t_star_median": float(np.median(seeds)) if len(seeds) else None,
+                    "t_star_censored": int(np.sum(np.isinf(seeds) | (seeds == 0))),
                     "t_star_seed_mean": mean_curve["value"], "t_star_seed_mean_interval": mean_curve["interval"],
                     "t_star_seed_mean_status": mean_curve["status"]})
     return out
@@ -115,7 +111,7 @@ def t_star_table(workdir: Path, rows: Sequence[Mapping]) -> list[dict]:
 
 def budgets_analysis(rows: Sequence[Mapping], workdir: Path | None = None, num_replicates: int | None = None) -> dict:
     """Crossings of every explicit budget pair (batch and steps kinds), the midpoint of every budget, the steps
-    ladder (N, 2N, 4N), and what the default consecutive pairing would have compared."""
+    ladder (N, 2N, 4N)."""
     budgets = sorted({axes.budget_of(r) for r in rows})
     crossings = []
     for pair in axes.budget_pairs(budgets):
@@ -130,7 +126,6 @@ def budgets_analysis(rows: Sequence[Mapping], workdir: Path | None = None, num_r
     analysis = {"experiment": "budgets", "seeds": _seeds(rows), "budgets": [list(b) for b in budgets],
                 "ratio_curves": axes.ratio_curves(rows),
                 "crossings": crossings, "midpoints": midpoints, "steps_ladder": steps_ladder(midpoints, budgets),
-                "default_pairing": consecutive_pairs(budgets),
                 "curves": _curves(rows, names.THRESHOLD_METRIC),
                 "scale_curves": _curves(rows, names.THRESHOLD_SCALE)}
     if workdir is not None:
@@ -149,10 +144,6 @@ def format_budgets(analysis: Mapping) -> str:
         lines.append(f"steps ladder at B={ladder['batch_size']}: N = {ladder['steps']} → log2 M* = "
                      + ", ".join(f"{x:.2f}" for x in ladder["log2_num_tasks"])
                      + f"; shift {ladder['shift_log2']:+.2f}, intervals overlap: {ladder['intervals_overlap']}")
-    bad = [p for p in analysis["default_pairing"] if not p["is_budget_pair"]]
-    if bad:
-        lines.append("the default consecutive pairing would also compare " + "; ".join(
-            f"{tuple(p['small'])} with {tuple(p['large'])}" for p in bad) + " (not budget pairs: ignored here)")
     return "\n".join(lines)
 
 
