@@ -26,7 +26,11 @@ def _exclusive_cumsum(values: jax.Array, axis: int = 1) -> jax.Array:
 def ridge_preds(xs: jax.Array, ys: jax.Array, lam) -> jax.Array:
     """Ridge regression on each prefix: ŵ_k = (XᵀX + λI)⁻¹Xᵀy over pairs < k; ŷ_k = x_kᵀŵ_k (ŷ_0 = 0).
 
-    With λ = σ²/τ² this is the posterior mean under the Gaussian task prior N(0, τ²I).
+    With λ = σ²/τ² this is the posterior mean under the Gaussian task prior N(0, τ²I). The normal equations are
+    as well conditioned as λ allows: at prefixes k ≤ D, XᵀX is singular and the condition number is about
+    ‖XᵀX‖/λ. In float32 at D = 8, K = 16 the largest error against a float64 reference is 8e-6 at the paper's
+    σ = 0.5 and 1e-2 … 3e-2 at σ = 0.01 (λ = σ²; measured on two batches), on those first positions only; for
+    λ that small, evaluate in float64 or use `ols_preds` (λ → 0).
     """
     dim = xs.shape[-1]
     gram = _exclusive_cumsum(jnp.einsum("bki,bkj->bkij", xs, xs))  # [B, K, D, D]

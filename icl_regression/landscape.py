@@ -85,21 +85,20 @@ def barrier(alphas: Sequence[float], losses: Sequence[float]) -> dict:
 
 
 def sequences(data, settings: LandscapeSettings, pool: jax.Array | None, pool_key: Sequence[int]):
-    """xs [N, K, D], ys [N, K] of one evaluation set: tasks from `pool` (T_pretrain), or fresh Gaussian tasks when
-    `pool` is None (T_true). `pool_key` (seed, salt, M) keys the draw, so models sharing a pool share the set."""
+    """xs [N, K, D], ys [N, K] of one evaluation set: tasks from `pool` (T_pretrain), or fresh tasks of the run's
+    task prior when `pool` is None (T_true). `pool_key` (seed, salt, M) keys the draw, so models sharing a pool share the set."""
     num_tasks = 0 if pool is None else pool.shape[0]
     pool = jnp.zeros((1, data.dim)) if pool is None else pool
     keys = tasks.evaluation_keys(settings.eval_seed, rng.Stream.EVAL_TASKS, LANDSCAPE_STREAM, *pool_key)
     xs, ys, _ = tasks.sample_sequences(keys, pool, num_tasks, settings.num_sequences, data.context_len,
-                                       data.noise_std, data.task_scale)
+                                       data.noise_std, data.task_scale, task_prior=data.task_prior)
     return xs, ys
 
 
 def pretrain_pool(cfg: RunConfig) -> tuple[jax.Array, tuple[int, ...]]:
     """The pool a finite-M run trained on (as the engine builds it), and its key for `sequences`."""
-    salt = 0 if cfg.data.nested_pools else cfg.data.num_tasks
-    pool = tasks.make_pool(cfg.train.seed, cfg.data.num_tasks, cfg.data.dim, cfg.data.task_scale, salt)
-    return pool, (1, cfg.train.seed, salt, cfg.data.num_tasks)
+    pid = trained.pool_id_of(cfg)
+    return trained.pool_of(cfg), (1, pid.seed, pid.salt, cfg.data.num_tasks)
 
 
 def make_path_loss(model: Transformer, batch_size: int):

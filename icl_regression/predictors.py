@@ -38,6 +38,9 @@ def make_predictor(name: str, data: DataConfig, pool=None, **options) -> Callabl
     if name == names.RIDGE:
         return functools.partial(estimators.ridge_preds, lam=data.ridge_lambda)
     if name == names.RIDGE_LAMBDA:
+        if not options["lam"] > 0:
+            raise ValueError(f"predictor {name!r} lam={options['lam']}; allowed: λ > 0 (λ = 0 is least squares: "
+                             f"use {names.OLS!r})")
         return functools.partial(estimators.ridge_preds, lam=options["lam"])
     if name == names.OLS:
         return estimators.ols_preds

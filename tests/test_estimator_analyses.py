@@ -182,6 +182,8 @@ def test_named_predictors_for_analyses():
                                predictors.predict(names.DMMSE, data, xs, ys, pool), atol=1e-6)
     with pytest.raises(ValueError, match="needs lam"):
         predictors.make_predictor(names.RIDGE_LAMBDA, data)
+    with pytest.raises(ValueError, match=r"lam=0.0; allowed: λ > 0 \(λ = 0 is least squares: use 'ols'\)"):
+        predictors.make_predictor(names.RIDGE_LAMBDA, data, lam=0.0)
     with pytest.raises(ValueError, match="needs smoothing_std, pool"):
         predictors.make_predictor(names.SMOOTHED_DMMSE, data)
     with pytest.raises(ValueError, match="allowed: ridge, dmmse, ols"):

@@ -36,6 +36,20 @@ def test_barrier_of_a_line_is_zero_and_of_a_bump_its_height():
     assert result["above_worse_end"] == pytest.approx(max(bumped) - 2)
 
 
+def test_evaluation_sets_follow_the_run_task_prior():
+    """A run trained on Laplace tasks is evaluated on its own pool (as the engine built it) and on fresh Laplace
+    tasks for T_true, not on Gaussian ones."""
+    cfgs = {prior: run_config_from_dict({"data": {"dim": 4, "context_len": 6, "num_tasks": 256, "task_prior": prior},
+                                         "train": {"seed": 3}}) for prior in ("gaussian", "laplace")}
+    pool, _ = landscape.pretrain_pool(cfgs["laplace"])
+    np.testing.assert_array_equal(np.asarray(pool), np.asarray(trained.pool_of(cfgs["laplace"])))
+    kurtosis = lambda w: float(np.mean(w**4) / np.mean(w**2) ** 2)  # noqa: E731  (Gaussian 3, Laplace 6)
+    assert kurtosis(np.asarray(pool)) > 4.5 > kurtosis(np.asarray(landscape.pretrain_pool(cfgs["gaussian"])[0]))
+    settings = landscape.LandscapeSettings(num_points=3, num_sequences=4096, batch_size=64)
+    ys = {prior: np.asarray(landscape.sequences(cfg.data, settings, None, (0,))[1]) for prior, cfg in cfgs.items()}
+    assert kurtosis(ys["laplace"][:, 0]) > kurtosis(ys["gaussian"][:, 0]) + 0.5  # y = wᵀx + noise: heavier tails
+
+
 def test_interpolation_hits_both_ends():
     a, b = {"w": jnp.ones(3)}, {"w": jnp.full(3, 5.0)}
     assert _same_tree(landscape.interpolate(a, b, 0.0), a) and _same_tree(landscape.interpolate(a, b, 1.0), b)
