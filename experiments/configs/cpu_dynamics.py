@@ -19,17 +19,18 @@ wall (17 min CPU); its M = 6 and 8 cells are the `:fine` runs (same configs, sam
 trained twice. On a quiet machine each sweep of 18 models should take about 25–30 minutes (one seed of 6–8 models
 took 9–10). results/cpu_dynamics and results/cpu_dynamics_fine hold the runs, figures and run_log.txt.
 
-What it shows. Seed to seed (pool to pool) the dynamics differ more than M to M: at M = 6 seed 0 comes within
-Δ = 0.22 of ridge at t* ≈ 3,250 and turns to its pool (Δ rises by 0.14 [0.12, 0.17]; its weight a falls through 1/2
-at 6,000), seed 1 is dMMSE-like from the start (a ≈ 0) and seed 2 is still approaching ridge at 10,000. Transient
-single seeds: seed 0 at M = 6 and 7 (t* ≈ 3,250 and 5,200), seed 2 at M = 4 (3,570). Averaged over the three seeds
-no M has a rise after t* that exceeds its noise (M = 4 and 6: unresolved, rises −0.04 [−0.21, 0.13] and
-−0.02 [−0.15, 0.10]; every other M still approaching ridge at the end), so the default fit set is empty and no α is
-estimated by any definition: this setting cannot tell t* ∝ M^0.47 (Raventós et al.) from a superlinear switch time
-(Wurgaft et al.). By (c) the model is never more ridge- than dMMSE-like below M = 16: the seed-mean ridge weight a on
-T_true peaks at 0.29–0.43 for M ≤ 10 (0.52 at 16, 0.48 at 32, 0.66 at 64), and the best mixture
-a·ridge + (1 − a)·dMMSE leaves 52–93% of the model's distance to the nearer strategy unexplained at the end: at this
-size the model is close to neither strategy, nor to a blend of the two.
+What it shows. Seed to seed (pool to pool) the dynamics differ more than M to M: at M = 6 seed 0 comes within Δ = 0.22
+of ridge at t* ≈ 3,250 and turns to its pool (Δ rises by 0.13 [0.10, 0.16]; its weight a falls through 1/2 at 6,000),
+seed 1 is dMMSE-like from the start (a ≈ 0) and seed 2 is still approaching ridge at 10,000. Transient single seeds:
+seed 0 at M = 6 (t* ≈ 3,250), seed 2 at M = 4 (3,570; rise 0.04 [0.005, 0.07]); seed 0 at M = 7 (t* ≈ 5,200) rises by
+0.011 [−0.007, 0.028], within its noise (a single seed's rise is read from the evaluations its t* was not located on:
+dynamics._split_rise). Averaged over the three seeds no M has a rise after t* that exceeds its noise (M = 4 and 6:
+unresolved, rises −0.04 [−0.21, 0.13] and −0.02 [−0.15, 0.10]; every other M still approaching ridge at the end), so the
+default fit set is empty and no α is estimated by any definition: this setting cannot tell t* ∝ M^0.47 (Raventós et al.)
+from a superlinear switch time (Wurgaft et al.). By (c) the model is never more ridge- than dMMSE-like below M = 16: the
+seed-mean ridge weight a on T_true peaks at 0.29–0.43 for M ≤ 10 (0.52 at 16, 0.48 at 32, 0.66 at 64), and the best
+mixture a·ridge + (1 − a)·dMMSE leaves 52–93% of the model's distance to the nearer strategy unexplained at the end: at
+this size the model is close to neither strategy, nor to a blend of the two.
 """
 
 import importlib.util
