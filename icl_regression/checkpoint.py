@@ -1,15 +1,18 @@
 """Checkpoints of one model's training state, inside its run folder, written atomically.
 
-A checkpoint is `step_<N>.msgpack` (flax.serialization of params, optimiser state and the divergence flag). The
-newest `keep` are kept, so that a crash while writing one always leaves an older complete one. A checkpoint that
-cannot be read back (empty, truncated, from another model) raises `CheckpointError`; `set_aside` renames it to
-`step_<N>.msgpack.corrupt`, so the engine falls back to an older one (or to step 0) and the evidence stays.
+A checkpoint is `step_<N>.msgpack` (flax.serialization of params, optimiser state and the divergence flag, and the
+running training loss since the last evaluation, so that a resumed run writes the train loss an uninterrupted one
+would). The newest `keep` are kept, so that a crash while writing one always leaves an older complete one. A
+checkpoint that cannot be read back (empty, truncated, from another model) raises `CheckpointError`; `set_aside`
+renames it to `step_<N>.msgpack.corrupt`, so the engine falls back to an older one (or to step 0) and the evidence
+stays.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from flax import serialization
 
 from icl_regression.store import RunStore, atomic_write_bytes
@@ -33,8 +36,14 @@ def _path(run: RunStore, step: int) -> Path:
     return run.checkpoint_dir / f"{PREFIX}{step}{SUFFIX}"
 
 
-def save(run: RunStore, step: int, state, keep: int) -> None:
-    atomic_write_bytes(_path(run, step), serialization.to_bytes(state))
+def save(run: RunStore, step: int, state, keep: int, train_loss: tuple[float, int]) -> None:
+    """Writes the checkpoint of `step` and drops all but the newest `keep`.
+
+    `train_loss`: (sum, steps) of the per-step training losses since the last evaluation (float32 sum)."""
+    loss_sum, loss_steps = train_loss
+    payload = {"state": serialization.to_state_dict(state),
+               "train_loss_sum": np.asarray(loss_sum, np.float32), "train_loss_steps": int(loss_steps)}
+    atomic_write_bytes(_path(run, step), serialization.msgpack_serialize(payload))
     for old in available_steps(run)[:-keep]:
         _path(run, old).unlink(missing_ok=True)
 
@@ -45,9 +54,19 @@ class CheckpointError(RuntimeError):
 
 def restore(run: RunStore, step: int, template):
     """The state saved at `step`, with the structure of `template`."""
+    return load(run, step, template)[0]
+
+
+def load(run: RunStore, step: int, template) -> tuple[object, tuple[np.float32, int] | None]:
+    """The state saved at `step` (with the structure of `template`) and its running training loss (sum, steps);
+    the loss is None in a checkpoint written before it was saved (the state alone, at the top level)."""
     path = _path(run, step)
     try:
-        return serialization.from_bytes(template, path.read_bytes())
+        saved = serialization.msgpack_restore(path.read_bytes())
+        if "state" not in saved:
+            return serialization.from_state_dict(template, saved), None
+        loss = (np.float32(saved["train_loss_sum"]), int(saved["train_loss_steps"]))
+        return serialization.from_state_dict(template, saved["state"]), loss
     except Exception as e:  # msgpack, flax and numpy raise many kinds for damaged bytes
         size = path.stat().st_size if path.exists() else 0
         raise CheckpointError(f"{path} ({size:,} bytes) cannot be read: {type(e).__name__}: "

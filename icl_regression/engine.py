@@ -109,33 +109,46 @@ def _member(tree, i: int):
     return jax.tree.map(lambda x: x[i], tree)
 
 
-def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, int]:
-    """The group's states at the newest usable common checkpoint, and its step (the initial states and 0 if none).
+def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, int, tuple]:
+    """The group's states at the newest usable common checkpoint, its step and the members' running training loss
+    (sum [E], steps) since the last evaluation; the initial states, 0 and (0.0, 0) if there is none.
 
     An unreadable checkpoint is set aside with a one-line warning and the next older common one is tried."""
     candidates = _resume_candidates(runs)
     while candidates:
-        step, restored, bad = candidates[0], [], []
+        step, restored, losses, bad = candidates[0], [], [], []
         for i, run in enumerate(runs):
             try:
-                restored.append(checkpoint.restore(run, step, _member(states, i)))
+                state, loss = checkpoint.load(run, step, _member(states, i))
+                restored.append(state)
+                losses.append(loss)
             except checkpoint.CheckpointError as e:
                 bad.append((run, e))
         if not bad:
-            return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step, _running_loss(losses)
         for run, _ in bad:
             checkpoint.set_aside(run, step)
         candidates = _resume_candidates(runs)
         fallback = f"step {candidates[0]}" if candidates else "step 0 (no older checkpoint)"
         for _, error in bad:
             warn(f"warning: {error}; set aside as .corrupt, resuming from {fallback}")
-    return states, 0
+    return states, 0, (0.0, 0)
 
 
-def _save_states(runs, states, step: int, keep: int) -> None:
+def _running_loss(losses: Sequence[tuple | None]) -> tuple:
+    """The members' saved (loss sum, steps) as (sum [E] float32, steps). A checkpoint written before the running
+    loss was saved has None: then the sums restart at 0, as they did then (the next record's train loss averages
+    only the steps since that checkpoint)."""
+    if any(loss is None for loss in losses):
+        return 0.0, 0
+    return np.array([loss_sum for loss_sum, _ in losses], np.float32), losses[0][1]
+
+
+def _save_states(runs, states, step: int, keep: int, loss_sum, loss_steps: int) -> None:
     host = jax.device_get(states)
+    sums = np.broadcast_to(np.asarray(loss_sum, np.float32), (len(runs),))
     for i, run in enumerate(runs):
-        checkpoint.save(run, step, _member(host, i), keep)
+        checkpoint.save(run, step, _member(host, i), keep, (sums[i], loss_steps))
 
 
 def _float(value) -> float:
@@ -185,6 +198,7 @@ class _Group:
     pools: jax.Array
     eval_arrays: tuple
     step: int
+    train_loss: tuple  # (sum [E], steps) of the training losses since the last evaluation, from the checkpoint
     final_train_loss: np.ndarray | None = None  # when only the final evaluation is redone: its stored train loss
 
 
@@ -251,7 +265,7 @@ class GroupTrainer:
         seeds = np.array([c.train.seed for c in self.cfgs], np.int32)
         members = training.Members(jnp.asarray(seeds), jnp.asarray([c.data.num_tasks for c in self.cfgs],
                                                                     jnp.int32), jnp.asarray(pool_index))
-        states, step = _restore_states(self.runs, training.init_group(self.cfg, seeds), self.print_fn)
+        states, step, train_loss = _restore_states(self.runs, training.init_group(self.cfg, seeds), self.print_fn)
         if step > 0:
             log.info("resuming %d run(s) from step %d", len(self.runs), step)
         final = step == self.cfg.train.steps
@@ -259,7 +273,7 @@ class GroupTrainer:
         for run in self.runs:  # records past the checkpoint (or all, when starting afresh) are redone
             run.truncate_metrics(step - 1 if final else (step if step > 0 else -1))
         states, members = self._place((states, members))
-        return _Group(states, members, pools, self._eval_arrays(pool_ids), step, final_train_loss)
+        return _Group(states, members, pools, self._eval_arrays(pool_ids), step, train_loss, final_train_loss)
 
     def _stored_final_train_loss(self):
         """The final records' train loss, kept when a finished group is only re-evaluated (its summary was lost)."""
@@ -322,7 +336,7 @@ class GroupTrainer:
     def _loop(self, group: _Group, progress, stop_after_step, stop) -> bool:
         cfg = self.cfg
         total, step, states = cfg.train.steps, group.step, group.states
-        loss_sum, loss_steps, start_step = 0.0, 0, step
+        (loss_sum, loss_steps), start_step = group.train_loss, step
         started, compile_before, train_seconds = time.perf_counter(), self.compile_seconds, 0.0
         while step < total:
             num = self._next_call(step, stop_after_step)
@@ -340,7 +354,7 @@ class GroupTrainer:
                 loss_sum, loss_steps = 0.0, 0
             stopping_now = not final and (step == stop_after_step or bool(stop))
             if step % cfg.checkpoint.interval == 0 or final or stopping_now:
-                _save_states(self.runs, states, step, cfg.checkpoint.keep)
+                _save_states(self.runs, states, step, cfg.checkpoint.keep, loss_sum, loss_steps)
             steady = time.perf_counter() - started - (self.compile_seconds - compile_before)
             done = step - start_step
             progress(Progress(step, total, len(self.runs), done / max(train_seconds, 1e-9), done, TRAINING,
