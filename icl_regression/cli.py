@@ -13,7 +13,6 @@ No jax at import: the entry points install the signal handlers before anything s
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import shlex
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from icl_regression import stopping
-from icl_regression.config import ConfigError, RunConfig, config_file
+from icl_regression.config import ConfigError, RunConfig, config_file, suggest
 from icl_regression.store import StoreError
 
 EXIT_BAD_INPUT = 2
@@ -122,26 +121,31 @@ def _override(config: dict, dotted: str, text: str) -> None:
             raise UsageError(f"--config.{dotted}: {'.'.join(keys[:depth])} is a value, not a section")
         if key not in node:
             if not _is_new_grid_axis(keys):
-                raise UsageError(f"--config.{dotted}: unknown config field {where}{_suggest(key, node, keys[:depth])}")
+                raise UsageError(f"--config.{dotted}: unknown config field {where}{suggest(key, node, keys[:depth])}")
             node[key] = {} if depth < len(keys) - 1 else ()
         if depth == len(keys) - 1:
+            if isinstance(node[key], dict):
+                raise UsageError(f"--config.{dotted}={text}: {where} is a section; set one of its fields, e.g. "
+                                 f"--config.{dotted}.{_first_field(node[key])}=...")
             node[key] = parse_value(text, node[key], f"--config.{dotted}")
         else:
             node = node[key]
+
+
+def _first_field(section: dict) -> str:
+    """The dotted name of the first value under `section` (for an example), '<field>' if it holds none."""
+    for key, value in section.items():
+        if not isinstance(value, dict):
+            return key
+        if value:
+            return f"{key}.{_first_field(value)}"
+    return "<field>"
 
 
 def _is_new_grid_axis(keys: Sequence[str]) -> bool:
     """`sweep.grid.<section>.<field>` where <section>.<field> is a run config field: a grid axis may be added."""
     fields = RunConfig().to_dict()
     return len(keys) == 4 and keys[:2] == ["sweep", "grid"] and keys[3] in fields.get(keys[2], {})
-
-
-def _suggest(key: str, node: dict, prefix: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, list(node), n=1, cutoff=0.6)
-    path = ".".join(prefix)
-    if close:
-        return f"; did you mean {path + '.' if path else ''}{close[0]}?"
-    return f"; {path or 'the config'} has {', '.join(sorted(node))}"
 
 
 def parse_value(text: str, current: Any, name: str) -> Any:

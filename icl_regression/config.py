@@ -8,13 +8,14 @@ and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import importlib.util
 import json
 import math
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 INFINITE_TASKS = 0  # num_tasks = 0 (or "inf") means a fresh Gaussian task per sequence.
 
@@ -299,14 +300,23 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "ev
              "checkpoint": CheckpointConfig}
 
 
+# Top-level sections besides the run's, read by other parts: the sweep (its grid) and experiments/landscape.py.
+OTHER_SECTIONS = ("sweep", "landscape")
+
+
 def run_config_from_dict(config: Mapping[str, Any]) -> RunConfig:
     """Builds a RunConfig from a (nested) mapping; unknown keys are errors, missing ones take defaults.
 
-    Extra top-level sections (for example `sweep`) are ignored here: they belong to the sweep.
+    The sections of `OTHER_SECTIONS` are not checked here: they belong to the sweep and the landscape.
     """
+    allowed = [*_SECTIONS, *OTHER_SECTIONS]
+    for name in config:
+        _require(name in allowed, f"unknown config section {name}{suggest(name, allowed, list_allowed=True)}")
     sections = {}
     for name, cls in _SECTIONS.items():
-        values = dict(config.get(name, {}) or {})
+        values = config.get(name, {}) or {}
+        _require_section(name, values, cls)
+        values = dict(values)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         _require(not unknown, f"unknown {name} field(s) {unknown}; allowed: {sorted(fields)}")
@@ -314,6 +324,25 @@ def run_config_from_dict(config: Mapping[str, Any]) -> RunConfig:
             _check_type(f"{name}.{field}", value, fields[field].type)
         sections[name] = cls(**values)
     return RunConfig(**sections)
+
+
+def _require_section(name: str, value: Any, cls: type) -> None:
+    """Refuses a scalar where a section (a mapping of `cls`'s fields) belongs, e.g. `data=3`."""
+    if not isinstance(value, Mapping):
+        example = dataclasses.fields(cls)[0].name
+        raise ConfigError(f"{name}={value!r}: {name} is a section; set one of its fields, e.g. {name}.{example}=...")
+
+
+def suggest(key: str, allowed: Iterable[str], prefix: Sequence[str] = (), list_allowed: bool = False) -> str:
+    """What to add to 'unknown <prefix>.<key>': '; did you mean <prefix>.<closest>?' (followed by every allowed key
+    with `list_allowed`), or '; <prefix> has <allowed>' when none is close."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    path = ".".join(prefix)
+    listed = f"{path or 'the config'} has {', '.join(allowed)}"
+    if close:
+        return f"; did you mean {path + '.' if path else ''}{close[0]}?" + (f" ({listed})" if list_allowed else "")
+    return f"; {listed}"
 
 
 def same_run_config(stored: Mapping[str, Any], config: Mapping[str, Any]) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from icl_regression import checkpoint, names, results, stopping
-from icl_regression.config import ConfigError, RunConfig, run_config_from_dict
+from icl_regression.config import ConfigError, RunConfig, run_config_from_dict, suggest
 from icl_regression.engine import COMPILING, EVALUATING, GroupTrainer, Progress, group_signature
 from icl_regression.model import flops_per_sequence
 from icl_regression.store import RunStore, describe_holder, read_json, write_json
@@ -42,34 +42,64 @@ class Cell:
         return self.run_dir.name
 
 
-def grid_axes(grid: Mapping[str, Mapping[str, Sequence[Any]]]) -> list[tuple[str, str, list]]:
-    """[(section, field, values)] in a fixed order; a scalar value counts as a one-value axis."""
+def grid_axes(grid: Mapping[str, Mapping[str, Sequence[Any]]], where: str = "sweep.grid"
+              ) -> list[tuple[str, str, list]]:
+    """[(section, field, values)] in a fixed order; a scalar value counts as a one-value axis. A section or field
+    that the run config lacks is an error naming it (`where`: the grid's dotted name, for messages)."""
+    fields = RunConfig().to_dict()
     axes = []
     for section in sorted(grid):
+        if section not in fields:
+            raise ConfigError(f"unknown config field {where}.{section}"
+                              f"{suggest(section, fields, where.split('.'), list_allowed=True)}")
+        if not isinstance(grid[section], Mapping):
+            raise ConfigError(f"{where}.{section}={grid[section]!r}: {where}.{section} is a section; set one of its "
+                              f"fields, e.g. {where}.{section}.{next(iter(fields[section]))}=(...)")
         for field in sorted(grid[section]):
+            if field not in fields[section]:
+                raise ConfigError(f"unknown config field {where}.{section}.{field}"
+                                  f"{suggest(field, fields[section], [*where.split('.'), section], True)}")
             values = grid[section][field]
             values = list(values) if isinstance(values, (list, tuple)) else [values]
             if not values:
-                raise ConfigError(f"sweep.grid.{section}.{field} is empty; give at least one value")
+                raise ConfigError(f"{where}.{section}.{field} is empty; give at least one value")
             axes.append((section, field, values))
     return axes
 
 
-def sweep_grids(sweep_config: Mapping[str, Any]) -> list[Mapping]:
-    """The sweep's grids: `grid`, then each of `grids` (a tuple of grids whose cells are added, for experiments that
-    are a union of products, e.g. budgets (B, N), (2B, N), (B, 2N) without the (2B, 2N) corner)."""
+# The keys of a sweep config's `sweep` section: its grids, and the dynamics analysis's settings (dynamics.py).
+SWEEP_KEYS = ("grid", "grids", "analysis")
+
+
+def sweep_grids(sweep_config: Mapping[str, Any]) -> list[tuple[str, Mapping]]:
+    """The sweep's grids with their dotted names: `grid`, then each of `grids` (a tuple of grids whose cells are
+    added, for experiments that are a union of products, e.g. budgets (B, N), (2B, N), (B, 2N) without the (2B, 2N)
+    corner). A key other than `SWEEP_KEYS`, or a grid that is not a mapping, is an error naming it."""
+    sweep_config = sweep_config.to_dict() if hasattr(sweep_config, "to_dict") else sweep_config
+    if not isinstance(sweep_config, Mapping):
+        raise ConfigError(f"sweep={sweep_config!r}: sweep is a section; set one of its fields, e.g. "
+                          "sweep.grid.data.num_tasks=(2, 4, 'inf')")
+    for key in sweep_config:
+        if key not in SWEEP_KEYS:
+            raise ConfigError(f"unknown config field sweep.{key}{suggest(key, SWEEP_KEYS, ['sweep'], True)}")
     extra = list(sweep_config.get("grids", ()) or ())
     grid = sweep_config.get("grid", {})
-    grids = ([grid] if grid or not extra else []) + extra  # an empty `grid` beside `grids` adds no base cell
-    return [g.to_dict() if hasattr(g, "to_dict") else g for g in grids]
+    named = ([("sweep.grid", grid)] if grid or not extra else []) + [  # an empty `grid` beside `grids` adds no cell
+        (f"sweep.grids[{i}]", g) for i, g in enumerate(extra)]
+    named = [(name, g.to_dict() if hasattr(g, "to_dict") else g) for name, g in named]
+    for name, g in named:
+        if not isinstance(g, Mapping):
+            raise ConfigError(f"{name}={g!r}: {name} is a section; set one of its fields, e.g. "
+                              f"{name}.data.num_tasks=(2, 4, 'inf')")
+    return named
 
 
 def expand(config: Mapping[str, Any], workdir: Path) -> list[Cell]:
     """Every cell of the sweep, in a deterministic order (grid by grid; a cell in several grids appears once)."""
     base = {k: v for k, v in config.items() if k != "sweep"}
     cells, seen = [], set()
-    for grid in sweep_grids(config.get("sweep", {})):
-        axes = grid_axes(grid)
+    for name, grid in sweep_grids(config.get("sweep") or {}):
+        axes = grid_axes(grid, name)
         for values in itertools.product(*(axis[2] for axis in axes)):
             updates: dict = {}
             for (section, field, _), value in zip(axes, values):
@@ -94,8 +124,10 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def select(cells: Sequence[Cell], shard: tuple[int, int] | None = None,
            names_: Sequence[str] | None = None) -> list[Cell]:
-    """The cells of shard i of n (cell j belongs to shard j mod n), or those named explicitly."""
+    """The cells of shard i of n (cell j belongs to shard j mod n), or those named explicitly (each once, in the
+    order first named: a cell named twice would otherwise be claimed twice, and refused by its own claim)."""
     if names_:
+        names_ = list(dict.fromkeys(names_))
         by_name = {c.name: c for c in cells}
         unknown = [n for n in names_ if n not in by_name]
         if unknown:
@@ -125,8 +157,17 @@ def write_index(workdir: Path, cells: Sequence[Cell]) -> dict:
     return index
 
 
+def check_group_size(max_group_size: int) -> None:
+    """Refuses a group size that would plan nothing (a negative one)."""
+    if not (isinstance(max_group_size, int) and max_group_size >= 0):
+        raise ConfigError(f"--max_group_size={max_group_size!r}: allowed: 0 (all that fit a group) or an integer "
+                          ">= 1 (models per compiled program)")
+
+
 def plan_groups(cells: Sequence[Cell], max_group_size: int = 0) -> list[list[Cell]]:
-    """Unfinished cells grouped by compiled program and resume step, split to at most `max_group_size`."""
+    """Unfinished cells grouped by compiled program and resume step, split to at most `max_group_size` (0: no
+    limit)."""
+    check_group_size(max_group_size)
     groups: dict = {}
     for cell in cells:
         if cell_state(cell) in (names.DONE, names.DIVERGED):
@@ -322,7 +363,8 @@ def repair_damaged(cells: Sequence[Cell], print_fn=print) -> list[str]:
         problems = run.problems() if cell.run_dir.exists() else []
         if not problems and cell.run_dir.exists() and run.summary() is None and (
                 cell.config.train.steps in checkpoint.available_steps(run)):
-            print_fn(f"[sweep] {cell.name}: {names.SUMMARY_FILE} is missing though training finished; "
+            how = "is damaged (not valid JSON)" if (run.dir / names.SUMMARY_FILE).exists() else "is missing"
+            print_fn(f"[sweep] {cell.name}: {names.SUMMARY_FILE} {how} though training finished; "
                      "re-evaluating it from its final checkpoint")
         if problems:
             print_fn(f"[sweep] {cell.name}: {'; '.join(problems)}; redoing it from its newest checkpoint that "
@@ -379,6 +421,7 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     one device). A config that differs from the one stored in `workdir` is refused unless `extend`.
     """
     workdir, stop = Path(workdir), stop if stop is not None else stopping.Stop()
+    check_group_size(max_group_size)  # before anything is repaired or written
     cells = expand(config, workdir)
     mine = select(cells, shard, cell_names)
     check_config(workdir, config, extend)
