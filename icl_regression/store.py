@@ -51,8 +51,12 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """The JSON value in `path`; a StoreError naming the file if it is not valid JSON (truncated or damaged)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is not valid JSON ({e}); remove or restore it") from None
 
 
 class RunStore:
@@ -167,7 +171,7 @@ class RunStore:
         path = self.dir / names.SUMMARY_FILE
         try:
             return read_json(path) if path.exists() else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except StoreError:
             return None
 
     def write_divergence(self, info: dict) -> None:
@@ -195,7 +199,7 @@ class RunStore:
         """The RUNNING mark of the process that trains the run (host, pid, since), as far as it is readable."""
         try:
             return read_json(self.dir / names.HEARTBEAT_FILE)
-        except (OSError, json.JSONDecodeError):
+        except (OSError, StoreError):
             return {}
 
     def _claimed_elsewhere(self) -> bool | None:

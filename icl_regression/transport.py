@@ -3,15 +3,21 @@
 A GPU lease returns at most 8 files of at most 16 MiB each, so a sweep travels as `<stem>-results.tar.gz` (every
 run's config, metrics, summary and divergence record, the sweep's config, config history, index, summary and
 figures; never checkpoints; split into `.partNN` files of 15 MiB if it is larger) and, to resume elsewhere, `<stem>-checkpoints.tar.partNN` (the newest checkpoint of
-every unfinished run, an uncompressed tar split into parts of at most 15 MiB). `unpack` puts either back into a
-sweep folder. No jax: it runs on any machine.
+every unfinished run, an uncompressed tar split into parts of at most 15 MiB). Parts are written under temporary
+names and renamed once the whole archive is written, so an interrupted packing leaves no part that looks complete.
+`unpack` puts either back into a sweep folder, and refuses a damaged or incomplete archive in one line. No jax: it
+runs on any machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
+import os
 import re
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -60,13 +66,12 @@ def pack_results(workdir: Path, out_dir: Path, stem: str | None = None, part_byt
     workdir = _check_workdir(workdir)
     single = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{RESULTS_SUFFIX}"
     single.parent.mkdir(parents=True, exist_ok=True)
-    for old in [single, *single.parent.glob(single.name + ".part*")]:
-        old.unlink(missing_ok=True)
-    writer = _PartWriter(Path(f"{single}.part"), part_bytes)
-    with tarfile.open(fileobj=writer, mode="w|gz") as tar:
-        for rel in result_files(workdir):
-            tar.add(workdir / rel, arcname=str(rel), recursive=False)
-    writer.close()
+    for old in [single, *single.parent.glob(single.name + ".part*"), *single.parent.glob(f".{single.name}.part*.tmp")]:
+        old.unlink(missing_ok=True)  # an earlier packing's parts, and those a killed one left unfinished
+    with _parts(Path(f"{single}.part"), part_bytes) as writer:
+        with tarfile.open(fileobj=writer, mode="w|gz") as tar:
+            for rel in result_files(workdir):
+                tar.add(workdir / rel, arcname=str(rel), recursive=False)
     if len(writer.paths) == 1:
         writer.paths[0].replace(single)
         return [single]
@@ -88,10 +93,11 @@ def unfinished_checkpoints(workdir: Path) -> list[Path]:
 
 
 class _PartWriter(io.RawIOBase):
-    """A binary stream cut into files `<prefix>00`, `<prefix>01`, … of at most `part_bytes` each."""
+    """A binary stream cut into files `<prefix>00`, `<prefix>01`, … of at most `part_bytes` each, written under
+    temporary names (`.<name>.tmp`) until `commit` renames them all."""
 
     def __init__(self, prefix: Path, part_bytes: int):
-        self.prefix, self.part_bytes, self.paths = prefix, part_bytes, []
+        self.prefix, self.part_bytes, self.paths, self.temporary = prefix, part_bytes, [], []
         self._file, self._left = None, 0
 
     def writable(self) -> bool:
@@ -109,16 +115,40 @@ class _PartWriter(io.RawIOBase):
         return len(data)
 
     def _next(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        self._close_part()
         self.paths.append(Path(f"{self.prefix}{len(self.paths):02d}"))
-        self._file, self._left = open(self.paths[-1], "wb"), self.part_bytes
+        self.temporary.append(self.paths[-1].with_name(f".{self.paths[-1].name}.tmp"))
+        self._file, self._left = open(self.temporary[-1], "wb"), self.part_bytes
 
-    def close(self) -> None:
+    def _close_part(self) -> None:
         if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+
+    def commit(self) -> None:
+        """Gives every part its final name (the stream is complete)."""
+        self._close_part()
+        for temporary, path in zip(self.temporary, self.paths):
+            os.replace(temporary, path)
+
+    def close(self) -> None:
+        self._close_part()
         super().close()
+
+
+@contextlib.contextmanager
+def _parts(prefix: Path, part_bytes: int):
+    """A `_PartWriter` whose parts get their final names only if the block completes; otherwise they are removed."""
+    writer = _PartWriter(prefix, part_bytes)
+    try:
+        yield writer
+        writer.commit()
+    finally:
+        writer.close()
+        for temporary in writer.temporary:
+            temporary.unlink(missing_ok=True)
 
 
 def pack_checkpoints(workdir: Path, out_dir: Path, stem: str | None = None, part_bytes: int = PART_BYTES,
@@ -139,13 +169,12 @@ def pack_checkpoints(workdir: Path, out_dir: Path, stem: str | None = None, part
         return [], left_out
     prefix = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{CHECKPOINTS_INFIX}"
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    for old in prefix.parent.glob(prefix.name + "*"):  # parts of an earlier packing would mix in on unpack
-        old.unlink()
-    writer = _PartWriter(prefix, part_bytes)
-    with tarfile.open(fileobj=writer, mode="w|") as tar:
-        for rel in packed:
-            tar.add(workdir / rel, arcname=str(rel), recursive=False)
-    writer.close()
+    for old in [*prefix.parent.glob(prefix.name + "*"), *prefix.parent.glob(f".{prefix.name}*.tmp")]:
+        old.unlink()  # parts of an earlier packing would mix in on unpack; a killed one's unfinished parts
+    with _parts(prefix, part_bytes) as writer:
+        with tarfile.open(fileobj=writer, mode="w|") as tar:
+            for rel in packed:
+                tar.add(workdir / rel, arcname=str(rel), recursive=False)
     return writer.paths, left_out
 
 
@@ -193,16 +222,38 @@ def unpack(paths: Iterable[Path], workdir: Path) -> list[Path]:
         raise StoreError(f"no *{RESULTS_SUFFIX} or *{CHECKPOINTS_INFIX}NN files in {[str(p) for p in paths]}")
     written = []
     for parts in archives:
-        stream = _PartReader(parts)
-        mode = "r|gz" if re.sub(r"\.part\d+$", "", parts[0].name).endswith(".gz") else "r|"
-        with tarfile.open(fileobj=io.BufferedReader(stream), mode=mode) as tar:
-            for member in tar:
-                target = (workdir / member.name).resolve()
-                if not member.isfile() or workdir.resolve() not in target.parents:
-                    raise StoreError(f"{parts[0]}: refusing {member.name!r} (not a plain file inside the folder)")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.unpack")
-                tmp.write_bytes(tar.extractfile(member).read())
-                tmp.replace(target)
-                written.append(target)
+        _check_parts(parts)
+        try:
+            written += _extract(parts, workdir)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            what = str(parts[0]) if len(parts) == 1 else f"{parts[0]} … {parts[-1].name} ({len(parts)} parts)"
+            raise StoreError(f"{what} is not a complete archive ({type(e).__name__}: {e}): it was cut short or "
+                             "damaged; copy it again (every part), or pack the sweep again") from None
+    return written
+
+
+def _check_parts(parts: Sequence[Path]) -> None:
+    """Refuses an archive in parts that lacks one (its parts are numbered 00, 01, … without a gap)."""
+    numbers = [int(m.group(1)) for m in (re.search(r"\.part(\d+)$", p.name) for p in parts) if m]
+    missing = sorted(set(range(max(numbers, default=-1) + 1)) - set(numbers))
+    if missing:
+        raise StoreError(f"{parts[0].parent}: {re.sub(r'[.]part[0-9]+$', '', parts[0].name)} lacks part(s) "
+                         f"{', '.join(f'{n:02d}' for n in missing)} (found {', '.join(p.name for p in parts)}); "
+                         "copy every part")
+
+
+def _extract(parts: Sequence[Path], workdir: Path) -> list[Path]:
+    """Extracts one archive (its parts in order) into `workdir`, each file written atomically; returns them."""
+    written = []
+    mode = "r|gz" if re.sub(r"\.part\d+$", "", parts[0].name).endswith(".gz") else "r|"
+    with tarfile.open(fileobj=io.BufferedReader(_PartReader(parts)), mode=mode) as tar:
+        for member in tar:
+            target = (workdir / member.name).resolve()
+            if not member.isfile() or workdir.resolve() not in target.parents:
+                raise StoreError(f"{parts[0]}: refusing {member.name!r} (not a plain file inside the folder)")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.unpack")
+            tmp.write_bytes(tar.extractfile(member).read())
+            tmp.replace(target)
+            written.append(target)
     return written

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 from clitools import ENV, REPO, run, script, write_tiny_sweep
+from conftest import TINY_SWEEP
 
 from icl_regression import cli, names, transport
 from icl_regression.store import RunStore
@@ -30,6 +31,8 @@ def _error_cases(tmp_path):
     unwritable.mkdir(mode=0o500)
     if os.access(unwritable, os.W_OK):  # root writes anywhere it may: use a folder nobody can create files in
         unwritable = Path("/sys/icl_regression_workdir")
+    typo = write_tiny_sweep(tmp_path / "typo.py")  # a mistyped section in the file itself
+    typo.write_text(typo.read_text().replace("    return config", "    config.trian = {'steps': 5}\n    return config"))
     work = f"--workdir={tmp_path / 'w'}"
     return {  # args → a regular expression the one line must match
         "unknown field": ([f"--config={CPU_DEMO}", work, "--config.train.stepz=1"],
@@ -40,6 +43,13 @@ def _error_cases(tmp_path):
                         r"--config\.train\.learning_rate='fast' is not a number"),
         "non-integer": ([f"--config={CPU_DEMO}", work, "--config.train.steps=1e3x"],
                         r"--config\.train\.steps='1e3x' is not an integer"),
+        "section set to a value": ([f"--config={CPU_DEMO}", work, "--config.data=3"],
+                                   r"--config\.data=3: data is a section; set one of its fields, e\.g\. "
+                                   r"--config\.data\.\w+=\.\.\."),
+        "grid set to a value": ([f"--config={CPU_DEMO}", work, "--config.sweep.grid=3"],
+                                r"--config\.sweep\.grid=3: sweep\.grid is a section; set one of its fields"),
+        "typo in the config file": ([f"--config={typo}", work],
+                                    r"unknown config section trian; did you mean train\? \(the config has "),
         "bad value": ([f"--config={CPU_DEMO}", work, "--config.data.num_tasks=-4"],
                       r"data\.num_tasks=-4 is negative"),
         "workdir is a file": ([f"--config={CPU_DEMO}", f"--workdir={a_file}"], r"is the regular file .*a_file"),
@@ -88,6 +98,34 @@ def test_a_missing_results_folder_is_one_line_with_exit_code_2(tmp_path, entry, 
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"{name}: error: "), result.stderr
     assert "no_such_sweep" in lines[0] and "Traceback" not in result.stderr, lines[0]
+
+
+# A file of a sweep folder cut short (a full disk, a copy interrupted) → (its path in the folder, sweep.py's arguments
+# besides --workdir). Each must be one line naming the file, not a JSONDecodeError traceback.
+DAMAGED_JSON = {
+    "sweep config, training": (names.SWEEP_CONFIG_FILE, ["--config={tiny}"]),
+    "sweep config, summarize": (names.SWEEP_CONFIG_FILE, ["--summarize"]),
+    "run config, training": ("{run}/" + names.CONFIG_FILE, ["--config={tiny}"]),
+    "measured rate, dry run": (names.SWEEP_RATE_FILE, ["--config={tiny}", "--dry_run"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_JSON))
+def test_a_damaged_json_file_in_the_workdir_is_one_line(tiny_sweep_dir, tmp_path, case):
+    import shutil
+
+    workdir = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep_dir, workdir)
+    tiny = tmp_path / "tiny.py"
+    tiny.write_text(f"def get_config():\n    return {TINY_SWEEP!r}\n")
+    (run_dir, *_), (rel, args) = sorted((workdir / names.RUNS_DIR).iterdir()), DAMAGED_JSON[case]
+    (run_dir / names.SUMMARY_FILE).unlink()  # one cell left to plan (the dry run estimates its time)
+    path = workdir / rel.format(run=run_dir.relative_to(workdir))
+    path.write_text(path.read_text()[:40])
+    result = run([script("sweep.py"), f"--workdir={workdir}", "--figure=false", *(a.format(tiny=tiny) for a in args)])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert re.search(rf"{re.escape(str(path))} is not valid JSON \(.+\); remove or restore it$", lines[0]), lines[0]
 
 
 def test_grid_overrides_take_a_comma_list(tmp_path):

@@ -49,6 +49,24 @@ def test_unknown_fields_are_errors(section):
     assert "num_taks" in str(error.value) and section in str(error.value)
 
 
+@pytest.mark.parametrize("key, message", [
+    ("trian", r"unknown config section trian; did you mean train\? \(the config has checkpoint, data, eval, landscape, "
+              r"model, sweep, train\)"),
+    ("optimiser", r"unknown config section optimiser; the config has checkpoint, data, eval, landscape, model, sweep"),
+], ids=["close", "far"])
+def test_an_unknown_section_is_an_error_naming_it_and_the_allowed_ones(key, message):
+    """Before, a mistyped section was ignored and its fields took their defaults."""
+    with pytest.raises(ConfigError, match=message):
+        run_config_from_dict({key: {"steps": 5}})
+    assert run_config_from_dict({"sweep": {"grid": {}}, "landscape": {}}) == config.RunConfig()  # read elsewhere
+
+
+@pytest.mark.parametrize("value", [3, "x", (1, 2)])
+def test_a_section_set_to_a_value_is_an_error(value):
+    with pytest.raises(ConfigError, match=r"data=.+: data is a section; set one of its fields, e\.g\. data\.dim="):
+        run_config_from_dict({"data": value})
+
+
 def test_eval_size_mismatch_names_both_fields():
     with pytest.raises(ConfigError, match=r"eval\.num_sequences=1000 .*eval\.batch_size=256"):
         run_config_from_dict({"eval": {"num_sequences": 1000, "batch_size": 256}})

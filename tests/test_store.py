@@ -3,14 +3,16 @@ a changed sweep config is refused; divergence and runaway losses are recorded.""
 
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
 from conftest import TINY_CONFIG, TINY_SWEEP
+from flax import serialization
 
 from icl_regression import checkpoint, config, engine, names, results, sweep
 from icl_regression.config import ConfigError
-from icl_regression.store import RunStore
+from icl_regression.store import RunStore, StoreError, read_json
 
 RUN = config.run_config_from_dict(TINY_CONFIG).replace(
     train={"steps": 300}, eval={"interval": 100}, checkpoint={"interval": 100, "keep": 3})
@@ -58,6 +60,19 @@ def test_with_every_checkpoint_damaged_the_run_restarts_from_step_zero(reference
     _assert_same_result(summary, reference[1])
 
 
+def test_a_checkpoint_without_the_running_train_loss_still_resumes(reference, tmp_path):
+    """A checkpoint written before the running train loss was saved (the state alone) resumes as it did then: the
+    evaluations are unchanged, the next train loss averages the steps since the checkpoint."""
+    run_dir = _stopped_at(tmp_path, 250)
+    path = run_dir / names.CHECKPOINT_DIR / "step_250.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(serialization.msgpack_restore(path.read_bytes())["state"]))
+    warnings = []
+    summary = engine.train_run(RUN, run_dir, print_fn=warnings.append)
+    assert warnings == [] and not list(path.parent.glob("*.corrupt"))
+    assert [r["step"] for r in RunStore(run_dir).metrics()] == [0, 100, 200, 300]
+    assert summary["final"] == reference[1]["final"]
+
+
 @pytest.fixture
 def finished_sweep(tiny_sweep_dir, tmp_path):
     """A private copy of the finished tiny sweep (the session's copy stays intact)."""
@@ -89,21 +104,37 @@ def test_a_torn_last_line_of_a_finished_cell_is_reported_and_repaired(finished_s
     _assert_same_result(RunStore(cells[0].run_dir).summary(), before)
 
 
-def test_a_deleted_summary_is_redone_from_the_final_checkpoint(finished_sweep):
+@pytest.mark.parametrize("damage, said", [("deleted", "is missing"), ("truncated", "is damaged (not valid JSON)")],
+                         ids=["deleted", "truncated"])
+def test_a_deleted_or_damaged_summary_is_redone_from_the_final_checkpoint(finished_sweep, damage, said):
     workdir, cells = finished_sweep
     run = RunStore(cells[1].run_dir)
     before = run.summary()
-    (run.dir / names.SUMMARY_FILE).unlink()
+    path = run.dir / names.SUMMARY_FILE
+    if damage == "deleted":
+        path.unlink()
+    else:
+        path.write_text(path.read_text()[:100])
     assert run.state() == names.PENDING
     lines = []
     summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
-    assert f"[sweep] {run.name}: summary.json is missing though training finished; re-evaluating it from its " \
-           "final checkpoint" in lines
+    assert f"[sweep] {run.name}: summary.json {said} though training finished; re-evaluating it from its " \
+           "final checkpoint" in lines, lines
     assert summary["complete"] and run.state() == names.DONE
     after = run.summary()
     assert after["train_loss"] == before["train_loss"]  # kept from the stored final record, not retrained
     _assert_same_result(after, before)
     assert [r["step"] for r in run.metrics()] == [0, 20, 40, 60]
+
+
+@pytest.mark.parametrize("content", [b'{"platform": "cp', b"", b'{"a": "\xff"}'],
+                         ids=["truncated", "empty", "not utf-8"])
+def test_a_file_that_is_not_valid_json_is_a_store_error_naming_it(tmp_path, content):
+    """A StoreError is reported by the entry points as one line (before: a JSONDecodeError traceback)."""
+    path = tmp_path / names.SWEEP_RATE_FILE
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(path))} is not valid JSON \(.+\); remove or restore it$"):
+        read_json(path)
 
 
 def test_a_changed_sweep_config_is_refused_naming_the_fields_unless_extended(finished_sweep):

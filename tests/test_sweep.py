@@ -64,6 +64,66 @@ def test_empty_grid_axis_is_a_clear_error(tmp_path):
         sweep.expand(tiny_sweep_config(num_tasks=()), tmp_path)
 
 
+def _renamed(cfg: dict, dotted: str, new_key: str) -> dict:
+    """`cfg` with the key at `dotted` renamed to `new_key` (a typo in a config file)."""
+    *parents, key = dotted.split(".")
+    node = cfg
+    for parent in parents:
+        node = node[parent]
+    node[new_key] = node.pop(key)
+    return cfg
+
+
+@pytest.mark.parametrize("dotted, typo, message", [
+    ("sweep.grid", "gird", r"unknown config field sweep\.gird; did you mean sweep\.grid\? \(sweep has analysis, "),
+    ("sweep.grid.data", "dat", r"unknown config field sweep\.grid\.dat; did you mean sweep\.grid\.data\? \(sweep\.grid "
+                               r"has checkpoint, data, eval, model, train\)"),
+    ("sweep.grid.data.num_tasks", "num_taks", r"unknown config field sweep\.grid\.data\.num_taks; did you mean "
+                                              r"sweep\.grid\.data\.num_tasks\? \(sweep\.grid\.data has "),
+    ("train", "trian", r"unknown config section trian; did you mean train\? \(the config has checkpoint, data, "),
+], ids=["sweep.gird", "sweep.grid.dat", "sweep.grid.data.num_taks", "trian"])
+def test_a_typo_in_a_config_file_is_refused_naming_the_key(tmp_path, dotted, typo, message):
+    """Before, these collapsed the sweep to its base config (or dropped the section) without a word."""
+    with pytest.raises(config.ConfigError, match=message):
+        sweep.expand(_renamed(tiny_sweep_config(), dotted, typo), tmp_path)
+
+
+@pytest.mark.parametrize("dotted, message", [
+    ("sweep", r"sweep=3: sweep is a section; set one of its fields, e\.g\. sweep\.grid\.data\.num_tasks="),
+    ("sweep.grid", r"sweep\.grid=3: sweep\.grid is a section; set one of its fields"),
+    ("sweep.grid.data", r"sweep\.grid\.data=3: sweep\.grid\.data is a section; set one of its fields, e\.g\. "
+                        r"sweep\.grid\.data\.dim="),
+    ("data", r"data=3: data is a section; set one of its fields, e\.g\. data\.dim="),
+], ids=["sweep", "sweep.grid", "sweep.grid.data", "data"])
+def test_a_section_set_to_a_value_in_a_config_file_is_refused(tmp_path, dotted, message):
+    cfg = tiny_sweep_config()
+    *parents, key = dotted.split(".")
+    node = cfg
+    for parent in parents:
+        node = node[parent]
+    node[key] = 3
+    with pytest.raises(config.ConfigError, match=message):
+        sweep.expand(cfg, tmp_path)
+
+
+def test_a_negative_max_group_size_is_refused(tmp_path):
+    """Before, range(0, n, -1) planned no group: the sweep trained nothing and said nothing."""
+    with pytest.raises(config.ConfigError, match=r"--max_group_size=-1: allowed: 0 \(all that fit a group\) or an "
+                                                 r"integer >= 1"):
+        sweep.run_sweep(tiny_sweep_config(), tmp_path, max_group_size=-1, print_fn=lambda *_: None)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_cell_named_twice_is_selected_once(tmp_path):
+    """Before, the second copy found the first one's claim and was reported as held by another live process."""
+    cells = sweep.expand(tiny_sweep_config(), tmp_path)
+    first, second = cells[0].name, cells[1].name
+    assert [c.name for c in sweep.select(cells, names_=[second, first, second])] == [second, first]
+    lines = []
+    sweep.run_sweep(tiny_sweep_config(), tmp_path, cell_names=[first, first], dry_run=True, print_fn=lines.append)
+    assert "1 in this selection, 1 to train in 1 group(s)" in lines[0], lines
+
+
 def test_ensemble_equals_each_model_alone(tmp_path):
     cells = sweep.expand(tiny_sweep_config(num_tasks=(2, 16, "inf"), seeds=(0, 1)), tmp_path / "group")
     cells = cells[:3]
@@ -141,6 +201,26 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
     assert "threshold" in rerun.stdout
     summary = results.load_summary(workdir)
     assert summary["complete"] and len(summary["cells"]) == 4
+
+
+def _run_files(run_dir: Path) -> tuple[str, dict]:
+    """A run's metrics.jsonl text and its summary without the time it was written."""
+    summary = RunStore(run_dir).summary()
+    del summary["finished_at"]
+    return (run_dir / names.METRICS_FILE).read_text(), summary
+
+
+def test_a_sweep_stopped_off_an_evaluation_step_resumes_to_the_same_files(tmp_path):
+    """The running train loss travels in the checkpoint: a record after the resume averages the same steps as
+    an uninterrupted run's (before, it averaged only the steps since the checkpoint)."""
+    cfg = tiny_sweep_config(num_tasks=(2, "inf"))  # 60 steps, evaluations every 20, calls of 10
+    sweep.run_sweep(cfg, tmp_path / "whole", print_fn=lambda *_: None)
+    cells = sweep.expand(cfg, tmp_path / "resumed")
+    group = engine.GroupTrainer([c.config for c in cells], [c.run_dir for c in cells])
+    assert not group.run(stop_after_step=50)  # checkpointed at 50, between the evaluations at 40 and 60
+    sweep.run_sweep(cfg, tmp_path / "resumed", print_fn=lambda *_: None)
+    for cell in cells:
+        assert _run_files(cell.run_dir) == _run_files(tmp_path / "whole" / names.RUNS_DIR / cell.name), cell.name
 
 
 def test_cpu_main_job_config_runs_reduced(tmp_path):

@@ -103,3 +103,48 @@ def test_a_large_results_archive_travels_in_parts(half_done_sweep, tmp_path):
     transport.unpack([tmp_path / "out"], tmp_path / "back")
     for rel in transport.result_files(workdir):
         assert (tmp_path / "back" / rel).read_bytes() == (workdir / rel).read_bytes(), rel
+
+
+def _packed(workdir, out, kind, part_bytes=transport.PART_BYTES):
+    if kind == "results":
+        return transport.pack_results(workdir, out, part_bytes=part_bytes)
+    return transport.pack_checkpoints(workdir, out, part_bytes=part_bytes)[0]
+
+
+@pytest.mark.parametrize("kind", ["results", "checkpoints"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_archive_is_refused_naming_it(half_done_sweep, tmp_path, kind, damage):
+    """Before, tarfile.ReadError, EOFError or zlib.error tracebacks."""
+    workdir, _ = half_done_sweep
+    parts = _packed(workdir, tmp_path / "out", kind)
+    data = parts[-1].read_bytes()
+    parts[-1].write_bytes(data[:len(data) // 2] if damage == "truncated" else b"not an archive " * 100)
+    with pytest.raises(StoreError, match=rf"^{re.escape(str(parts[0]))}.* is not a complete archive \(.+\): it was "
+                                         r"cut short or damaged; copy it again \(every part\), or pack the sweep again"):
+        transport.unpack(parts, tmp_path / "back")
+
+
+def test_an_archive_missing_a_part_is_refused(half_done_sweep, tmp_path):
+    workdir, _ = half_done_sweep
+    parts = _packed(workdir, tmp_path / "out", "checkpoints", part_bytes=64 * 1024)
+    parts[0].unlink()
+    with pytest.raises(StoreError, match=r"sweep-checkpoints\.tar lacks part\(s\) 00 \(found sweep-checkpoints\.tar"
+                                         r"\.part01.*\); copy every part"):
+        transport.unpack([tmp_path / "out"], tmp_path / "back")
+
+
+def test_an_interrupted_packing_leaves_no_part_that_looks_complete(half_done_sweep, tmp_path, monkeypatch):
+    """Parts are written under temporary names and renamed only once the whole archive is written."""
+    workdir, _ = half_done_sweep
+    add, added = tarfile.TarFile.add, []
+
+    def add_then_fail(self, *args, **kwargs):
+        if added:
+            raise RuntimeError("interrupted")
+        added.append(args)
+        add(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "add", add_then_fail)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        transport.pack_checkpoints(workdir, tmp_path / "out", part_bytes=4 * 1024)
+    assert added and list((tmp_path / "out").iterdir()) == []
