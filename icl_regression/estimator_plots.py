@@ -46,6 +46,15 @@ def params_note(rows: Sequence[Mapping]) -> str:
             f"stored runs' by up to {100 * max(deviations):.1f}%")
 
 
+def seeds_note(rows: Sequence[Mapping]) -> str:
+    """What the model's values in a figure are over seeds: one seed's point values, or the mean over n seeds."""
+    seeds = sorted({r["seed"] for r in rows})
+    if len(seeds) < 2:
+        return f"; 1 seed (seed {seeds[0]}): the model's values are point values, no interval over seeds" if seeds \
+            else ""
+    return f"; the model's values: mean over {len(seeds)} seeds"
+
+
 def _budget(row: Mapping) -> tuple[int, int]:
     return row["batch_size"], row["steps"]
 
@@ -73,8 +82,10 @@ def _sorted_m(values) -> list[int]:
 
 
 def interpolation_figure(result: Mapping, budget: tuple[int, int] | None = None, title: str | None = None):
-    """L/D of the model, dMMSE and ridge against α along paths between two pool tasks, one panel per M (seeds
-    averaged; the band is ± one standard error over pairs), at `budget` (default: the largest)."""
+    """L/D of the model, dMMSE and ridge against α along paths between two pool-task directions, one panel per M
+    (seeds averaged), at `budget` (default: the largest). The band is ± one standard error of the plotted mean:
+    over pairs and sequences (evaluation noise) with one seed; with several, the spread between the seeds' curves
+    (their pools differ) as well."""
     rows = result["runs"]
     budget = tuple(budget) if budget else plotting._budgets_of(rows)[-1]
     rows = [r for r in rows if _budget(r) == budget]
@@ -85,20 +96,25 @@ def interpolation_figure(result: Mapping, budget: tuple[int, int] | None = None,
             group = [r for r in rows if r["num_tasks"] == m]
             alphas = np.asarray(group[0]["alphas"])
             for predictor in (names.PT, names.DMMSE, names.RIDGE):
-                mean = np.mean([r["loss"][predictor]["mean"] for r in group], axis=0)
-                se = np.sqrt(np.mean([np.square(r["loss"][predictor]["se"]) for r in group], axis=0) / len(group))
+                curves = np.array([r["loss"][predictor]["mean"] for r in group])
+                mean = curves.mean(axis=0)
+                se_eval = np.sqrt(np.mean([np.square(r["loss"][predictor]["se"]) for r in group], axis=0) / len(group))
+                se = (np.sqrt(curves.var(axis=0, ddof=1) / len(group) + se_eval**2) if len(group) > 1 else se_eval)
                 ax.plot(alphas, mean, "-", marker="o", ms=2, color=COLORS[predictor],
                         label=names.LABELS[predictor])
                 ax.fill_between(alphas, mean - se, mean + se, color=COLORS[predictor], alpha=0.2, lw=0)
             ax.set_title(f"M = {num_tasks_label(m)}" + (f" ({len(group)} seeds)" if len(group) > 1 else ""))
-            ax.set_xlabel(r"$\alpha$ (0, 1: pool tasks)")
+            ax.set_xlabel(r"$\alpha$ (0, 1: pool-task directions)")
             ax.set_yscale("log")
         axes[0, 0].set_ylabel(r"L/D on tasks $w_\alpha$")
         axes[0, 0].legend(loc="best")
         opts = result["options"]
-        fig.suptitle(title or f"interpolated tasks between pool tasks, {plotting.budget_label(*budget)} "
-                              f"({opts['num_pairs']} pairs × {opts['sequences_per_pair']} sequences per α)"
-                              + params_note(rows))
+        seeds = len({r["seed"] for r in rows})
+        band = ("band: ± 1 se over pairs, evaluation noise only (1 seed)" if seeds < 2
+                else f"band: ± 1 se over {seeds} seeds and pairs")
+        fig.suptitle(title or f"interpolated tasks between pool-task directions (norm: the pair's mean), "
+                              f"{plotting.budget_label(*budget)} ({opts['num_pairs']} pairs × "
+                              f"{opts['sequences_per_pair']} sequences per α; {band})" + params_note(rows))
         fig.tight_layout()
     return fig
 
@@ -141,7 +157,7 @@ def smoothing_figure(result: Mapping, title: str | None = None):
         ax.set_ylabel(r"best smoothing $s^*/\tau$ (chosen on $T_{true}$)")
         _search_curves(axes[1, 1], pools, scale)
         fig.suptitle(title or "the transformer against smoothed dMMSE (pool tasks blurred to N(w(i), s²I)), s* best "
-                              "on T_true")
+                              "on a held-out T_true set" + seeds_note(runs))
         fig.tight_layout()
     return fig
 
@@ -181,7 +197,8 @@ def laplace_figure(result: Mapping, title: str | None = None):
         for ax, eval_set in zip(axes[:2], names.EVAL_SETS):
             _, x_of = _m_axis(ax, all_m)
             for predictor in (names.DMMSE, names.RIDGE, names.LAPLACE_MMSE, names.PT):
-                values = _seed_mean(runs, lambda r: r[eval_set]["loss"][predictor]["mean"])
+                values = _seed_mean([r for r in runs if predictor != names.DMMSE or r["num_tasks"] > 0],
+                                    lambda r: r[eval_set]["loss"][predictor]["mean"])  # no pool at M = ∞
                 for i, budget in enumerate(budgets if predictor == names.PT else budgets[:1]):
                     ms = [m for m in all_m if (budget, m) in values]
                     label = names.LABELS[predictor] + (f", {plotting.budget_label(*budget)}"
@@ -207,7 +224,8 @@ def laplace_figure(result: Mapping, title: str | None = None):
         ax.legend(loc="best")
         sampler = result["sampler"]
         fig.suptitle(title or "trained on Laplace tasks: the transformer against the Laplace posterior mean "
-                              f"(Gibbs, {sampler['num_samples']:,} sweeps), ridge and dMMSE" + params_note(runs))
+                              f"(Gibbs, {sampler['num_samples']:,} sweeps), ridge and dMMSE" + seeds_note(runs)
+                              + params_note(runs))
         fig.tight_layout()
     return fig
 

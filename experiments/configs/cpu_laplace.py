@@ -14,13 +14,15 @@ Measured (results/cpu_laplace holds the committed run): 77.5 min wall time on th
 five other agents' jobs kept its load average at 17-19 (the same-size cpu_reference took 6 min 37 s on it quiet), and
 7.2 min more for `laplace_comparison.py` (8,000 Gibbs sweeps on 2,048 × 8 prefixes per evaluation set). The
 transition is there as with Gaussian tasks: at M = 1 the model is dMMSE on its task (Δ_PT,dMMSE = 1e-4), at M = 4
-it is as far from ridge on T_true as dMMSE is (Δ_PT,Ridge 0.85-0.86), from M = 6 on it is close (0.11-0.25); midpoint
-log2 M* = 2.57 [2.54, 2.58] (batch 128; at batch 64 the ratio never crosses ½ because the M = ∞ model, at L/D 0.92,
-is still far from trained after 2,500 steps), and the two budgets' curves cross at log2 M* = 3.82 [3.75, 3.88].
+it is as far from ridge on T_true as dMMSE is (Δ_PT,Ridge 0.85-0.86), from M = 6 on it is close (0.11-0.25). One
+seed, so every interval here covers evaluation noise only, not the threshold's uncertainty: the two budgets' curves
+cross at log2 M* = 3.83 [3.76, 3.89] (the summary's M*); the midpoints are 2.51 [2.50, 2.53] (batch 128) and 2.45
+[2.44, 2.47] (batch 64), although the M = ∞ model at batch 64 is still far from trained after 2,500 steps (L/D 0.92
+on T_true against ridge's 0.45).
 On T_true the Laplace posterior mean beats ridge only by 1.2% (L/D 0.4492 against 0.4546; Δ_Laplace,Ridge = 0.006),
 while every model is 0.11 or more from both: at this scale the data cannot tell which of the two the transformer
-approaches (it is 0.01 closer to ridge at every M), as the paper's question needs models trained much closer to the
-Bayes estimators (a GPU sweep).
+approaches (its point values are 0.01 closer to ridge at every M; one seed, no interval), as the paper's question
+needs models trained much closer to the Bayes estimators (a GPU sweep).
 """
 
 import importlib.util
