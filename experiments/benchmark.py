@@ -75,11 +75,15 @@ def main(overrides, stop):
     if folder is not None and not folder.is_dir():  # before minutes of timing, not after
         raise cli.UsageError(f"--predictions={folder} is not a folder; allowed: a folder of roofline records "
                              "(results/roofline) or '' for none")
-    record = benchmarking.run_benchmark(spec)
-    if folder is not None:
-        predictions = [store.read_json(p) for p in sorted(folder.glob("*.json"))]
-        record["predictions"] = roofline.measured_against_predicted(record, predictions)
-    path = benchmarking.write_record(record, _OUT.value)
+    predictions = [store.read_json(p) for p in sorted(folder.glob("*.json"))] if folder is not None else None
+
+    def save(record: dict) -> Path:  # after every stage: a run cut off by its time limit keeps what it measured
+        if predictions is not None:
+            record["predictions"] = roofline.measured_against_predicted(record, predictions)
+        return benchmarking.write_record(record, _OUT.value)
+
+    record = benchmarking.run_benchmark(spec, save)
+    path = save(record)
     print(benchmarking.format_table(record))
     if "predictions" in record:
         print(roofline.format_comparison(record["predictions"]))

@@ -59,7 +59,8 @@ def main(overrides, stop):
         raise cli.UsageError(str(e))
     record = precision.run_precision_check(
         spec, Path(_WORKDIR.value),
-        lambda path, p: print(f"{path}: step {p.step}/{p.total_steps}, {p.steps_per_second:.1f} steps/s", flush=True))
+        lambda path, p: print(f"{path}: step {p.step}/{p.total_steps}, {p.steps_per_second:.1f} steps/s", flush=True),
+        save=lambda partial: precision.write_record(partial, Path(_OUT.value)))  # the float32 half, kept if cut off
     path = precision.write_record(record, Path(_OUT.value))
     print(precision.format_table(record))
     print(f"written: {path}")

@@ -271,19 +271,27 @@ def time_dmmse(data_cfg, num_tasks: int, num_sequences: int, repeats: int, block
     }
 
 
-def time_copy(num_bytes: int, repeats: int) -> dict:
-    """The device's copy rate: `x + 1` over a float32 array of `num_bytes`, read once and written once, median of
-    `repeats` calls. Roofline predictions divide each kernel's bytes by such a rate (3.0e12 B/s, measured on the
-    H100), so a measured step rate is compared with its prediction scaled by this card's rate over that one."""
+COPY_CALLS = 20  # back-to-back calls per timed repeat of the copy: dispatch and the final wait (tens of µs) count once
+
+
+def time_copy(num_bytes: int, repeats: int, calls: int = COPY_CALLS) -> dict:
+    """The device's copy rate: `x + 1` over a float32 array of `num_bytes`, read once and written once; each repeat
+    makes `calls` calls back to back and waits for the last (one call over 1 GiB takes about half a millisecond on
+    an H200, so the launch and the wait would weigh several percent in a single call), median of `repeats`.
+    Roofline predictions divide each kernel's bytes by such a rate (3.0e12 B/s, measured on the H100), so a measured
+    step rate is compared with its prediction scaled by this card's rate over that one."""
     x = jnp.zeros(num_bytes // 4, jnp.float32)
     add_one = jax.jit(lambda a: a + 1.0)
 
     def run():
+        for _ in range(calls - 1):
+            add_one(x)
         jax.block_until_ready(add_one(x))
 
-    run()  # compiles
+    jax.block_until_ready(add_one(x))  # compiles
     median, times = median_seconds(run, repeats)
-    return {"num_bytes": x.nbytes, "copy_s": median, "repeat_s": times, "bytes_per_s": 2 * x.nbytes / median}
+    return {"num_bytes": x.nbytes, "calls_per_repeat": calls, "copy_s": median / calls, "repeat_s": times,
+            "bytes_per_s": 2 * x.nbytes * calls / median}
 
 
 def _versions() -> dict:
@@ -322,32 +330,25 @@ def _flops(model_steps_per_s: float, flops_per_model_step: float, device, comput
                                          if peak["measured_matmul_flops"] else None)}
 
 
-def run_benchmark(spec: BenchmarkSpec) -> dict:
+def run_benchmark(spec: BenchmarkSpec, save: Callable[[dict], Any] | None = None) -> dict:
     """All figures of one benchmark, as a JSON-ready record: `train` is the ensemble on the float32 path the
-    sweeps use, `fast` the same ensemble on each of `spec.fast_paths`, `reference` the paper's recipe."""
+    sweeps use, `fast` the same ensemble on each of `spec.fast_paths`, `reference` the paper's recipe.
+
+    In stages, each handed to `save` as soon as it is done (`complete` false until the end), so that a run cut off
+    by a time limit (a slow kernel compilation on a new GPU) keeps what it measured: first the float32 group and
+    the reference side by side with the card's copy rate; then each fast path, compiled and timed side by side with
+    the float32 group again (its `over_float32` is against that same-stage timing); then evaluation and dMMSE.
+    """
     device = jax.devices()[0]
     cfg = spec.cfg.replace(model=fast_path_overrides("float32"))
     few = max(1, min(spec.repeats, 3))  # evaluation and dMMSE take seconds per call: fewer repeats
     ours = TrainTimer(cfg, spec.ensemble_size, spec.steps_per_call)
-    timers, fast_errors = [ours, reference_timer(cfg, spec.steps_per_call)], {}
-    for label in spec.fast_paths:
-        try:  # a fast path that fails to build or compile (a kernel on a new GPU) leaves the other figures
-            timer = TrainTimer(cfg.replace(model=fast_path_overrides(label)), spec.ensemble_size,
-                               spec.steps_per_call, label=label)
-            timer.warm_up()
-            timers.append(timer)
-        except Exception as e:  # recorded in the JSON, and the table says so
-            fast_errors[label] = f"{type(e).__name__}: {e}"[:4000]
-    train, reference, *fast = time_side_by_side(timers, spec.repeats)
+    train, reference = time_side_by_side([ours, reference_timer(cfg, spec.steps_per_call)], spec.repeats)
     flops_per_model_step = 3 * flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim) * cfg.train.batch_size
     reference_flops = _flops(reference["model_steps_per_s"], flops_per_model_step, device, "float32")
-    for figures in fast:
-        figures["speedup"] = figures["model_steps_per_s"] / reference["model_steps_per_s"]
-        figures["over_float32"] = figures["model_steps_per_s"] / train["model_steps_per_s"]
-        figures["flops"] = _flops(figures["model_steps_per_s"], flops_per_model_step, device,
-                                  figures["compute_dtype"])
     record = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
         "device": {"kind": device.device_kind, "platform": device.platform, "count": jax.device_count(),
                    "host": platform.node()},
         "versions": _versions(),
@@ -357,8 +358,8 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
                      "fast_paths": list(spec.fast_paths)},
         "config": cfg.to_dict(),
         "train": train,
-        "fast": fast,
-        "fast_errors": fast_errors,
+        "fast": [],
+        "fast_errors": {},
         "reference": reference,
         "speedup": train["model_steps_per_s"] / reference["model_steps_per_s"],
         "flops": {
@@ -371,12 +372,32 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
         "dmmse": None,
         "copy": time_copy(backend_defaults(device.platform)["copy_bytes"], max(spec.repeats, 5)),
     }
+    save = save or (lambda _: None)
+    save(record)
+    for label in spec.fast_paths:
+        try:  # a fast path that fails to build or compile (a kernel on a new GPU) leaves the other figures
+            timer = TrainTimer(cfg.replace(model=fast_path_overrides(label)), spec.ensemble_size,
+                               spec.steps_per_call, label=label)
+            timer.warm_up()
+        except Exception as e:  # recorded in the JSON, and the table says so
+            record["fast_errors"][label] = f"{type(e).__name__}: {e}"[:4000]
+            save(record)
+            continue
+        float32_now, figures = time_side_by_side([ours, timer], spec.repeats)
+        figures["speedup"] = figures["model_steps_per_s"] / reference["model_steps_per_s"]
+        figures["over_float32"] = figures["model_steps_per_s"] / float32_now["model_steps_per_s"]
+        figures["float32_model_steps_per_s"] = float32_now["model_steps_per_s"]
+        figures["flops"] = _flops(figures["model_steps_per_s"], flops_per_model_step, device,
+                                  figures["compute_dtype"])
+        record["fast"].append(figures)
+        save(record)
     if spec.with_eval:
         ev = time_evaluation(cfg, ours.states, spec.ensemble_size, few)
         ev["sweep_share"] = ev["eval_s"] / (ev["eval_s"] + ev["interval"] * train["step_s"])
         record["eval"] = ev
     if spec.dmmse_tasks > 0:
         record["dmmse"] = time_dmmse(cfg.data, spec.dmmse_tasks, spec.dmmse_sequences, few)
+    record["complete"] = True
     return record
 
 

@@ -95,22 +95,31 @@ def compare(spec: PrecisionSpec, summaries: dict[str, list[dict]]) -> dict:
 
 
 def run_precision_check(spec: PrecisionSpec, workdir: Path,
-                        progress: Callable[[str, engine.Progress], None] | None = None) -> dict:
-    """Trains both paths and returns the comparison as a JSON-ready record."""
-    summaries, wall = {}, {}
-    for path in (REFERENCE_PATH, spec.fast_path):
-        report = None if progress is None else (lambda p, path=path: progress(path, p))
-        summaries[path], wall[path] = train_path(spec, path, workdir, report)
+                        progress: Callable[[str, engine.Progress], None] | None = None,
+                        save: Callable[[dict], object] | None = None) -> dict:
+    """Trains both paths and returns the comparison as a JSON-ready record. `save` gets the record after the
+    float32 path (`complete` false, its final values per (M, seed) under `float32_finals`) and is what a run cut
+    off by a time limit keeps; the returned record is complete."""
     device = jax.devices()[0]
-    return {
+    record = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
         "device": {"kind": device.device_kind, "platform": device.platform},
         "jax": jax.__version__,
         "fast_path": spec.fast_path, "num_tasks": list(spec.num_tasks), "seeds": list(spec.seeds),
         "config": spec.base.to_dict(),
-        "wall_s": wall,  # this call's training + evaluation time per path (0 where already finished)
-        **compare(spec, summaries),
+        "wall_s": {},  # this call's training + evaluation time per path (0 where already finished)
     }
+    summaries = {}
+    for path in (REFERENCE_PATH, spec.fast_path):
+        report = None if progress is None else (lambda p, path=path: progress(path, p))
+        summaries[path], record["wall_s"][path] = train_path(spec, path, workdir, report)
+        if path == REFERENCE_PATH and save is not None:
+            record["float32_finals"] = [{"num_tasks": s["num_tasks"], "seed": s["seed"], "status": s["status"],
+                                         **{m: s["final"][m] for m in METRICS}} for s in summaries[path]]
+            save(record)
+    record.update(compare(spec, summaries), complete=True)
+    return record
 
 
 def write_record(record: dict, out_dir: Path) -> Path:

@@ -68,6 +68,25 @@ def test_benchmark_main_writes_a_complete_record(tmp_path):
     forward = flops_per_sequence(cfg.model, cfg.data.context_len, cfg.data.dim)
     assert record["flops"]["model_flops_per_step"] == pytest.approx(3 * forward * 8)  # fwd + 2×fwd bwd, batch 8
     assert record["eval"] is None  # --eval not given
+    assert record["complete"] and fast["over_float32"] == pytest.approx(
+        fast["model_steps_per_s"] / fast["float32_model_steps_per_s"])  # against the float32 timing of its stage
+    assert record["copy"]["calls_per_repeat"] == benchmarking.COPY_CALLS
+    assert record["copy"]["bytes_per_s"] == pytest.approx(
+        2 * record["copy"]["num_bytes"] / record["copy"]["copy_s"])  # read + write, per call
+
+
+def test_benchmark_hands_over_each_stage_as_it_is_measured(tiny_config):
+    """A run cut off by a time limit keeps what it measured: the float32 group and the reference with the copy rate
+    first, then the record again after each fast path (a failing one recorded as such), then the complete one."""
+    spec = benchmarking.BenchmarkSpec(tiny_config.replace(train={"batch_size": 8}), "tiny", ensemble_size=2,
+                                      steps_per_call=2, repeats=1, with_eval=False, dmmse_tasks=0,
+                                      dmmse_sequences=16, fast_paths=("bfloat16", "bfloat16+fused_mlp+no_such"))
+    stages = []
+    record = benchmarking.run_benchmark(spec, lambda r: stages.append(json.loads(json.dumps(r))))
+    assert [(s["complete"], len(s["fast"]), sorted(s["fast_errors"])) for s in stages] == [
+        (False, 0, []), (False, 1, []), (False, 1, ["bfloat16+fused_mlp+no_such"])]
+    assert stages[0]["train"]["model_steps_per_s"] > 0 and stages[0]["copy"]["bytes_per_s"] > 0
+    assert record["complete"] and record["fast"][0]["path"] == "bfloat16"
 
 
 def test_benchmark_groups_of_any_size_have_bounded_pools():

@@ -17,7 +17,12 @@ BASE = run_config_from_dict({k: v for k, v in TINY_SWEEP.items() if k != "sweep"
 
 def test_precision_check_compares_both_paths_per_task_count_and_metric(tmp_path):
     spec = precision.PrecisionSpec(BASE, num_tasks=(2, 0), seeds=(0, 1), fast_path="bfloat16")
-    record = precision.run_precision_check(spec, tmp_path)
+    saved = []  # what a run cut off after the float32 half keeps
+    record = precision.run_precision_check(spec, tmp_path, save=lambda r: saved.append(dict(r)))
+    [partial] = saved
+    assert not partial["complete"] and "rows" not in partial and record["complete"]
+    assert {(f["num_tasks"], f["seed"]) for f in partial["float32_finals"]} == {(2, 0), (2, 1), (0, 0), (0, 1)}
+    assert partial["timestamp"] == record["timestamp"]  # the same file name: the complete record replaces it
     assert {(r["num_tasks"], r["metric"]) for r in record["rows"]} == {
         (m, metric) for m in (2, 0) for metric in precision.METRICS}
     assert record["statuses"] == {"float32": [names.DONE], "bfloat16": [names.DONE]}
