@@ -18,7 +18,8 @@ only more data of one kind, and 4N is also the long-dynamics check of Fig. 4); t
 first grid is exactly the reference setting's cells (results/cpu_reference) and the last the dynamics experiment's
 (results/cpu_dynamics), so their seed-0 runs were copied in from there rather than retrained (same run names; made on
 an earlier machine, so they cannot be regenerated bit for bit here: see landscape.py). Cost: 57 cells, 255,000
-model-steps; measured wall time and results: the README row and results/cpu_budgets/run_log.txt.
+model-steps; measured wall times (09:21–10:24 and 10:24–11:16 UTC on the shared machine) and results:
+results/cpu_budgets/run_log.txt and the README's "What the CPU runs show" list.
 
 Variant `:paper`: the paper's small-model sweep (experiments/configs/paper_small.py: 4 layers, d = 64, D = 8, K = 16,
 σ² = 0.25, lr 1e-3, triangle, its 14 values of M and ∞) at (256, 500k), (512, 500k) and (256, 1M), 3 seeds: 135

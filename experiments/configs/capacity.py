@@ -35,7 +35,7 @@ curves:
 - weight decay 0, 0.01, 0.1, 1 give the same curve within 0.03 at every M (0.85–0.87 at M = 4, 0.57–0.58 at 6,
   0.52–0.55 at 8, 0.50–0.52 at 12), and the M = ∞ model's L/D on T_true is 0.504 ± 0.016, 0.498 ± 0.005,
   0.500 ± 0.006, 0.508 ± 0.008 (ridge 0.453): no measurable cost of regularisation;
-- width 16, 32, 64 (2 layers): the same curve within the seed ranges (r at M = 8: 0.53, 0.54, 0.55; at 12: 0.51,
+- width 16, 32, 64 (2 layers): the same curve within the seed ranges (r at M = 8: 0.53, 0.54, 0.55; at 12: 0.50,
   0.52, 0.54); M = ∞ L/D 0.513 ± 0.020, 0.504 ± 0.016, 0.495 ± 0.005;
 - depth 1, 2, 4 (width 32): the 4-layer model stays nearer dMMSE (r at M = 6, 8, 12: 0.70, 0.63, 0.60 against
   0.57, 0.54, 0.52 for 2 layers) while its M = ∞ model is the closest to ridge (L/D 0.469 ± 0.003): more capacity,

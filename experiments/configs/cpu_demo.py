@@ -23,7 +23,8 @@ falls to 0.77 at M = 4 and 0.20 at M = 8; at M = ∞ the model is 0.053 ± 0.010
   dMMSE) is not located inside the grid either (95% interval from log2 M = 2.7 upwards).
 
 What was tried (pilot sweeps of 2-3 seeds, D = 2, σ² = 0.25, Adam, triangle schedule; wall times on the shared
-machine under load, so several times a quiet machine's). Setting by setting, on M = ∞ only: width 16 or 32 with
+machine under load, so several times a quiet machine's; the early pilots' outputs were not kept, so their numbers
+below are as noted then, unlike the later pilots' in results/cpu_demo/pilots/). Setting by setting, on M = ∞ only: width 16 or 32 with
 1 or 2 layers (one layer stalls far from ridge), learning rates 2e-3 … 1.2e-2, warm-up fractions 0.1 and 0.5, K = 6
 or 8, batch 32 … 128, 5,000 steps at batch 32, D = 1. Full sweeps (K = 6, width 16 unless said):
 - batch 64 vs 128, M = 2 … 64 (3 seeds, 13 min): M = ∞ 0.077 / 0.053 from ridge; crossing below the grid; midpoint
@@ -33,7 +34,8 @@ or 8, batch 32 … 128, 5,000 steps at batch 32, D = 1. Full sweeps (K = 6, widt
 - width 12, batch 128 at N vs 2N, M = 4 … 16 (2 seeds, 12 min): midpoint interval [2.25, above];
 - batch 128 vs 256, M = 2 … 64 (2 seeds): the basis of this config;
 - the reference setting (cpu_reference.py: K = 8, width 32, batch 64 vs 128) with 3 seeds, in results/cpu_budgets:
-  budget differences within |z| ≤ 1.2, M = ∞ at batch 64 0.077 from ridge.
+  every budget difference negative or nil (z = −2.1 at M = 8, |z| ≤ 1.2 elsewhere), M = ∞ at batch 64
+  0.110 ± 0.100 from ridge (seeds 0.23, 0.06, 0.05).
 Later pilots (3-4 seeds, quiet machine, wall times as measured):
 - this config's setting with a constant learning rate (2e-3), batch 128, 5,000 steps, M = 2 … 32 and ∞, 4 seeds,
   steps N vs 2N read inside each run, which pairs the budgets exactly (10 min): M = ∞ ends 0.185 ± 0.146 from

@@ -29,7 +29,7 @@ unresolved, rises −0.04 [−0.21, 0.13] and −0.02 [−0.15, 0.10]; every oth
 default fit set is empty and no α is estimated by any definition: this setting cannot tell t* ∝ M^0.47 (Raventós et al.)
 from a superlinear switch time (Wurgaft et al.). By (c) the model is never more ridge- than dMMSE-like below M = 16: the
 seed-mean ridge weight a on T_true peaks at 0.29–0.43 for M ≤ 10 (0.52 at 16, 0.48 at 32, 0.66 at 64), and the best
-mixture a·ridge + (1 − a)·dMMSE leaves 52–93% of the model's distance to the nearer strategy unexplained at the end: at
+mixture a·ridge + (1 − a)·dMMSE leaves 50–93% of the model's distance to the nearer strategy unexplained at the end: at
 this size the model is close to neither strategy, nor to a blend of the two.
 """
 

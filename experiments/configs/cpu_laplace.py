@@ -11,8 +11,9 @@ evaluation set) has i.i.d. Laplace(0, 1/√2) coordinates, the same unit varianc
 trained models with the Laplace posterior mean (`estimators.laplace_preds`), ridge and dMMSE.
 
 Measured (results/cpu_laplace holds the committed run): 77.5 min wall time on the 2-core development machine while
-five other agents' jobs kept its load average at 17-19 (the same-size cpu_reference took 6 min 37 s on it quiet), and
-7.2 min more for `laplace_comparison.py` (8,000 Gibbs sweeps on 2,048 × 8 prefixes per evaluation set). The
+five other agents' jobs kept its load average at 17-19 (noted at the time; run_log.txt has no timings; the same-size
+cpu_reference took 6 min 37 s on it quiet), and 7.1 min more for `laplace_comparison.py` (8,000 Gibbs sweeps on 2,048
+× 8 prefixes per evaluation set; `wall_seconds` 424.6 in analysis/laplace_comparison.json). The
 transition is there as with Gaussian tasks: at M = 1 the model is dMMSE on its task (Δ_PT,dMMSE = 1e-4), at M = 4
 it is as far from ridge on T_true as dMMSE is (Δ_PT,Ridge 0.85-0.86), from M = 6 on it is close (0.11-0.25). One
 seed, so every interval here covers evaluation noise only, not the threshold's uncertainty: the two budgets' curves

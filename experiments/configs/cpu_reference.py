@@ -10,12 +10,12 @@ clean clone (results/cpu_reference holds that run, its interpolation and smoothi
 
 What one seed can and cannot say. At M = 1 the transformer is the dMMSE estimator on T_pretrain (Δ_PT,dMMSE = 1e-4);
 at M = ∞ with batch 128 it is within 0.04 of ridge on T_true (L/D 0.496 against ridge's 0.453); Δ_PT,Ridge falls
-from 0.87 (M = 4) to 0.21 (M = 6). Its intervals cover evaluation noise only. Three seeds of the same cells
+from 0.85 (M = 4) to 0.21 (M = 6) at batch 64, 0.89 to 0.22 at batch 128. Its intervals cover evaluation noise only. Three seeds of the same cells
 (results/cpu_budgets, with the statistics over seeds) show that seed-to-seed (pool-to-pool) spread is as large as
 the differences the threshold is read from: no crossing of the two budgets is located, and the batch-128 midpoint
 interval reaches beyond the grid. The main job (cpu_demo.py) therefore moved to a cheaper setting with three seeds.
-The learning rate (3e-3, the paper's 1e-3 ×3) and the M grid were chosen by measurement: at 1e-3 the M = ∞ model
-is still 0.07–0.17 from ridge after 2,500 steps.
+The learning rate (3e-3, the paper's 1e-3 ×3) and the M grid were chosen by measurement (pilots whose outputs
+were not kept: at 1e-3 the M = ∞ model was still 0.07–0.17 from ridge after 2,500 steps).
 """
 
 from icl_regression.config import base_config

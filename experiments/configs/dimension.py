@@ -17,7 +17,7 @@ still 0.05–0.23 from ridge after 2,500 steps and the midpoint is not located (
 are exactly results/cpu_budgets' (batch 128, 2,500 steps) and were copied from there. The same model and steps for
 every D, as in the paper (one model for all D): larger D is a harder problem at a fixed budget, so part of any growth
 of M* with D here can be under-training. D = 8 (64 tokens, ~5× the FLOPs of D = 2) did not fit the shared machine's
-time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps (54 trained here, the
+time; it is the first dimension of the paper variant. Cost: 69 cells, 172,500 model-steps (48 trained here, the 21
 D = 2 cells copied). Measured on the shared 2-core machine under a load average of ~15–21: 2 h 2 min for the 36
 D = 1 and D = 4 cells, 6 min for D = 1's 12 extra cells (results/cpu_dimension/run_log.txt).
 What it shows (3 seeds; results/cpu_dimension; intervals over seeds and evaluation sequences): at this fixed

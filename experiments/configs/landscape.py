@@ -23,8 +23,10 @@ What it shows (results/cpu_budgets/analysis/landscape.json): no pair is linearly
 L/D on fresh tasks climbs well above both ends (~0.5): barriers on T_true of 0.42–0.67 (mean over pairs per M, same
 initialisation) and 0.51–0.67 (other initialisation) for M = 4 … 12, and 0.68 ± 0.05 between two M = ∞ models,
 which compute almost the same function (Δ between them 0.025 on T_true). On the finite model's T_pretrain: 0.31–0.62
-(same init), 0.62–0.71 (other). The barrier does not grow or shrink with M across the threshold (M* ≈ 8 here), so at
-this scale it does not separate memorising from generalising solutions. Parameter distances: 18.4–19.7 to the M = ∞
+(same init), 0.62–0.71 (other). The barrier does not grow or shrink with M across the transition (the ratio r =
+Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) falls from 0.88 at M = 4 to 0.55 at M = 12 at 4N; no M* is located in this
+sweep: its summary's midpoint at 4N lies above the grid), so at this scale it does not separate memorising from
+generalising solutions. Parameter distances: 18.4–19.7 to the M = ∞
 model of the same initialisation, 20.6–22.2 to the others, 21.4 between M = ∞ models (each about the models' own
 norm), while Δ between the finite-M model and M = ∞ on T_true falls with M (0.59, 0.37, 0.19, 0.12).
 
