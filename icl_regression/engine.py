@@ -273,7 +273,8 @@ class GroupTrainer:
         for run in self.runs:  # records past the checkpoint (or all, when starting afresh) are redone
             run.truncate_metrics(step - 1 if final else (step if step > 0 else -1))
         states, members = self._place((states, members))
-        return _Group(states, members, pools, self._eval_arrays(pool_ids), step, train_loss, final_train_loss)
+        return _Group(states, members, self._replicate(pools), self._eval_arrays(pool_ids), step, train_loss,
+                      final_train_loss)
 
     def _stored_final_train_loss(self):
         """The final records' train loss, kept when a finished group is only re-evaluated (its summary was lost)."""
@@ -318,12 +319,16 @@ class GroupTrainer:
     def _place(self, tree):
         return tree if self.placement is None else self.placement.place_members(tree)
 
+    def _replicate(self, tree):
+        return tree if self.placement is None else self.placement.replicate(tree)
+
     def _eval_arrays(self, pool_ids):
         bank = evaluation.EvalBank(self.cfg.data, self.cfg.eval)
         sets = [bank.sets_for(pid, c.data.num_tasks) for pid, c in zip(pool_ids, self.cfgs)]
         per_member, shared = evaluation.stack_member_sets(sets)
         boot_idx = evaluation.bootstrap_indices(self.cfg.eval) if self.cfg.eval.num_bootstrap else None
-        return self._place(per_member), shared, boot_idx, evaluation.dynamics_bootstrap_indices(self.cfg.eval)
+        return (self._place(per_member), *self._replicate(
+            (shared, boot_idx, evaluation.dynamics_bootstrap_indices(self.cfg.eval))))
 
     def _next_call(self, step: int, stop_after_step: int | None) -> int:
         """Steps in the next compiled call: up to the next evaluation, checkpoint, requested stop or the end."""
@@ -340,7 +345,7 @@ class GroupTrainer:
         started, compile_before, train_seconds = time.perf_counter(), self.compile_seconds, 0.0
         while step < total:
             num = self._next_call(step, stop_after_step)
-            args = (states, group.members, group.pools, jnp.asarray(step, jnp.uint32))
+            args = (states, group.members, group.pools, np.uint32(step))  # from the host: no device-to-device copy
             chunk = self._chunk(num, args, progress, step)
             call_started = time.perf_counter()
             states, metrics = chunk(*args)

@@ -84,6 +84,12 @@ class Placement:
         `with_sharding_constraint` rejects); with one device on 'data' it only keeps each member's batch whole."""
         return NamedSharding(self.mesh, PartitionSpec(DATA, *([None] * (ndim - 1))))
 
+    def replicate(self, tree: T) -> T:
+        """Puts every array of `tree` on every device of the mesh once (what all members read: the stacked pools,
+        the shared evaluation sets, bootstrap indices), so that no compiled call copies it out again."""
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        return jax.tree.map(lambda x: jax.device_put(jnp.asarray(x), replicated), tree)
+
     def describe(self) -> str:
         return f"{self.num_devices} device(s): {self.members_size} on '{MEMBERS}' × {self.data_size} on '{DATA}'"
 
@@ -175,14 +181,21 @@ def compose_shard(shard: tuple[int, int] | None, process_index: int, process_cou
     return index + count * process_index, count * process_count
 
 
+# No program spans hosts, so hosts finish their cells at different times; at exit JAX waits for every process at a
+# shutdown barrier and, past its timeout (300 s by default), aborts all of them, those still training included. A
+# process that is done therefore waits for the others for up to a week.
+SHUTDOWN_TIMEOUT_S = 7 * 24 * 3600
+
+
 def initialize_multihost(shard: tuple[int, int] | None = None, **kwargs) -> tuple[int, int]:
     """Joins the multi-host job and returns this process's shard (i, n) of the sweep's cells.
 
     Calls `jax.distributed.initialize`, which reads the cluster from the environment on SLURM, Cloud TPU, Open
-    MPI…; `kwargs` (`coordinator_address`, `num_processes`, `process_id`) are passed through. Call it once, before
-    any other jax work. `shard` (from --shard) is split further between the processes (`compose_shard`).
+    MPI…; `kwargs` (`coordinator_address`, `num_processes`, `process_id`, or `shutdown_timeout_seconds` instead of
+    `SHUTDOWN_TIMEOUT_S`) are passed through. Call it once, before any other jax work. `shard` (from --shard) is
+    split further between the processes (`compose_shard`).
     """
-    jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(**{"shutdown_timeout_seconds": SHUTDOWN_TIMEOUT_S, **kwargs})
     log.info("process %d of %d, %d local device(s)", jax.process_index(), jax.process_count(),
              jax.local_device_count())
     return compose_shard(shard, jax.process_index(), jax.process_count())

@@ -16,6 +16,7 @@ One visual language for every figure, so a reader learns it once:
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections import defaultdict
@@ -33,7 +34,7 @@ import numpy as np  # noqa: E402
 from icl_regression import dynamics as dynamics_lib  # noqa: E402
 from icl_regression import names, results, threshold  # noqa: E402
 from icl_regression.config import num_tasks_label, parse_num_tasks  # noqa: E402
-from icl_regression.store import StoreError  # noqa: E402
+from icl_regression.store import StoreError, atomic_write_bytes  # noqa: E402
 
 COLORS = {names.PT: "#1f4e9c", names.RIDGE: "#d1495b", names.DMMSE: "#2e933c",
           "pt_ridge": "#d1495b", "pt_dmmse": "#2e933c", "dmmse_ridge": "#7f7f7f"}
@@ -50,13 +51,16 @@ STYLE = {"figure.dpi": 120, "font.size": 9, "axes.titlesize": 9, "axes.labelsize
 
 
 def save(fig, stem: Path) -> list[Path]:
-    """Writes `<stem>.png` and `<stem>.pdf` and closes the figure. No creation date in the PDF: the same results
-    give the same bytes, so regenerating committed figures changes only what changed."""
+    """Writes `<stem>.png` and `<stem>.pdf` atomically (two processes drawing the same sweep's figures never leave a
+    torn file) and closes the figure. No creation date in the PDF: the same results give the same bytes, so
+    regenerating committed figures changes only what changed."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for path in paths:
-        fig.savefig(path, bbox_inches="tight", metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=path.suffix[1:], bbox_inches="tight",
+                    metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
+        atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
     return paths
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+
 from icl_regression import checkpoint, names, results, stopping
 from icl_regression.config import ConfigError, RunConfig, run_config_from_dict, suggest
 from icl_regression.engine import COMPILING, EVALUATING, GroupTrainer, Progress, group_signature
@@ -456,6 +458,11 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
         print_fn(f"[sweep] stopped ({stop.reason}): {counts[names.DONE] + counts[names.DIVERGED]} of {len(cells)} "
                  f"cells finished, {counts[names.PENDING]} pending; the models in flight were checkpointed")
         return None
-    if index["counts"][names.DONE] + index["counts"][names.DIVERGED] < len(cells):
+    finished = index["counts"][names.DONE] + index["counts"][names.DIVERGED]
+    if finished < len(cells):
         print_fn(f"[sweep] this selection is finished; {index['counts']} over the whole sweep")
+        if jax.process_count() > 1:  # other hosts are still training: the one that finishes the last cell summarises
+            print_fn(f"[sweep] process {jax.process_index()} of {jax.process_count()}: the summary and figures come "
+                     "from the process that finishes the sweep's last cell (or --summarize once every host is done)")
+            return None
     return results.summarize(workdir, [c.run_dir for c in cells])

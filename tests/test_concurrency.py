@@ -77,6 +77,23 @@ def test_multihost_processes_share_a_sweep_and_equal_one_process(tmp_path):
     for cell in cells:
         assert (cell.run_dir / names.METRICS_FILE).read_bytes() == (
             single / names.RUNS_DIR / cell.name / names.METRICS_FILE).read_bytes(), cell.name
+    # Only a process that sees every cell finished summarises: the summary is never one host's partial view.
+    summary = json.loads((multi / names.SWEEP_SUMMARY_FILE).read_text())
+    assert summary["complete"] and len(summary["cells"]) == len(cells)
+    waited = [output for _, output in results[:2] if "the summary and figures come from" in output]
+    assert len(waited) <= 1
+
+
+def test_multihost_processes_wait_for_each_other_at_exit(monkeypatch):
+    """No program spans hosts, so they finish at different times; JAX's shutdown barrier (300 s by default) would
+    abort every host, those still training included, once one has waited that long."""
+    from icl_regression import parallel
+
+    calls = []
+    monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+    assert parallel.initialize_multihost((0, 1), num_processes=1, process_id=0) == (0, 1)
+    assert calls == [{"shutdown_timeout_seconds": parallel.SHUTDOWN_TIMEOUT_S, "num_processes": 1, "process_id": 0}]
+    assert parallel.SHUTDOWN_TIMEOUT_S >= 24 * 3600
 
 
 HOLD = textwrap.dedent("""

@@ -52,7 +52,8 @@ SCRIPT = textwrap.dedent("""
     def train(name, placement):
         dirs = [Path(ROOT) / name / str(i) for i in range(len(cfgs))]
         trainer = engine.GroupTrainer(cfgs, dirs, placement)
-        trainer.run()
+        with jax.transfer_guard_device_to_device("disallow" if placement is not None else "allow"):
+            trainer.run()  # pools and shared evaluation sets are placed once, not copied out at every call
         return {"strategy": trainer.strategy,
                 "layout": None if placement is None else [placement.members_size, placement.data_size],
                 "summaries": [json.loads((d / "summary.json").read_text()) for d in dirs]}
