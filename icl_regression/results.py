@@ -216,7 +216,8 @@ def format_threshold(summary: Mapping[str, Any]) -> str:
         for p in est.get("per_num_tasks", []):
             lines.append(f"  {p['num_tasks']:>7} {_seed_mean(rows, small, p['num_tasks']):>10.4f} "
                          f"{_seed_mean(rows, large, p['num_tasks']):>10.4f} {p['value']:>+17.4f} {p['se']:>8.4f} "
-                         f"{p['z']:>6.1f} {p['num_seeds']:>5}")
+                         f"{p['z']:>6.1f} {p['num_seeds']:>5}" + ("" if p.get("used", True) else
+                                                                   "  left out: one seed among several"))
         lines += _sign_change_lines(est)
     for label, est in threshold.in_budget_order(summary["midpoint"]):
         lines.append(f"midpoint of {_budget_text(label)} (Δ_PT,Ridge = Δ_PT,dMMSE on T_true): "
