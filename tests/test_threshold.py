@@ -194,6 +194,8 @@ def test_fewer_seeds_at_one_m_keep_the_interval_calibrated():
     per_m = {p["num_tasks"]: p for p in est["per_num_tasks"]}
     assert per_m[8]["num_seeds"] == 1 and not per_m[8]["used"] and per_m[16]["used"]
     assert "fewer seeds at M = 8: 1 (left out)" in est["interval_source"]
+    table = results.format_threshold(threshold.estimate_thresholds(rows, 200))
+    assert [line.split()[0] for line in table.splitlines() if line.endswith("left out: one seed among several")] == ["8"]
 
 
 def test_a_curve_that_touches_zero_does_not_change_sign():
