@@ -274,3 +274,21 @@ def test_help_shows_the_examples_unmangled():
     assert ("python experiments/train.py --config=experiments/configs/cpu_reference.py --workdir=runs/single "
             "--config.data.num_tasks=8") in result.stdout
     assert not re.search(r"\S {4,}--config", result.stdout)  # no backslash-newline turned into a run of spaces
+
+
+def test_a_whole_lease_in_one_call_stops_at_its_deadline_and_packs(tmp_path):
+    """`lease.sh all`: start, wait for the sweep's own clean stop at STOP_AFTER, pack into $OUT, in one command; the
+    Python found on PATH (the GPU machine's venv names it python3) when PYTHON is not set."""
+    out = tmp_path / "OUT"
+    env = {k: v for k, v in ENV.items() if k != "PYTHON"}
+    env.update(OUT=str(out), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", LEASE_ALL_WAIT="200")
+    config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=400_000, checkpoint=200_000)
+    workdir = tmp_path / "lease"
+    done = _lease("all", workdir, str(config_file), "25s", "--figure=false", env=env, timeout=280)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = (workdir / "lease.log").read_text()
+    assert "stopped (deadline" in log and "no clean exit" not in done.stdout, log[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert "lease-results.tar.gz" in files and any("checkpoints" in f for f in files), files
+    index = json.loads((workdir / names.SWEEP_INDEX_FILE).read_text())
+    assert index["counts"][names.RUNNING] == 0 and index["counts"][names.DONE] == 0

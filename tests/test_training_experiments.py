@@ -132,3 +132,14 @@ def test_committed_results_match_their_configs_and_redraw(folder, tmp_path):
         if training_experiments.analysis_path(workdir, name).exists():
             paths = plotting_experiments.write_experiment_figures(name, workdir, tmp_path)
             assert paths and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_paper_seeds_variant_extends_the_paper_sweep(tmp_path):
+    """`paper_small.py:seeds` is the default grid plus seeds 1 and 2 near the crossing: run with --extend in the
+    same folder, its stored config (and so its summary) keeps the seed-0 cells."""
+    default = {c.name for c in sweep.expand(load_config("paper_small", ""), tmp_path)}
+    seeds = sweep.expand(load_config("paper_small", "seeds"), tmp_path)
+    assert default < {c.name for c in seeds} and len(seeds) == len(default) + 20
+    added = [c for c in seeds if c.name not in default]
+    assert {c.config.train.seed for c in added} == {1, 2} and {c.config.train.batch_size for c in added} == {256, 512}
+    assert all(c.config.data.nested_pools is False and c.config.train.steps == 500_000 for c in seeds)

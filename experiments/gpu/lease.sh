@@ -5,6 +5,11 @@
 #   bash experiments/gpu/lease.sh wait   WORKDIR [SECONDS]    # tail the log until SECONDS (default 540) pass or it ends
 #   bash experiments/gpu/lease.sh finish WORKDIR              # stop it cleanly, pack results + checkpoints into $OUT
 #   bash experiments/gpu/lease.sh status WORKDIR
+#   bash experiments/gpu/lease.sh all    WORKDIR CONFIG STOP_AFTER [more sweep.py flags]   # one call per lease
+#
+# all: start, wait until the sweep stops itself at STOP_AFTER (or LEASE_ALL_WAIT seconds pass, default 570), then
+# finish: a whole lease in one device call (the machine is given back 30 s after a call, which would end a
+# detached sweep between calls). Keep STOP_AFTER + setup + packing under the call's 600 s.
 #
 # start: unpacks what an earlier lease brought back (archives in lease_in/ or $LEASE_IN, if carried), then starts
 # experiments/sweep.py detached (setsid nohup) with --stop_after=STOP_AFTER, its output in WORKDIR/lease.log.
@@ -12,10 +17,11 @@
 # archive and the unfinished runs' checkpoints (parts of at most 15 MiB, at most 7) into $OUT: at most 8 files,
 # names of letters, digits and ._- only. Runs from the repository root with PYTHONPATH=. (no install needed).
 set -euo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="${PYTHON:-python}"
-verb="${1:?usage: lease.sh start|wait|finish|status WORKDIR ...}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"  # the GPU machine's venv names it python3
+verb="${1:?usage: lease.sh start|wait|finish|status|all WORKDIR ...}"
 workdir="${2:?WORKDIR missing}"
 log="$workdir/lease.log"
 pidfile="$workdir/.lease_pid"
@@ -56,5 +62,14 @@ case "$verb" in
     ls -l "$out" ;;
   status)
     if alive; then echo "running (pid $(cat "$pidfile"))"; else echo "not running"; fi; tail -n 5 "$log" ;;
-  *) echo "unknown verb $verb; allowed: start, wait, finish, status"; exit 2 ;;
+  all)
+    shift 2
+    LEASE_START_WAIT=0 bash "$self" start "$workdir" "$@"
+    end=$((SECONDS + ${LEASE_ALL_WAIT:-570})); next=$((SECONDS + 60))
+    while alive && (( SECONDS < end )); do
+      sleep 5
+      if (( SECONDS >= next )); then tail -n 1 "$log"; next=$((SECONDS + 60)); fi
+    done
+    bash "$self" finish "$workdir" ;;
+  *) echo "unknown verb $verb; allowed: start, wait, finish, status, all"; exit 2 ;;
 esac
