@@ -38,7 +38,7 @@ workplace's H100), less with the ensemble; not yet measured with this suite (no 
 It must finish inside one device call, in a folder of its own (a base-model checkpoint is 18 MiB: eight of them
 can neither come back nor travel to a next lease):
 
-    bash experiments/gpu/lease.sh all runs/paper_quick experiments/configs/paper_small.py:quick 9m
+    bash experiments/gpu/lease.sh all runs/paper_quick experiments/configs/paper_small.py:quick 8m
 """
 
 from icl_regression.config import base_config, model_size
