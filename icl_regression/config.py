@@ -326,11 +326,15 @@ def run_config_from_dict(config: Mapping[str, Any]) -> RunConfig:
     return RunConfig(**sections)
 
 
+def not_a_section(name: str, value: Any, example: str) -> ConfigError:
+    """The error for a value where section `name` belongs, e.g. `data=3` (`example`: a field assignment in it)."""
+    return ConfigError(f"{name}={value!r}: {name} is a section; set one of its fields, e.g. {name}.{example}")
+
+
 def _require_section(name: str, value: Any, cls: type) -> None:
     """Refuses a scalar where a section (a mapping of `cls`'s fields) belongs, e.g. `data=3`."""
     if not isinstance(value, Mapping):
-        example = dataclasses.fields(cls)[0].name
-        raise ConfigError(f"{name}={value!r}: {name} is a section; set one of its fields, e.g. {name}.{example}=...")
+        raise not_a_section(name, value, f"{dataclasses.fields(cls)[0].name}=...")
 
 
 def suggest(key: str, allowed: Iterable[str], prefix: Sequence[str] = (), list_allowed: bool = False) -> str:

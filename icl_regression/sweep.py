@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from icl_regression import checkpoint, names, results, stopping
-from icl_regression.config import ConfigError, RunConfig, run_config_from_dict, suggest
+from icl_regression.config import ConfigError, RunConfig, not_a_section, run_config_from_dict, suggest
 from icl_regression.engine import COMPILING, EVALUATING, GroupTrainer, Progress, group_signature
 from icl_regression.model import flops_per_sequence
 from icl_regression.store import RunStore, describe_holder, read_json, write_json
@@ -55,8 +55,7 @@ def grid_axes(grid: Mapping[str, Mapping[str, Sequence[Any]]], where: str = "swe
             raise ConfigError(f"unknown config field {where}.{section}"
                               f"{suggest(section, fields, where.split('.'), list_allowed=True)}")
         if not isinstance(grid[section], Mapping):
-            raise ConfigError(f"{where}.{section}={grid[section]!r}: {where}.{section} is a section; set one of its "
-                              f"fields, e.g. {where}.{section}.{next(iter(fields[section]))}=(...)")
+            raise not_a_section(f"{where}.{section}", grid[section], f"{next(iter(fields[section]))}=(...)")
         for field in sorted(grid[section]):
             if field not in fields[section]:
                 raise ConfigError(f"unknown config field {where}.{section}.{field}"
@@ -79,8 +78,7 @@ def sweep_grids(sweep_config: Mapping[str, Any]) -> list[tuple[str, Mapping]]:
     corner). A key other than `SWEEP_KEYS`, or a grid that is not a mapping, is an error naming it."""
     sweep_config = sweep_config.to_dict() if hasattr(sweep_config, "to_dict") else sweep_config
     if not isinstance(sweep_config, Mapping):
-        raise ConfigError(f"sweep={sweep_config!r}: sweep is a section; set one of its fields, e.g. "
-                          "sweep.grid.data.num_tasks=(2, 4, 'inf')")
+        raise not_a_section("sweep", sweep_config, "grid.data.num_tasks=(2, 4, 'inf')")
     for key in sweep_config:
         if key not in SWEEP_KEYS:
             raise ConfigError(f"unknown config field sweep.{key}{suggest(key, SWEEP_KEYS, ['sweep'], True)}")
@@ -91,8 +89,7 @@ def sweep_grids(sweep_config: Mapping[str, Any]) -> list[tuple[str, Mapping]]:
     named = [(name, g.to_dict() if hasattr(g, "to_dict") else g) for name, g in named]
     for name, g in named:
         if not isinstance(g, Mapping):
-            raise ConfigError(f"{name}={g!r}: {name} is a section; set one of its fields, e.g. "
-                              f"{name}.data.num_tasks=(2, 4, 'inf')")
+            raise not_a_section(name, g, "data.num_tasks=(2, 4, 'inf')")
     return named
 
 
