@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from icl_regression import names
-from icl_regression.store import RunStore, StoreError
+from icl_regression.store import RunStore, StoreError, atomic_write_bytes
 
 MiB = 1024 * 1024
 PART_BYTES = 15 * MiB
@@ -66,8 +66,7 @@ def pack_results(workdir: Path, out_dir: Path, stem: str | None = None, part_byt
     workdir = _check_workdir(workdir)
     single = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{RESULTS_SUFFIX}"
     single.parent.mkdir(parents=True, exist_ok=True)
-    for old in [single, *single.parent.glob(single.name + ".part*"), *single.parent.glob(f".{single.name}.part*.tmp")]:
-        old.unlink(missing_ok=True)  # an earlier packing's parts, and those a killed one left unfinished
+    _remove_earlier(single)
     with _parts(Path(f"{single}.part"), part_bytes) as writer:
         with tarfile.open(fileobj=writer, mode="w|gz") as tar:
             for rel in result_files(workdir):
@@ -138,6 +137,13 @@ class _PartWriter(io.RawIOBase):
         super().close()
 
 
+def _remove_earlier(name: Path) -> None:
+    """Removes the files an earlier packing under `name` left (`name`, its `.partNN` files, which would mix in on
+    unpack, and the temporary parts of a packing that was killed)."""
+    for old in [*name.parent.glob(name.name + "*"), *name.parent.glob(f".{name.name}*.tmp")]:
+        old.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _parts(prefix: Path, part_bytes: int):
     """A `_PartWriter` whose parts get their final names only if the block completes; otherwise they are removed."""
@@ -169,8 +175,7 @@ def pack_checkpoints(workdir: Path, out_dir: Path, stem: str | None = None, part
         return [], left_out
     prefix = Path(out_dir) / f"{safe_stem(stem or workdir.resolve().name)}{CHECKPOINTS_INFIX}"
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    for old in [*prefix.parent.glob(prefix.name + "*"), *prefix.parent.glob(f".{prefix.name}*.tmp")]:
-        old.unlink()  # parts of an earlier packing would mix in on unpack; a killed one's unfinished parts
+    _remove_earlier(prefix)
     with _parts(prefix, part_bytes) as writer:
         with tarfile.open(fileobj=writer, mode="w|") as tar:
             for rel in packed:
@@ -251,9 +256,6 @@ def _extract(parts: Sequence[Path], workdir: Path) -> list[Path]:
             target = (workdir / member.name).resolve()
             if not member.isfile() or workdir.resolve() not in target.parents:
                 raise StoreError(f"{parts[0]}: refusing {member.name!r} (not a plain file inside the folder)")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.unpack")
-            tmp.write_bytes(tar.extractfile(member).read())
-            tmp.replace(target)
+            atomic_write_bytes(target, tar.extractfile(member).read())
             written.append(target)
     return written
