@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -276,9 +276,8 @@ class GroupCurves:
     and the stored evaluation-sequence replicates when every run has them."""
 
     def __init__(self, metrics_by_run: Mapping[str, Sequence[Mapping]], run_names: Sequence[str],
-                 seeds: Sequence[int] | None = None):
-        self.run_names = list(run_names)
-        self.seeds = list(seeds) if seeds is not None else list(range(len(self.run_names)))  # each run's seed
+                 seeds: Sequence[int]):
+        self.run_names, self.seeds = list(run_names), list(seeds)  # each run's seed, in the runs' order
         records = [metrics_by_run.get(name, []) for name in self.run_names]
         step_sets = [set(metric_curve(r)[0].tolist()) for r in records]
         self.steps = np.array(sorted(set.intersection(*step_sets)) if step_sets else [], dtype=np.int64)
@@ -368,10 +367,10 @@ class BootstrapDraws:
     budget, so that the replicates of different M are the same resample: replicate b draws seeds (by their value)
     from all the budget's seeds, and every M averages the drawn seeds it has."""
 
-    def __init__(self, seeds: Sequence[int] | int, num_bootstrap: int = NUM_BOOTSTRAP, seed: int = BOOTSTRAP_SEED):
-        self.seeds = sorted(set(seeds)) if not isinstance(seeds, int) else list(range(max(seeds, 1)))
+    def __init__(self, seeds: Iterable[int], num_bootstrap: int = NUM_BOOTSTRAP, seed: int = BOOTSTRAP_SEED):
+        self.seeds = sorted(set(seeds))
         rng = np.random.default_rng(seed)
-        self.uniforms = rng.random((num_bootstrap, max(len(self.seeds), 1)))
+        self.uniforms = rng.random((num_bootstrap, len(self.seeds)))
         self.replicates = rng.integers(0, 2**31, size=num_bootstrap)
         self.draws = np.floor(self.uniforms * len(self.seeds)).astype(int)  # [B, n]: positions in self.seeds
 

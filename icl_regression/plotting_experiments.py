@@ -342,10 +342,9 @@ def _interval_bars(ax, xs, ys, lo, hi, *, log: bool = False, **style) -> None:
     lo_drawn, hi_drawn = np.where(open_lo, bottom, lo), np.where(open_hi, top, hi)
     err = np.where(located, [ys - lo_drawn, hi_drawn - ys], 0.0)
     ax.errorbar(xs, np.where(located, ys, math.nan), yerr=err, capsize=3, **style)
-    color = style.get("color")
-    for x, is_open, end, marker in ((xs, open_lo & located, bottom, "v"), (xs, open_hi & located, top, "^")):
+    for is_open, end, marker in ((open_lo & located, bottom, "v"), (open_hi & located, top, "^")):
         if is_open.any():
-            ax.plot(x[is_open], np.full(is_open.sum(), end), marker, color=color, ms=5, ls="none")
+            ax.plot(xs[is_open], np.full(is_open.sum(), end), marker, color=style.get("color"), ms=5, ls="none")
 
 
 def _mark_not_located(ax, xs, ys, row: int = 0, color: str = "0.4") -> None:
