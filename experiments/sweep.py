@@ -53,10 +53,12 @@ def main(overrides, stop: stopping.Stop):
     shard = sweep.parse_shard(_SHARD.value) if _SHARD.value else None
     if _MULTIHOST.value:
         shard = parallel.initialize_multihost(shard, **_multihost_args())
-    summary = sweep.run_sweep(config, workdir, shard, _CELLS.value, _MAX_GROUP.value, _DRY_RUN.value,
-                              placement_fn=parallel.placement_for_group, stop=stop, extend=_EXTEND.value)
-    if summary is not None:
-        _report(summary, workdir)
+    finished = sweep.run_sweep(config, workdir, shard, _CELLS.value, _MAX_GROUP.value, _DRY_RUN.value,
+                               placement_fn=parallel.placement_for_group, stop=stop, extend=_EXTEND.value)
+    if finished:
+        from icl_regression import results
+
+        _report(results.summarize(workdir, sweep.run_dirs(config, workdir)), workdir)
     elif stop:
         print(f"[sweep] resume with: {cli.rerun_command()}")
 
@@ -87,7 +89,7 @@ def _summarize(overrides) -> dict:
             raise cli.UsageError(f"--workdir={workdir} holds no {names.SWEEP_CONFIG_FILE} and no runs/*/"
                                  f"{names.CONFIG_FILE}: nothing to summarise")
     else:
-        run_dirs = [c.run_dir for c in sweep.expand(config, workdir)]
+        run_dirs = sweep.run_dirs(config, workdir)
     return results.summarize(workdir, run_dirs)
 
 

@@ -1,4 +1,4 @@
-"""Diversity sweeps: expand a grid into cells, train them in groups, keep an index, summarise the threshold.
+"""Diversity sweeps: expand a grid into cells, train them in groups, keep an index.
 
 A sweep config is a run config plus a `sweep` section whose `grid` mirrors the run sections with lists of
 values (e.g. `grid.data.num_tasks = (2, 4, …, "inf")`, `grid.train.seed = (0, 1)`). Every combination is a cell
@@ -9,6 +9,7 @@ the index (`sweep_index.json`) is rebuilt from them whenever it is written, so p
 cells whose claim it holds (`RunStore.claim`). Before training, finished cells with damaged files are made pending
 again (`repair_damaged`); a config other than the folder's stored one is refused unless `extend`; a `Stop`
 (deadline or signal) ends the sweep after the compiled call in flight, with every model in flight checkpointed.
+The summary, table and threshold are `results.summarize(workdir, run_dirs(config, workdir))`, downstream of here.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 
-from icl_regression import checkpoint, names, results, stopping
+from icl_regression import checkpoint, names, stopping
 from icl_regression.config import ConfigError, RunConfig, not_a_section, run_config_from_dict, suggest
 from icl_regression.engine import COMPILING, EVALUATING, GroupTrainer, Progress, group_signature
 from icl_regression.model import flops_per_sequence
@@ -412,11 +413,13 @@ def _train_groups(groups, workdir, cells, printer, placement_fn, stop, print_fn)
 def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] | None = None,
               cell_names: Sequence[str] | None = None, max_group_size: int = 0, dry_run: bool = False,
               placement_fn: Callable | None = None, print_fn=print, stop: stopping.Stop | None = None,
-              extend: bool = False) -> dict | None:
-    """Trains this process's cells of the sweep (skipping finished ones) and summarises what is done.
+              extend: bool = False) -> bool:
+    """Trains this process's cells of the sweep (skipping finished ones).
 
-    Returns the sweep summary (None for a dry run, or when `stop` ended it early: the cells left are pending and
-    resume on the next call). `placement_fn(num_members, batch_size)` gives a device placement for a group (None:
+    Returns whether this process should now summarise the sweep (`results.summarize(workdir, run_dirs(config,
+    workdir))`): True once its selection is finished, except on a host of a multi-host sweep whose other hosts are
+    still training; False for a dry run, or when `stop` ended it early (the cells left are pending and resume on
+    the next call). `placement_fn(num_members, batch_size)` gives a device placement for a group (None:
     one device). A config that differs from the one stored in `workdir` is refused unless `extend`.
     """
     workdir, stop = Path(workdir), stop if stop is not None else stopping.Stop()
@@ -436,7 +439,7 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
             print_fn(f"  group of {len(group)}: " + ", ".join(c.name for c in group))
         if groups:
             print_fn("[sweep] " + describe_estimate(cost["train_flops"], train_flops_per_step(groups[0][0]), workdir))
-        return None
+        return False
     workdir.mkdir(parents=True, exist_ok=True)
     record_sweep_config(workdir, config)
     write_index(workdir, cells)
@@ -454,12 +457,17 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
         counts = index["counts"]
         print_fn(f"[sweep] stopped ({stop.reason}): {counts[names.DONE] + counts[names.DIVERGED]} of {len(cells)} "
                  f"cells finished, {counts[names.PENDING]} pending; the models in flight were checkpointed")
-        return None
+        return False
     finished = index["counts"][names.DONE] + index["counts"][names.DIVERGED]
     if finished < len(cells):
         print_fn(f"[sweep] this selection is finished; {index['counts']} over the whole sweep")
         if jax.process_count() > 1:  # other hosts are still training: the one that finishes the last cell summarises
             print_fn(f"[sweep] process {jax.process_index()} of {jax.process_count()}: the summary and figures come "
                      "from the process that finishes the sweep's last cell (or --summarize once every host is done)")
-            return None
-    return results.summarize(workdir, [c.run_dir for c in cells])
+            return False
+    return True
+
+
+def run_dirs(config: Mapping[str, Any], workdir: Path) -> list[Path]:
+    """The run folders of every cell of the sweep, in grid order (what `results.summarize` reads)."""
+    return [cell.run_dir for cell in expand(config, workdir)]

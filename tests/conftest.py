@@ -49,10 +49,11 @@ TINY_SWEEP = {
 
 def build_tiny_sweep(tmp_path_factory) -> Path:
     """Trains the tiny sweep once per test session (a second call finds every cell done and only summarises)."""
-    from icl_regression import sweep  # jax: imported only when a test needs the sweep trained
+    from icl_regression import results, sweep  # jax: imported only when a test needs the sweep trained
 
     workdir = tmp_path_factory.getbasetemp() / "tiny_sweep"
-    sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lambda *args: None)
+    if sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lambda *args: None):
+        results.summarize(workdir, sweep.run_dirs(TINY_SWEEP, workdir))
     return workdir
 
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO_ROOT, TINY_SWEEP
 from test_figures import assert_png_and_pdf
 
-from icl_regression import (estimator_plots, interpolation, laplace_comparison, names, rng, smoothing, sweep,
-                            trained)
+from icl_regression import (estimator_plots, interpolation, laplace_comparison, names, results, rng, smoothing,
+                            sweep, trained)
 from icl_regression.store import StoreError
 
 FAST_INTERPOLATION = interpolation.InterpolationOptions(num_pairs=6, num_alphas=5, sequences_per_pair=4)
@@ -126,7 +126,8 @@ def tiny_laplace_sweep(tmp_path_factory):
     config["data"]["task_prior"] = "laplace"
     config["sweep"]["grid"] = {"data": {"num_tasks": (2, "inf")}, "train": {"batch_size": (16,)}}
     workdir = tmp_path_factory.mktemp("laplace") / "sweep"
-    sweep.run_sweep(config, workdir, print_fn=lambda *a: None)
+    assert sweep.run_sweep(config, workdir, print_fn=lambda *a: None)
+    results.summarize(workdir, sweep.run_dirs(config, workdir))
     return workdir
 
 

@@ -97,7 +97,8 @@ def test_a_torn_last_line_of_a_finished_cell_is_reported_and_repaired(finished_s
     assert cells[0].name not in {row["name"] for row in summary["cells"]}
 
     lines = []
-    summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    assert sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    summary = results.summarize(workdir, sweep.run_dirs(TINY_SWEEP, workdir))
     assert any(line.startswith(f"[sweep] {cells[0].name}: metrics.jsonl has an unreadable line") for line in lines)
     assert summary["complete"] and not summary["damaged_cells"]
     assert [r["step"] for r in RunStore(cells[0].run_dir).metrics()] == [0, 20, 40, 60]
@@ -117,7 +118,8 @@ def test_a_deleted_or_damaged_summary_is_redone_from_the_final_checkpoint(finish
         path.write_text(path.read_text()[:100])
     assert run.state() == names.PENDING
     lines = []
-    summary = sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    assert sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lines.append)
+    summary = results.summarize(workdir, sweep.run_dirs(TINY_SWEEP, workdir))
     assert f"[sweep] {run.name}: summary.json {said} though training finished; re-evaluating it from its " \
            "final checkpoint" in lines, lines
     assert summary["complete"] and run.state() == names.DONE

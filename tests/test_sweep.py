@@ -139,7 +139,8 @@ def test_ensemble_equals_each_model_alone(tmp_path):
 def test_diverging_cells_are_marked_and_do_not_stop_the_sweep(tmp_path):
     cfg = tiny_sweep_config(num_tasks=(2,), steps=20)
     cfg["train"]["learning_rate"] = 1e6
-    summary = sweep.run_sweep(cfg, tmp_path, print_fn=lambda *_: None)
+    assert sweep.run_sweep(cfg, tmp_path, print_fn=lambda *_: None)
+    summary = results.summarize(tmp_path, sweep.run_dirs(cfg, tmp_path))
     index = json.loads((tmp_path / names.SWEEP_INDEX_FILE).read_text())
     assert [c["state"] for c in index["cells"]] == [names.DIVERGED]
     assert summary["cells"][0]["status"] == names.DIVERGED
@@ -147,7 +148,7 @@ def test_diverging_cells_are_marked_and_do_not_stop_the_sweep(tmp_path):
 
 def test_dry_run_trains_nothing(tmp_path):
     lines = []
-    assert sweep.run_sweep(tiny_sweep_config(), tmp_path, dry_run=True, print_fn=lines.append) is None
+    assert sweep.run_sweep(tiny_sweep_config(), tmp_path, dry_run=True, print_fn=lines.append) is False
     assert "3 cells" in lines[0] and "model-steps" in lines[0]
     assert not (tmp_path / names.RUNS_DIR).exists()
 
@@ -243,7 +244,8 @@ def test_cpu_main_job_config_runs_reduced(tmp_path):
     if "steps" in cfg.sweep.grid.train:  # N vs 2N budgets: the same ratio, 125× shorter
         cfg.sweep.grid.train.steps = tuple(steps // 125 for steps in cfg.sweep.grid.train.steps)
     num_seeds = len(cfg.sweep.grid.train.seed)
-    summary = sweep.run_sweep(cfg.to_dict(), tmp_path, print_fn=lambda *_: None)
+    assert sweep.run_sweep(cfg.to_dict(), tmp_path, print_fn=lambda *_: None)
+    summary = results.summarize(tmp_path, sweep.run_dirs(cfg.to_dict(), tmp_path))
     for key in ("threshold_log2_num_tasks", "threshold_interval", "method", "cells", "crossing", "midpoint"):
         assert key in summary
     assert len(summary["cells"]) == len(sweep.expand(cfg.to_dict(), tmp_path)) == 3 * 2 * num_seeds

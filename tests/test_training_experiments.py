@@ -29,7 +29,7 @@ def load_config(name: str, variant: str) -> dict:
 @pytest.mark.parametrize("name, variant", [(n, v) for n, vs in EXPERIMENT_CONFIGS.items() for v in vs])
 def test_every_variant_prints_its_plan_and_cost(name, variant, tmp_path):
     lines = []
-    assert sweep.run_sweep(load_config(name, variant), tmp_path / "sweep", dry_run=True, print_fn=lines.append) is None
+    assert sweep.run_sweep(load_config(name, variant), tmp_path / "sweep", dry_run=True, print_fn=lines.append) is False
     assert "model-steps" in lines[0] and "TFLOP" in lines[0]
     assert not (tmp_path / "sweep").exists()
 
