@@ -94,11 +94,11 @@ def _summarize(overrides) -> dict:
 
 
 def _report(summary: dict, workdir) -> None:
-    from icl_regression import dynamics, plotting, results
+    from icl_regression import plotting, results
 
     print(results.format_table(summary["cells"]))
     print(results.format_threshold(summary))
-    print(dynamics.format_dynamics(summary))
+    print(results.format_dynamics(summary))
     for name, problems in summary.get("damaged_cells", {}).items():
         print(f"not summarised: {name}: {'; '.join(problems)} (rerun the sweep to repair it)")
     if _FIGURE.value and summary["cells"]:

@@ -577,6 +577,12 @@ def _groups(rows: Sequence[Mapping]) -> dict:
     for row in rows:
         if row.get("status", names.DONE) == names.DONE:
             grouped[(row["batch_size"], row["steps"])][row["num_tasks"]].append((row["seed"], row["name"]))
+    for (batch, steps), by_m in grouped.items():
+        for m, runs in by_m.items():
+            seeds = [seed for seed, _ in runs]
+            if len(set(seeds)) < len(seeds):
+                raise ValueError(f"M={m}, B={batch}, N={steps}: several runs of one seed ({sorted(runs)}), i.e. "
+                                 "cells of different settings; analyse each setting's rows separately")
     return {budget: {m: sorted(runs) for m, runs in by_m.items()} for budget, by_m in grouped.items()}
 
 

@@ -54,8 +54,8 @@ def save(fig, stem: Path) -> list[Path]:
     """Writes `<stem>.png` and `<stem>.pdf` atomically (two processes drawing the same sweep's figures never leave a
     torn file) and closes the figure. No creation date in the PDF: the same results give the same bytes, so
     regenerating committed figures changes only what changed."""
-    stem = Path(stem)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    stem = Path(stem)  # a stem may hold dots of its own ("sweep_D=1_K=4_noise_std=0.353553")
+    paths = [stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.pdf"]
     for path in paths:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=path.suffix[1:], bbox_inches="tight",
@@ -277,6 +277,8 @@ def sweep_title(summary: Mapping) -> str:
     styles = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
     trained = ", ".join(f"{budget_label(*b)} ({styles[budget_style(b, budgets)]})" for b in budgets)
     head = f"task-diversity sweep, trained at {trained}; {len(seeds)} seed{'s' if len(seeds) != 1 else ''} per cell"
+    if summary.get("setting"):
+        head = f"{summary['setting']}: " + head
     x = summary.get("threshold_log2_num_tasks", math.nan)
     if x is None or math.isnan(x):
         return head + "\nthreshold not located (no finite-M cells)"
@@ -623,14 +625,19 @@ def per_position_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequ
     return fig
 
 
-def load_sweep(workdir: Path) -> tuple[dict, dict[str, list[dict]]]:
-    """(sweep summary, {run name: metrics records}) of a results folder; StoreError naming the path if unusable."""
+def load_sweep(workdir: Path, setting: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
+    """(sweep summary, {run name: metrics records}) of a results folder; StoreError naming the path if unusable.
+
+    `setting`: one setting of a sweep whose runs differ in more than M, budget and seed (`results.setting_summary`);
+    a sweep of one setting refuses it."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise StoreError(f"results folder {workdir} does not exist")
     summary = results.load_summary(workdir)
     if not summary.get("cells"):
         raise StoreError(f"{workdir / names.SWEEP_SUMMARY_FILE} lists no finished runs: nothing to plot")
+    if setting is not None:
+        summary = results.setting_summary(summary, setting)
     return summary, results.run_metrics(workdir)
 
 
@@ -639,8 +646,15 @@ def figures_dir(workdir: Path, out: Path | None = None) -> Path:
     return Path(out) if out else Path(workdir) / "figures"
 
 
+def _with_setting(fig, summary: Mapping):
+    """Names the setting of a multi-setting sweep at the head of the figure's title."""
+    if summary.get("setting") and fig._suptitle is not None:
+        fig.suptitle(f"{summary['setting']}: {fig._suptitle.get_text()}")
+    return fig
+
+
 def _draw_sweep(summary, metrics_by_run):
-    return sweep_figure(summary)
+    return sweep_figure(summary)  # sweep_title names the setting
 
 
 def sweep_dynamics(summary: Mapping, metrics_by_run: Mapping[str, Sequence[dict]]) -> dict:
@@ -650,7 +664,8 @@ def sweep_dynamics(summary: Mapping, metrics_by_run: Mapping[str, Sequence[dict]
 
 
 def _draw_dynamics(summary, metrics_by_run):
-    return dynamics_figure(metrics_by_run, summary["cells"], sweep_dynamics(summary, metrics_by_run))
+    return _with_setting(dynamics_figure(metrics_by_run, summary["cells"], sweep_dynamics(summary, metrics_by_run)),
+                         summary)
 
 
 def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,
@@ -660,35 +675,44 @@ def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | Non
     shown = [parse_budget(budget, rows)] if budget is not None else _budgets_of(rows)
     common = set.intersection(*({r["num_tasks"] for r in rows if (r["batch_size"], r["steps"]) == b} for b in shown))
     values = num_tasks_values or default_per_position_num_tasks([r for r in rows if r["num_tasks"] in common])
-    return per_position_figure(metrics_by_run, rows, values, eval_set, budget)
+    return _with_setting(per_position_figure(metrics_by_run, rows, values, eval_set, budget), summary)
 
 
 FIGURE_DRAWERS = {"sweep": _draw_sweep, "dynamics": _draw_dynamics, "per_position": _draw_per_position}
 
 
 def write_figure(name: str, workdir: Path, out: Path | None = None, loaded: tuple | None = None,
-                 **options) -> list[Path]:
+                 setting: str | None = None, **options) -> list[Path]:
     """Draws figure `name` of a sweep folder into `out` (default `<workdir>/figures`) as PNG and PDF.
 
     `loaded`: the folder's `load_sweep` result when the caller already has it (no second read of the runs).
+    `setting`: which setting of a multi-setting sweep (its files are `<name>_<setting>`); such a sweep is never
+    drawn pooled, so without one it is refused with the settings there are.
     """
     summary, metrics_by_run = loaded or load_sweep(workdir)
-    return save(FIGURE_DRAWERS[name](summary, metrics_by_run, **options), figures_dir(workdir, out) / name)
+    if setting is not None and summary.get("setting") != setting:
+        summary = results.setting_summary(summary, setting)
+    if results.settings_of(summary):
+        raise StoreError(f"{workdir}: its runs differ in {', '.join(summary['setting_fields'])}; figures are drawn "
+                         "per setting (--setting), one of " + ", ".join(repr(s) for s in results.settings_of(summary)))
+    stem = f"{name}_{results.setting_slug(setting)}" if setting is not None else name
+    return save(FIGURE_DRAWERS[name](summary, metrics_by_run, **options), figures_dir(workdir, out) / stem)
 
 
-def write_sweep_figure(workdir: Path, out: Path | None = None) -> list[Path]:
-    return write_figure("sweep", workdir, out)
+def write_sweep_figure(workdir: Path, out: Path | None = None, setting: str | None = None) -> list[Path]:
+    return write_figure("sweep", workdir, out, setting=setting)
 
 
-def write_dynamics_figure(workdir: Path, out: Path | None = None, loaded: tuple | None = None) -> list[Path]:
-    return write_figure("dynamics", workdir, out, loaded)
+def write_dynamics_figure(workdir: Path, out: Path | None = None, loaded: tuple | None = None,
+                          setting: str | None = None) -> list[Path]:
+    return write_figure("dynamics", workdir, out, loaded, setting=setting)
 
 
 def write_per_position_figure(workdir: Path, out: Path | None = None, num_tasks_values: Sequence | None = None,
-                              eval_set: str | None = None, budget=None) -> list[Path]:
+                              eval_set: str | None = None, budget=None, setting: str | None = None) -> list[Path]:
     """`budget`: 'batch,steps' (or a pair) to show one budget; None: every budget, each in its line style."""
-    return write_figure("per_position", workdir, out, num_tasks_values=num_tasks_values, eval_set=eval_set,
-                        budget=budget)
+    return write_figure("per_position", workdir, out, setting=setting, num_tasks_values=num_tasks_values,
+                        eval_set=eval_set, budget=budget)
 
 
 FIGURE_WRITERS = {"sweep": write_sweep_figure, "dynamics": write_dynamics_figure,
@@ -698,8 +722,16 @@ FIGURE_WRITERS = {"sweep": write_sweep_figure, "dynamics": write_dynamics_figure
 def write_all_figures(workdir: Path, out: Path | None = None) -> list[Path]:
     """Every figure of a sweep folder, as PNG and PDF, into `out` (default `<workdir>/figures`); the folder is read
     once (and fails before anything is written). A sweep over the context length K (e.g. over D with K ∝ D) has no
-    common per-position axis: its per-position figure is left out, with a warning."""
+    common per-position axis: its per-position figure is left out, with a warning. A sweep of several settings
+    gets one sweep figure per setting (`sweep_<setting>`); its dynamics and per-position figures are drawn per
+    setting on request (`write_figure(..., setting=…)`, the figure scripts' --setting), with a warning saying so."""
     loaded = load_sweep(workdir)
+    settings = results.settings_of(loaded[0])
+    if settings:
+        warnings.warn(f"{workdir}: runs of {len(settings)} settings: one sweep figure per setting; the dynamics and "
+                      "per-position figures per setting with experiments/figures/dynamics.py or per_position.py "
+                      f"--setting='{settings[0]}'")
+        return [path for label in settings for path in write_figure("sweep", workdir, out, loaded, label)]
     drawn = list(FIGURE_DRAWERS)
     lengths = context_lengths(loaded[1])
     if len(lengths) > 1:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from icl_regression import dynamics, names, threshold
-from icl_regression.config import num_tasks_label
+from icl_regression.config import num_tasks_label, run_config_from_dict
 from icl_regression.store import RunStore, StoreError, iter_runs, read_json, write_json
 
 ROW_FIELDS = ("name", "status", "num_tasks", "num_tasks_label", "batch_size", "steps", "seed", "final", "bootstrap",
@@ -50,22 +50,113 @@ def fingerprint(run_dirs: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+# What tells two runs of one cell apart; every other config field that varies between a sweep's runs is a setting,
+# except those that say only how the run was executed (checkpoints, compiled-call length, evaluation chunks,
+# ensemble strategy, kernel implementations).
+CELL_FIELDS = ("data.num_tasks", "train.batch_size", "train.steps", "train.seed")
+EXECUTION_FIELDS = ("checkpoint.interval", "checkpoint.keep", "train.steps_per_call", "train.ensemble_strategy",
+                    "eval.batch_size", "eval.dmmse_block", "model.attention", "model.mlp", "model.layer_norm")
+SETTING_SYMBOLS = {"data.dim": "D", "data.context_len": "K", "data.noise_std": "noise_std", "model.d_model": "d",
+                   "model.num_layers": "L", "model.num_heads": "heads", "train.weight_decay": "wd",
+                   "train.learning_rate": "lr"}
+
+
+def _flatten(config: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def setting_fields(configs: Sequence[Mapping]) -> list[str]:
+    """The config fields ("section.field") whose values differ between runs, besides a cell's M, batch, steps and
+    seed and how they were executed (`EXECUTION_FIELDS`): a sweep over D, width, depth or weight decay has one
+    setting per combination of them."""
+    flat = [_flatten(c) for c in configs]
+    fields = sorted({k for f in flat for k in f} - set(CELL_FIELDS) - set(EXECUTION_FIELDS))
+    return [k for k in fields if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+def setting_label(config: Mapping, fields: Sequence[str]) -> str:
+    """'D=4, K=16' for `fields` ["data.context_len", "data.dim"] (in SETTING_SYMBOLS order, then the others)."""
+    flat = _flatten(config)
+    order = sorted(fields, key=lambda k: (list(SETTING_SYMBOLS).index(k) if k in SETTING_SYMBOLS else len(
+        SETTING_SYMBOLS), k))
+    value = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ", ".join(f"{SETTING_SYMBOLS.get(k, k)}={value(flat.get(k))}" for k in order)
+
+
+def setting_slug(label: str) -> str:
+    """A file-name form of a setting label: 'd=32, L=4' → 'd=32_L=4'."""
+    return "".join(c if c.isalnum() or c in "=.-" else "_" for c in label.replace(", ", "_"))
+
+
+def _analyse(workdir: Path, rows: list[dict], metrics: Mapping, num_replicates: int | None) -> dict:
+    """The threshold both ways and the training dynamics of rows of one setting."""
+    summary = threshold.estimate_thresholds(rows, num_replicates)
+    sweep_config = Path(workdir) / names.SWEEP_CONFIG_FILE
+    analysis = dynamics.analysis_settings(read_json(sweep_config) if sweep_config.exists() else None)
+    summary.update(dynamics.summarize_dynamics(metrics, rows, **analysis))
+    return summary
+
+
 def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None) -> dict:
     """Writes `sweep_summary.json`: the threshold both ways with intervals, the training dynamics (t*, α), and
     one row per finished run. `run_dirs` are the sweep's cells, finished or not; damaged cells are listed under
-    `damaged_cells`, never summarised."""
+    `damaged_cells`, never summarised.
+
+    A sweep whose runs differ in more than M, batch, steps and seed (D, width, depth, weight decay, …) is never
+    pooled: each row gets its `setting` label ("D=4, K=16"), `settings` holds each setting's own threshold and
+    dynamics (`setting_summary` gives one as a whole summary), and the top-level threshold is "per setting"."""
     damaged: dict = {}
     rows = summary_rows(run_dirs, damaged)
-    summary = threshold.estimate_thresholds(rows, num_replicates)
+    dirs = {RunStore(d).name: d for d in run_dirs}
+    configs = {r["name"]: run_config_from_dict(RunStore(dirs[r["name"]]).config()).to_dict() for r in rows}
+    fields = setting_fields(list(configs.values()))
+    metrics = run_metrics(workdir)
+    if not fields:
+        summary = _analyse(workdir, rows, metrics, num_replicates)
+    else:
+        for row in rows:
+            row["setting"] = setting_label(configs[row["name"]], fields)
+        labels = sorted({r["setting"] for r in rows}, key=lambda label: [r["setting"] for r in rows].index(label))
+        summary = {"method": PER_SETTING, "threshold_log2_num_tasks": math.nan,
+                   "threshold_interval": [math.nan, math.nan], "threshold_located": PER_SETTING,
+                   "interval_source": "", "num_seeds": len({r["seed"] for r in rows}), "threshold_rule": threshold.RULE,
+                   "threshold_reason": f"the runs differ in {', '.join(fields)}: one threshold per setting, never "
+                                       "pooled across settings (see settings)",
+                   "crossing": {}, "midpoint": {}, "setting_fields": fields,
+                   "settings": {label: _analyse(workdir, [r for r in rows if r["setting"] == label], metrics,
+                                                num_replicates) for label in labels}}
     summary.update({"complete": len(rows) == len(run_dirs), "num_cells": len(run_dirs), "cells": rows,
                     "threshold_metric": names.THRESHOLD_METRIC, "damaged_cells": damaged,
                     "run_dirs": sorted(str(Path(d).relative_to(workdir)) for d in run_dirs),
                     "fingerprint": fingerprint(run_dirs)})
-    sweep_config = Path(workdir) / names.SWEEP_CONFIG_FILE
-    analysis = dynamics.analysis_settings(read_json(sweep_config) if sweep_config.exists() else None)
-    summary.update(dynamics.summarize_dynamics(run_metrics(workdir), rows, **analysis))
     write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     return summary
+
+
+PER_SETTING = "per setting"
+
+
+def settings_of(summary: Mapping) -> list[str]:
+    """The setting labels of a sweep summary, in grid order (empty for a sweep of one setting)."""
+    return list(summary.get("settings", {}))
+
+
+def setting_summary(summary: Mapping, label: str) -> dict:
+    """One setting of a multi-setting sweep summary as a summary of its own (its rows as `cells`, `setting` named);
+    StoreError naming the settings there are when `label` is not one of them."""
+    settings = summary.get("settings", {})
+    if label not in settings:
+        raise StoreError(f"setting {label!r} is not in this sweep; it has "
+                         + (", ".join(repr(s) for s in settings) if settings else "one setting only"))
+    rows = [r for r in summary["cells"] if r.get("setting") == label]
+    return {**settings[label], "cells": rows, "setting": label, "setting_fields": summary["setting_fields"],
+            "complete": summary["complete"], "threshold_metric": summary["threshold_metric"]}
 
 
 def stale_summary(workdir: Path) -> str | None:
@@ -98,10 +189,17 @@ def run_metrics(workdir: Path) -> dict[str, list[dict]]:
 
 
 def load_summary(workdir: Path) -> dict:
+    """The stored sweep summary; StoreError when there is none, or when it pools runs of several settings (written
+    before settings were summarised apart)."""
     path = Path(workdir) / names.SWEEP_SUMMARY_FILE
     if not path.exists():
         raise StoreError(f"no {names.SWEEP_SUMMARY_FILE} in {workdir}: run the sweep (or --summarize) first")
-    return read_json(path)
+    summary = read_json(path)
+    cells = [(r["batch_size"], r["steps"], r["num_tasks"], r["seed"]) for r in summary.get("cells", [])]
+    if "settings" not in summary and len(set(cells)) < len(cells):
+        raise StoreError(f"{path} pools runs of different settings (two runs of one M, budget and seed); summarise "
+                         f"it again: python experiments/sweep.py --workdir={workdir} --summarize")
+    return summary
 
 
 TABLE_COLUMNS = ((names.loss_key(names.PRETRAIN, names.PT), "L/D PT pre"),
@@ -127,20 +225,27 @@ def format_table(rows: Sequence[dict]) -> str:
     over the cell's finished seeds ± their standard deviation. Diverged seeds are named at the end of the line and
     never averaged in."""
     grouped: dict = {}
+    settings = [row.get("setting", "") for row in rows]
     for row in rows:
-        grouped.setdefault((row["batch_size"], row["steps"], row["num_tasks"] or math.inf), []).append(row)
-    header = f"{'M':>7} {'B':>5} {'steps':>7} {'seeds':>5} " + " ".join(f"{label:>17}" for _, label in TABLE_COLUMNS)
+        setting = row.get("setting", "")
+        grouped.setdefault((settings.index(setting), row["batch_size"], row["steps"], row["num_tasks"] or math.inf),
+                           []).append(row)
+    width = max(len(s) for s in settings) if any(settings) else 0
+    setting_column = f"{'setting':<{width}} " if width else ""
+    header = (setting_column + f"{'M':>7} {'B':>5} {'steps':>7} {'seeds':>5} "
+              + " ".join(f"{label:>17}" for _, label in TABLE_COLUMNS))
     caption = ("final evaluation, mean ± standard deviation over seeds (diverged seeds not averaged); L/D against "
                "the noisy targets; pre = T_pretrain, true = T_true")
     if all(len({r["seed"] for r in group}) < 2 for group in grouped.values()):
         caption += "; one seed per cell: no seed spread, and the threshold's interval covers evaluation noise only"
     lines = [caption, header, "-" * len(header)]
-    for (batch, steps, _), group in sorted(grouped.items()):
+    for (_, batch, steps, _), group in sorted(grouped.items()):
         done = [r for r in group if r["status"] == names.DONE]
         diverged = sorted(r["seed"] for r in group if r["status"] == names.DIVERGED)
         values = [_mean_and_spread([r["final"][key] for r in done]) if done else "—" for key, _ in TABLE_COLUMNS]
         flag = f"  diverged: seed {', '.join(map(str, diverged))}" if diverged else ""
-        lines.append(f"{num_tasks_label(group[0]['num_tasks']):>7} {batch:>5} {steps:>7} {len(done):>5} "
+        setting = f"{group[0].get('setting', ''):<{width}} " if width else ""
+        lines.append(setting + f"{num_tasks_label(group[0]['num_tasks']):>7} {batch:>5} {steps:>7} {len(done):>5} "
                      + " ".join(f"{v:>17}" for v in values) + flag)
     return "\n".join(lines)
 
@@ -192,9 +297,30 @@ def _interval_text(est: Mapping[str, Any]) -> str:
     return f"[{format_log2(lo)}, {format_log2(hi)}]"
 
 
+def _per_setting(summary: Mapping[str, Any], what: str, format_one) -> str:
+    """`format_one` of every setting of a multi-setting summary, each under its label."""
+    lines = [f"{what}: per setting (the runs differ in {', '.join(summary['setting_fields'])}; settings are never "
+             "pooled)"]
+    for label in settings_of(summary):
+        lines.append(f"setting {label}:")
+        lines += ["  " + line for line in format_one(setting_summary(summary, label)).splitlines()]
+    return "\n".join(lines)
+
+
+def format_dynamics(summary: Mapping[str, Any]) -> str:
+    """The training-dynamics block of a sweep summary (`dynamics.format_dynamics`), per setting where there are
+    several."""
+    if settings_of(summary):
+        return _per_setting(summary, "training dynamics", dynamics.format_dynamics)
+    return dynamics.format_dynamics(summary)
+
+
 def format_threshold(summary: Mapping[str, Any]) -> str:
     """The threshold with its interval and what the interval covers; per crossing, both budgets' Δ and their
-    paired difference at every M with its standard error; every sign change with its own interval."""
+    paired difference at every M with its standard error; every sign change with its own interval. Per setting
+    where the sweep has several."""
+    if settings_of(summary):
+        return _per_setting(summary, "threshold", format_threshold)
     x = summary["threshold_log2_num_tasks"]
     if summary["method"] == "none" or math.isnan(x):
         lines = ["threshold: not located (no finite-M cells of a budget)"]

@@ -136,9 +136,20 @@ def in_budget_order(estimates: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 def _finite_runs(rows: Sequence[dict], budget: Budget) -> dict[tuple[int, float], dict]:
-    """{(seed, log2 M): row} of the finished finite-M runs of one budget (diverged runs never enter an average)."""
-    return {(r["seed"], math.log2(r["num_tasks"])): r for r in rows
-            if r["status"] == names.DONE and r["num_tasks"] > 0 and (r["batch_size"], r["steps"]) == budget}
+    """{(seed, log2 M): row} of the finished finite-M runs of one budget (diverged runs never enter an average).
+
+    Two runs of one (budget, seed, M) differ in some other setting (D, width, …): averaging them as if they were
+    one cell would mix settings, so that is refused (`results.summarize` analyses each setting on its own)."""
+    out: dict = {}
+    for r in rows:
+        if r["status"] == names.DONE and r["num_tasks"] > 0 and (r["batch_size"], r["steps"]) == budget:
+            key = (r["seed"], math.log2(r["num_tasks"]))
+            if key in out:
+                raise ValueError(f"runs {out[key]['name']} and {r['name']} are the same cell (M={r['num_tasks']}, "
+                                 f"B={budget[0]}, N={budget[1]}, seed {r['seed']}) in different settings; "
+                                 "analyse each setting's rows separately")
+            out[key] = r
+    return out
 
 
 def _num_stored(rows: Sequence[dict]) -> int:

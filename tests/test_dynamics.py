@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from icl_regression import dynamics, names, results
-from icl_regression.config import ConfigError
+from icl_regression.config import ConfigError, RunConfig
 from icl_regression.store import RunStore, atomic_write_text, write_json
 
 EVAL_INTERVAL = 250
@@ -268,9 +268,10 @@ def test_sweep_summary_from_the_store_uses_the_stored_fit_setting_and_is_json(tm
     run_dirs = []
     for name, recs in metrics.items():
         run = RunStore(tmp_path / names.RUNS_DIR / name)
-        run.init({"name": name, "train": {"steps": TOTAL_STEPS}, "eval": {"interval": EVAL_INTERVAL}})
-        atomic_write_text(run.dir / names.METRICS_FILE, "".join(json.dumps(r) + "\n" for r in recs))
         summary = next(r for r in rows if r["name"] == name)
+        run.init(RunConfig().replace(data={"num_tasks": summary["num_tasks"]}, eval={"interval": EVAL_INTERVAL},
+                                     train={"steps": TOTAL_STEPS, "seed": summary["seed"]}).to_dict())
+        atomic_write_text(run.dir / names.METRICS_FILE, "".join(json.dumps(r) + "\n" for r in recs))
         write_json(run.dir / names.SUMMARY_FILE, {**summary, "num_tasks_label": str(summary["num_tasks"]),
                                                   "final": recs[-1]["mean"], "step": TOTAL_STEPS, "bootstrap": {}, "train_loss": 0.1})
         run_dirs.append(run.dir)

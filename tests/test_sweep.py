@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icl_regression import config, engine, names, results, sweep
-from icl_regression.store import RunStore
+from icl_regression import config, engine, names, results, sweep, threshold
+from icl_regression.store import RunStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -271,3 +271,76 @@ def test_progress_time_left_weights_groups_by_flops(monkeypatch):
     printer(engine.Progress(step=100, total_steps=100, num_members=2, steps_per_second=10.0, steps_done=100))
     assert printer.done_flops == 100 and printer.done_model_steps == 200
     assert lines[-1].endswith("| 20 model-steps/s | ~0.5 min left")  # 300 FLOP left at 10 FLOP/s = 30 s
+
+
+# --- Sweeps over more than M, budget and seed: each setting summarised and drawn on its own, never pooled. ---
+
+
+def _two_width_sweep(tmp_path):
+    cfg = tiny_sweep_config(num_tasks=(2, "inf"), seeds=(0, 1), steps=40)
+    cfg["sweep"]["grid"]["model"] = {"d_model": (8, 16)}
+    assert sweep.run_sweep(cfg, tmp_path, print_fn=lambda *_: None)
+    return cfg, results.summarize(tmp_path, sweep.run_dirs(cfg, tmp_path))
+
+
+def test_settings_are_summarised_apart_and_never_pooled(tmp_path):
+    cfg, summary = _two_width_sweep(tmp_path)
+    assert summary["method"] == results.PER_SETTING and summary["setting_fields"] == ["model.d_model"]
+    assert results.settings_of(summary) == ["d=8", "d=16"]
+    assert {r["setting"] for r in summary["cells"]} == {"d=8", "d=16"} and len(summary["cells"]) == 8
+    for label in ("d=8", "d=16"):
+        own = results.setting_summary(summary, label)
+        assert len(own["cells"]) == 4 and {r["setting"] for r in own["cells"]} == {label}
+        alone = threshold.estimate_thresholds(own["cells"])  # the same as analysing that setting's runs alone
+        assert json.dumps(own["midpoint"], sort_keys=True) == json.dumps(alone["midpoint"], sort_keys=True)
+        assert own["dynamics"]["per_num_tasks"][0]["runs"] == sorted(r["name"] for r in own["cells"]
+                                                                     if r["num_tasks"] == 2)
+    with pytest.raises(ValueError, match="same cell .* in different settings"):
+        threshold.estimate_thresholds(summary["cells"])  # pooling the two widths is refused, not averaged
+    text = results.format_threshold(summary)
+    assert text.startswith("threshold: per setting (the runs differ in model.d_model") and "setting d=16:" in text
+    assert "setting d=8:" in results.format_dynamics(summary)
+    assert results.format_table(summary["cells"]).splitlines()[1].startswith("setting ")
+    with pytest.raises(StoreError, match="setting 'd=32' is not in this sweep; it has 'd=8', 'd=16'"):
+        results.setting_summary(summary, "d=32")
+
+
+def test_settings_get_their_own_figures(tmp_path):
+    from icl_regression import plotting
+
+    _two_width_sweep(tmp_path)
+    with pytest.warns(UserWarning, match="runs of 2 settings"):
+        paths = plotting.write_all_figures(tmp_path)
+    assert sorted(p.name for p in paths) == ["sweep_d=16.pdf", "sweep_d=16.png", "sweep_d=8.pdf", "sweep_d=8.png"]
+    with pytest.raises(StoreError, match="differ in model.d_model; figures are drawn per setting"):
+        plotting.write_dynamics_figure(tmp_path)
+    assert [p.name for p in plotting.write_dynamics_figure(tmp_path, setting="d=16")] == ["dynamics_d=16.png",
+                                                                                         "dynamics_d=16.pdf"]
+
+
+def test_a_setting_is_what_varies_besides_the_cell_and_how_it_ran():
+    base = config.RunConfig().to_dict()
+    other = copy.deepcopy(base)
+    other["checkpoint"]["interval"] *= 2  # how it ran: not a setting
+    other["train"]["steps_per_call"] += 1
+    other["train"]["seed"] += 1  # the cell's own coordinates: not a setting
+    other["data"]["num_tasks"] = 7
+    assert results.setting_fields([base, other]) == []
+    other["data"]["dim"] += 1
+    other["train"]["weight_decay"] = 0.1
+    assert results.setting_fields([base, other]) == ["data.dim", "train.weight_decay"]
+    assert results.setting_label(other, ["train.weight_decay", "data.dim"]) == f"D={other['data']['dim']}, wd=0.1"
+    for field in results.CELL_FIELDS + results.EXECUTION_FIELDS:  # every name is a real config field
+        section, name = field.split(".")
+        assert name in base[section], field
+
+
+def test_a_summary_that_pools_settings_is_refused_with_the_fix(tmp_path):
+    """Summaries written before settings were summarised apart pooled them; reading one says how to redo it."""
+    _two_width_sweep(tmp_path)
+    path = tmp_path / names.SWEEP_SUMMARY_FILE
+    pooled = json.loads(path.read_text())
+    del pooled["settings"]
+    path.write_text(json.dumps(pooled))
+    with pytest.raises(StoreError, match="pools runs of different settings .* --summarize"):
+        results.load_summary(tmp_path)

@@ -13,14 +13,17 @@ from icl_regression import cli, dynamics, plotting
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_dynamics_fine",
                                "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
+_SETTING = flags.DEFINE_string("setting", None, "For a sweep whose runs differ in more than M, budget and seed (D, "
+                               "width, …): the setting to draw, as its label, e.g. 'D=2, K=8, noise_std=0.5' "
+                               "(the table and the error list them).")
 
 
 def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value)
-    paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded)
+    summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value, _SETTING.value)
+    paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded, _SETTING.value)
     print(dynamics.format_dynamics(plotting.sweep_dynamics(summary, metrics_by_run)))
     print("\n".join(str(p) for p in paths))
 
