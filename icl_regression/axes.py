@@ -164,13 +164,13 @@ def _default_budgets(rows: Sequence[Mapping]) -> list[Budget]:
 
 
 def scaled_threshold(entry: Mapping, scale: float) -> dict:
-    """M*/scale with its interval (e.g. κ* = M*/D), from an entry's primary estimate."""
+    """M*/scale with its interval (e.g. κ* = M*/D), from an entry's primary estimate; beyond the grid stays beyond
+    it (log2 ±inf: M*/scale inf or 0), not located stays NaN."""
     est = entry["primary"]
     shift = math.log2(scale)
     x = est["log2_num_tasks"] - shift
     lo, hi = (v - shift for v in est["interval"])
-    return {"log2": x, "value": 2**x if math.isfinite(x) else math.nan, "interval": [2**lo if math.isfinite(lo)
-            else math.nan, 2**hi if math.isfinite(hi) else math.nan]}
+    return {"log2": x, "value": 2**x, "interval": [2**lo, 2**hi]}
 
 
 # --- Final values across seeds. ---

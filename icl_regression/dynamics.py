@@ -509,7 +509,9 @@ def _kind(group: GroupCurves) -> dict:
     at_end = end_mask(steps)
     base = {"min_value": float(np.min(mean)), "final_value": float(np.mean(mean[at_end])), "rise": math.nan,
             "rise_interval": [math.nan, math.nan]}
-    end_label = f"the last {round(100 * END_FRACTION)}% of training"
+    end_start = int(steps[at_end][0])  # the window holds at least the last two evaluations, so say where it starts
+    end_label = (f"the end (steps {end_start:,} to {int(steps[-1]):,}, the last "
+                 f"{round(100 * (1 - end_start / steps[-1]))}% of training)")
     if point["status"] == AT_END:
         return {**base, "kind": MONOTONE,
                 "reason": f"closest to ridge at step {point['grid_step']:,}, in {end_label}: still approaching ridge"}
@@ -723,7 +725,8 @@ def format_dynamics(dynamics: Mapping) -> str:
     if "definitions" not in dyn:
         return "training dynamics: this summary predates t* three ways; run --summarize again"
     width = 28  # fits "12,345 [6,789, past the end]" after a space
-    lines = ["training dynamics on T_true (t* located below the evaluation grid, with 95% intervals):",
+    lines = ["training dynamics on T_true (t* located between evaluations by a local fit, with 95% intervals; "
+             "≤: lowest at the first evaluation, ≥: lowest at the end, still falling):",
              f"{'M':>6} {'B':>5} {'steps':>7} {'seeds':>5}  {'kind':<11}"
              + "".join(f" {DEFINITION_LABELS[d]:>{width}}" for d in DEFINITIONS)]
     for p in dyn["per_num_tasks"]:

@@ -408,15 +408,21 @@ def dynamics_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequence
             ax.set_yscale(yscale)
             ax.set_ylabel(ylabel)
             ax.set_title(PANEL_TITLES[definition])
+            if not ax.lines:
+                ax.text(0.5, 0.5, "no such metric stored\n(runs predate it, or only M = ∞)", ha="center",
+                        va="center", transform=ax.transAxes)
         _ridge_loss_line(axes[0, 1], rows)
         axes[0, 2].axhline(0.5, color="0.5", lw=0.8, zorder=0)
         axes[0, 2].set_ylim(-0.02, 1.02)
         _residual_panel(axes[1, 0], metrics_by_run, rows, budgets, styles, all_m, colors)
         for ax in list(axes[0]) + [axes[1, 0]]:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # 3×10², 4×10², … collided
             ax.set_xlabel("training step")
         _t_star_panel(axes[1, 1], dyn, budgets, styles)
-        _dynamics_legend(axes[1, 2], all_m, colors, budgets, styles)
+        _dynamics_legend(axes[1, 2], all_m, colors, budgets, styles, _interval_note(dyn))
         fig.suptitle(title or "training dynamics: approach to ridge, the turn to the pool, and t* three ways")
         fig.tight_layout()
     return fig
@@ -450,31 +456,33 @@ def _residual_panel(ax, metrics_by_run, rows, budgets, styles, all_m, colors) ->
 
 
 def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
-    """t* against M, one marker and colour per definition, intervals as vertical bars (an arrow: open past the end
+    """t* against M, one marker and colour per definition, budgets side by side with their intervals in the
+    budget's line style, intervals as vertical bars (an arrow: open past the end
     of the run or before the first evaluation; filled: transient M; open: the others, whose t* lies inside the run),
     each seed's own t* faded; the fitted power law of each definition over its budget's fit set."""
     plotted_m, offsets = set(), {d: f for d, f in zip(dynamics_lib.DEFINITIONS, (0.97, 1.0, 1.03))}
-    for budget in budgets:
+    for index, budget in enumerate(budgets):  # budgets side by side, bars in the budget's line style
+        shift = 2 ** (0.1 * (index - (len(budgets) - 1) / 2))
         pts = [p for p in dyn["per_num_tasks"] if (p["batch_size"], p["steps"]) == budget and p["num_tasks"] > 0]
         runs = [r for r in dyn.get("per_run", []) if (r["batch_size"], r["steps"]) == budget and r["num_tasks"] > 0]
         fits = dyn["power_law_by_budget"].get(f"B={budget[0]}_N={budget[1]}", {})
         for definition in dynamics_lib.DEFINITIONS:
             color, marker = DEFINITION_COLORS[definition], DEFINITION_MARKERS[definition]
-            seeds = [(r["num_tasks"] * offsets[definition], r["t_star"][definition]["value"]) for r in runs
+            seeds = [(r["num_tasks"] * offsets[definition] * shift, r["t_star"][definition]["value"]) for r in runs
                      if r.get("t_star", {}).get(definition, {}).get("status") == dynamics_lib.LOCATED]
             if seeds:  # each seed's own t*, faded
                 ax.plot(*zip(*seeds), marker, color=color, ms=3, alpha=0.35, mew=0)
-                plotted_m.update(round(x / offsets[definition]) for x, _ in seeds)
+                plotted_m.update(round(x / offsets[definition] / shift) for x, _ in seeds)
             for p in pts:
                 entry = p["t_star"][definition]
                 if entry["status"] != dynamics_lib.LOCATED:
                     continue
-                x = p["num_tasks"] * offsets[definition]  # side by side where the definitions agree
+                x = p["num_tasks"] * offsets[definition] * shift  # side by side where the definitions agree
                 lo, hi = entry["interval"]
                 if not (math.isnan(lo) or math.isnan(hi)):  # open ends (censored replicates): to the run's end
                     lo_drawn = lo if lo > 0 else entry["value"] / 2  # or half t*, with an arrow
                     hi_drawn = hi if math.isfinite(hi) else p["steps"]
-                    ax.plot([x, x], [lo_drawn, hi_drawn], color=color, lw=1.2)
+                    ax.plot([x, x], [lo_drawn, hi_drawn], styles[budget], color=color, lw=1.2)
                     for drawn, is_open, arrow in ((lo_drawn, lo <= 0, "v"), (hi_drawn, math.isinf(hi), "^")):
                         if is_open:
                             ax.plot([x], [drawn], arrow, color=color, ms=4)
@@ -495,31 +503,42 @@ def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
         ticks = sorted(plotted_m)[:: max(1, len(plotted_m) // 8)]
         ax.set_xticks(ticks, [str(m) for m in ticks])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", handlelength=3.0, frameon=False)
-        else:
-            ax.text(0.5, 0.96, "no power-law fit (no transient M)", ha="center", va="top", transform=ax.transAxes)
+    title = "t* against M, three ways, with t* ∝ M^α"
+    if plotted_m and ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", handlelength=3.0, frameon=False)
+    elif plotted_m:
+        title = "t* against M, three ways\n(no power-law fit: no transient M)"
     else:
         ax.text(0.5, 0.5, "no finite M with a t* inside the run", ha="center", va="center", transform=ax.transAxes)
         ax.set_xticks([])
         ax.set_yticks([])
     ax.set_xlabel("number of pretraining tasks M")
     ax.set_ylabel("t* (training step)")
-    ax.set_title("t* against M, three ways, with t* ∝ M^α")
+    ax.set_title(title)
 
 
-def _dynamics_legend(ax, all_m, colors, budgets, styles) -> None:
+def _interval_note(dyn: Mapping) -> str:
+    """What the t* intervals resample (the summary's own note per M), for the legend."""
+    notes = sorted({p["noise"] for p in dyn["per_num_tasks"] if p.get("noise")})
+    if len(notes) != 1:
+        return "95% interval (what it resamples differs by M: see the printed dynamics)"
+    return "95% interval: " + notes[0].replace(" (", "\n(")
+
+
+def _dynamics_legend(ax, all_m, colors, budgets, styles, interval_note: str) -> None:
     """The keys of the figure in a panel of their own: M colours, budget line styles, the t* markers."""
     ax.axis("off")
     handles = [plt.Line2D([], [], color=colors[m], lw=2) for m in all_m]
     labels = [f"M = {num_tasks_label(m)}" for m in all_m]
     handles += [plt.Line2D([], [], ls=styles[b], color="0.3") for b in budgets]
-    labels += [budget_label(*b) for b in budgets]
+    order = ("left", "right") if len(budgets) == 2 else tuple(f"{i + 1}. from left" for i in range(len(budgets)))
+    labels += [budget_label(*b) + (f" (t*: {where})" if len(budgets) > 1 else "")
+               for b, where in zip(budgets, order)]
     handles += [plt.Line2D([], [], ls="", marker="o", color="0.3"),
                 plt.Line2D([], [], ls="", marker="o", color="0.3", mfc="white"),
                 plt.Line2D([], [], color="0.3", lw=2.2, alpha=0.45)]
     handles += [plt.Line2D([], [], color="0.3", lw=0.6, alpha=0.4, marker="o", ms=3, mew=0)]
-    labels += ["t*, M transient", "t*, M monotone or unresolved", "95% interval (seeds × evaluation sequences)",
+    labels += ["t*, M transient", "t*, M monotone or unresolved", interval_note,
                "one seed (faded: single seeds' curves and t*)"]
     handles += [plt.Line2D([], [], ls="", marker=DEFINITION_MARKERS[d], color=DEFINITION_COLORS[d])
                 for d in dynamics_lib.DEFINITIONS]
@@ -668,8 +687,10 @@ def _draw_dynamics(summary, metrics_by_run):
                          summary)
 
 
-def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | None = None,
-                       eval_set: str | None = None, budget=None):
+def sweep_per_position_figure(summary: Mapping, metrics_by_run: Mapping[str, Sequence[dict]],
+                              num_tasks_values: Sequence | None = None, eval_set: str | None = None, budget=None):
+    """The per-position figure of a sweep summary (of one setting): by default up to four M that every shown
+    budget has (budgets' grids may differ)."""
     rows = summary["cells"]
     # Default M values from the M that every shown budget has (grids may differ between budgets).
     shown = [parse_budget(budget, rows)] if budget is not None else _budgets_of(rows)
@@ -678,7 +699,7 @@ def _draw_per_position(summary, metrics_by_run, num_tasks_values: Sequence | Non
     return _with_setting(per_position_figure(metrics_by_run, rows, values, eval_set, budget), summary)
 
 
-FIGURE_DRAWERS = {"sweep": _draw_sweep, "dynamics": _draw_dynamics, "per_position": _draw_per_position}
+FIGURE_DRAWERS = {"sweep": _draw_sweep, "dynamics": _draw_dynamics, "per_position": sweep_per_position_figure}
 
 
 def write_figure(name: str, workdir: Path, out: Path | None = None, loaded: tuple | None = None,

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import matplotlib.ticker
 import numpy as np
 
-from icl_regression import axes, dynamics, names
+from icl_regression import axes, dynamics, names, results
 from icl_regression.config import num_tasks_label
 from icl_regression.plotting import BUDGET_STYLES, COLORS, STYLE, budget_label, num_tasks_colors, plt, save
 from icl_regression.training_experiments import CAPACITY_AXES, read_analysis
@@ -50,7 +50,14 @@ def _mark(ax, est: Mapping, color: str, y: float | None = None, x_range: tuple[f
     """A threshold: vertical line and shaded interval (or, with `y`, a point with horizontal error bar; an interval
     open beyond the grid is drawn to the edge of `x_range` and ends in an arrow)."""
     x, (lo, hi) = est["log2_num_tasks"], est["interval"]
-    if x is None or not math.isfinite(x):
+    if x is None or math.isnan(x):
+        return
+    if not math.isfinite(x):  # beyond the grid: an arrow at that edge, the bar from the interval's finite end
+        if y is not None and x_range is not None:
+            edge, start, marker = (x_range[1], lo, ">") if x > 0 else (x_range[0], hi, "<")
+            start = start if start is not None and math.isfinite(start) else edge
+            ax.plot([start, edge], [y, y], color=color, lw=1.2)
+            ax.plot([edge], [y], marker, color=color, ms=6)
         return
     if y is None:
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
@@ -123,9 +130,10 @@ def _forest(ax, estimates: Sequence[tuple[str, Mapping]], x_range: tuple[float, 
     for i, (label, est) in enumerate(estimates):
         color = f"C{i}" if "vs" in label else "0.3"
         _mark(ax, est, color, y=-i, x_range=edges)
-        located = math.isfinite(est["log2_num_tasks"] if est["log2_num_tasks"] is not None else math.nan)
-        ax.text(0.01, -i + 0.3, label + ("" if located else ": not located"), transform=ax.get_yaxis_transform(),
-                va="center", fontsize=7, color="0.2" if located else "0.4")
+        x = est["log2_num_tasks"] if est["log2_num_tasks"] is not None else math.nan
+        where = "" if math.isfinite(x) else ": not located" if math.isnan(x) else f": {results.format_log2(x)}"
+        ax.text(0.01, -i + 0.3, label + where, transform=ax.get_yaxis_transform(), va="center", fontsize=7,
+                color="0.2" if math.isfinite(x) else "0.4")
     ax.set_ylim(-len(estimates) + 0.5, 0.7)
     ax.set_yticks([])
     ax.set_xlabel(r"$\log_2 M^*$ (arrow: interval open beyond the grid)")
@@ -282,10 +290,10 @@ def dimension_figure(analysis: Mapping):
         ax.set_xlabel("M / D")
         ax.set_title("transition against M/D (seed range shaded)")
         ax = axs[1]
-        _interval_bars(ax, dims, 2**ys, 2**lo, 2**hi, log=True, fmt="o", color=COLORS[names.PT],
-                       label="M* (95% interval; arrow: open beyond the grid)")
-        if np.isfinite(ys[0]):
-            ax.plot(dims, 2 ** ys[0] * dims / dims[0], "--", color="0.5", lw=1, label="M* ∝ D")
+        _interval_bars(ax, dims, 2**ys, 2**lo, 2**hi, log=True, fmt="o", color=COLORS[names.PT])
+        first = next((i for i in range(len(ys)) if np.isfinite(ys[i])), None)
+        if first is not None:  # through the smallest D whose M* is located
+            ax.plot(dims, 2 ** ys[first] * dims / dims[first], "--", color="0.5", lw=1)
         _mark_not_located(ax, dims, ys)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
@@ -295,8 +303,10 @@ def dimension_figure(analysis: Mapping):
         ax.set_xticks(dims, [str(int(d)) for d in dims])
         ax.set_xlabel(AXIS_LABELS[axes.DIM])
         ax.set_ylabel("M*")
-        ax.set_title(f"threshold against D (slope of log M* on log D: {analysis['log2_slope']:.2f})")
-        ax.legend(loc="upper right")
+        located = [int(d) for d, y in zip(dims, ys) if np.isfinite(y)]
+        slope = (f"slope of log M* on log D over D = {', '.join(map(str, located))}: {analysis['log2_slope']:.2f}, "
+                 "no interval" if len(located) >= 2 else "no slope: fewer than two D located")
+        ax.set_title(f"M* against D (95% intervals; dashed: M* ∝ D)\n{slope}", fontsize=9)
         ax = axs[2]
         kappa = np.array([e["kappa"]["value"] for e in entries], float)
         k_lo = np.array([e["kappa"]["interval"][0] for e in entries], float)
@@ -330,10 +340,13 @@ SHORT_AXIS = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L", axes.DI
 
 def _interval_bars(ax, xs, ys, lo, hi, *, log: bool = False, **style) -> None:
     """Points with their 95% interval as error bars. An interval open beyond the grid (±inf, or ≤ 0 on a log axis)
-    is drawn to just past the panel's finite values and ends in an arrow; a point not located (not finite) is left
-    out (`_mark_not_located` labels it)."""
+    is drawn to just past the panel's finite values and ends in an arrow. An estimate beyond the grid (M* above or
+    below every M of the sweep: ±inf, or 0 on a log axis) is an arrow at that edge, labelled, with its bar from the
+    finite end of its interval; one not located at all (NaN) is left out (`_mark_not_located` labels it)."""
     xs, ys, lo, hi = (np.asarray(v, float) for v in (xs, ys, lo, hi))
     located = np.isfinite(ys) & (ys > 0 if log else True)
+    above = ys == math.inf
+    below = (ys == -math.inf) | ((ys == 0) if log else False)
     open_lo = ~np.isfinite(lo) | (lo <= 0 if log else False)
     open_hi = ~np.isfinite(hi)
     finite = np.concatenate([ys[located], lo[~open_lo], hi[~open_hi]])
@@ -342,16 +355,24 @@ def _interval_bars(ax, xs, ys, lo, hi, *, log: bool = False, **style) -> None:
     lo_drawn, hi_drawn = np.where(open_lo, bottom, lo), np.where(open_hi, top, hi)
     err = np.where(located, [ys - lo_drawn, hi_drawn - ys], 0.0)
     ax.errorbar(xs, np.where(located, ys, math.nan), yerr=err, capsize=3, **style)
+    color = style.get("color")
     for is_open, end, marker in ((open_lo & located, bottom, "v"), (open_hi & located, top, "^")):
         if is_open.any():
-            ax.plot(xs[is_open], np.full(is_open.sum(), end), marker, color=style.get("color"), ms=5, ls="none")
+            ax.plot(xs[is_open], np.full(is_open.sum(), end), marker, color=color, ms=5, ls="none")
+    for beyond, edge, marker, text in ((above, top, "^", "above\ngrid"), (below, bottom, "v", "below\ngrid")):
+        for x, start, end in zip(xs[beyond], np.where(beyond, lo_drawn, 0)[beyond], hi_drawn[beyond]):
+            ax.plot([x, x], [start, edge] if marker == "^" else [edge, end], color=color, lw=1.2)
+            ax.plot([x], [edge], marker, color=color, ms=7, ls="none")
+            ax.annotate(text, (x, edge), xytext=(4, 0), textcoords="offset points", fontsize=6, color=color,
+                        va="center")
 
 
 def _mark_not_located(ax, xs, ys, row: int = 0, color: str = "0.4") -> None:
-    """Writes "not located" at the bottom of the panel above each x whose estimate is not finite (`row`: the how
-    many-th series of the panel, stacked upwards so that the series' labels do not overlap)."""
+    """Writes "not located" at the bottom of the panel above each x whose estimate is NaN (`row`: the how many-th
+    series of the panel, stacked upwards so that the series' labels do not overlap); estimates beyond the grid are
+    drawn by `_interval_bars`."""
     for x, y in zip(xs, ys):
-        if not np.isfinite(y):
+        if np.isnan(y):
             ax.annotate("not\nlocated", (x, 0.02 + 0.1 * row), xycoords=("data", "axes fraction"), ha="center",
                         fontsize=7, color=color)
 

@@ -43,8 +43,13 @@ CELLS = [
         "from icl_regression import dynamics, plotting, results, threshold\n\n"
         "%matplotlib inline\n\n"
         "summary, metrics_by_run = plotting.load_sweep(SWEEP_DIR)\n"
-        "rows = summary[\"cells\"]\n"
-        "print(f\"{SWEEP_DIR}: {len(rows)} finished runs of {summary['num_cells']} cells\")"),
+        "print(f\"{SWEEP_DIR}: {len(summary['cells'])} finished runs of {summary['num_cells']} cells\")\n"
+        "settings = results.settings_of(summary)\n"
+        "if settings:  # a sweep over D, width, depth, …: one setting at a time, never pooled\n"
+        "    setting = os.environ.get(\"ICL_SWEEP_SETTING\") or settings[0]\n"
+        "    print(f\"settings: {settings}; this notebook shows {setting!r} (ICL_SWEEP_SETTING chooses another)\")\n"
+        "    summary = results.setting_summary(summary, setting)\n"
+        "rows = summary[\"cells\"]"),
     new_markdown_cell("## Cells at the final evaluation (L/D against the noisy targets; mean ± sd over seeds)"),
     new_code_cell("print(results.format_table(rows))"),
     new_markdown_cell(
@@ -56,14 +61,19 @@ CELLS = [
     new_code_cell("print(results.format_threshold(summary))"),
     new_markdown_cell(
         "### Where the replicates put M*\n\n"
-        "Each replicate perturbs the seed-mean curve by a seed part and an evaluation part and applies the same "
-        "rule; the interval is the central 95% of these. Replicates beyond the grid are counted apart."),
+        "The curve M* was read from (the first budget pair's crossing, or the smallest budget's midpoint: "
+        "`summary['method']`). Each replicate perturbs its seed-mean curve by a seed part and an evaluation part and "
+        "applies the same rule; the interval is the central 95% of these. Replicates beyond the grid are counted "
+        "apart."),
     new_code_cell(
         "import numpy as np\n"
         "import matplotlib.pyplot as plt\n\n"
-        "budgets = threshold.budgets(rows)\n"
-        "curve = (threshold.crossing_curve(rows, *budgets[:2]) if len(budgets) > 1\n"
-        "         else threshold.midpoint_curve(rows, budgets[0]))\n"
+        "if summary[\"method\"] == \"crossing\":\n"
+        "    small, large = next(iter(threshold.in_budget_order(summary[\"crossing\"])))[0].split(\"_vs_\")\n"
+        "    curve = threshold.crossing_curve(rows, threshold.parse_budget_key(small), threshold.parse_budget_key(large))\n"
+        "else:\n"
+        "    curve = threshold.midpoint_curve(rows, threshold.budgets(rows)[0])\n"
+        "print(f\"M* read from the {summary['method']} curve\")\n"
         "reps = threshold.curve_replicates(curve)\n"
         "ok = np.isfinite(reps.point)\n"
         "samples = threshold.split_estimates(curve.xs[ok], reps.replicates[:, ok], reps.se[ok])\n"
@@ -78,13 +88,20 @@ CELLS = [
     new_code_cell("fig = plotting.sweep_figure(summary)"),
     new_markdown_cell("## Error against context position (final evaluation; every budget in its line style)"),
     new_code_cell(
-        "num_tasks_values = plotting.default_per_position_num_tasks(rows)  # or e.g. [2, 16, \"inf\"]\n"
-        "fig = plotting.per_position_figure(metrics_by_run, rows, num_tasks_values)  # budget=\"64,2500\": one budget"),
+        "lengths = plotting.context_lengths({r[\"name\"]: metrics_by_run[r[\"name\"]] for r in rows})\n"
+        "if len(lengths) > 1:\n"
+        "    print(f\"no common context axis: these runs have K = {sorted(lengths)}\")\n"
+        "else:  # the M every budget has, or e.g. num_tasks_values=[2, 8, \"inf\"], budget=\"128,2500\" for one budget\n"
+        "    fig = plotting.sweep_per_position_figure(summary, metrics_by_run)"),
     new_markdown_cell(
-        "## Training dynamics: closest approach to ridge t* and the power law t* ∝ M^α\n\n"
-        "Transient runs approach ridge and then turn away (towards dMMSE); the fit uses the transient finite M."),
+        "## Training dynamics: t* three ways and the power laws t* ∝ M^α\n\n"
+        "Transient runs approach ridge and then turn away (towards dMMSE). t* is read three ways: (a) the closest "
+        "approach to ridge, (b) the lowest loss on new tasks, (c) the step where the model's ridge weight a "
+        "(PT ≈ a·ridge + (1 − a)·dMMSE) falls through 1/2; each with a bootstrap interval over seeds and evaluation "
+        "sequences, and one power law per definition over the transient M (or `sweep.analysis.fit_num_tasks`): the "
+        "summary's own dynamics block, as `experiments/sweep.py` printed it."),
     new_code_cell(
-        "dyn = dynamics.summarize_dynamics(metrics_by_run, rows)\n"
+        "dyn = plotting.sweep_dynamics(summary, metrics_by_run)\n"
         "print(dynamics.format_dynamics(dyn))"),
     new_code_cell("fig = plotting.dynamics_figure(metrics_by_run, rows, dyn)"),
 ]

@@ -45,3 +45,28 @@ def test_explore_notebook_finds_the_demo_from_the_root_and_from_notebooks(start,
                             resources={"metadata": {"path": str(cwd)}}).execute()
     printed = nb.cells[-1].outputs[0]["text"].strip()
     assert printed == str((NOTEBOOK_DIR.parent / "results" / "cpu_demo").resolve())
+
+
+@pytest.mark.parametrize("name", ["cpu_budgets", "cpu_dimension"])
+def test_explore_notebook_runs_on_sweeps_of_several_grids_and_settings(name, monkeypatch):
+    """cpu_budgets: budgets with different M grids; cpu_dimension: three settings (D) with different K, shown one
+    setting at a time, without a per-position figure."""
+    sweep = NOTEBOOK_DIR.parent / "results" / name
+    monkeypatch.setenv("ICL_SWEEP_DIR", str(sweep))
+    nb = nbformat.read(NOTEBOOK_DIR / "explore_sweep.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "training dynamics on T_true" in text
+    if name == "cpu_dimension":
+        assert "this notebook shows 'D=1, K=4, noise_std=0.353553'" in text and "no common context axis" not in text
+
+
+def test_the_committed_notebook_is_what_its_generator_writes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_explore_sweep", NOTEBOOK_DIR / "make_explore_sweep.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    committed = nbformat.read(NOTEBOOK_DIR / "explore_sweep.ipynb", as_version=4)
+    assert [c.source for c in generator.build().cells] == [c.source for c in committed.cells]
