@@ -102,7 +102,7 @@ def _delta_curves(ax, analysis: Mapping, budgets: Sequence, crossings: Sequence[
 
 
 def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mapping, str, object]],
-                 x_scale=None) -> None:
+                 x_scale=None, legend_outside: bool = False) -> None:
     """r = Δ_PT,Ridge/(Δ_PT,Ridge + Δ_PT,dMMSE) on T_true against M (or M/x_scale(line)): one line per (label,
     selector, style, colour), seed mean with the seed range shaded; the midpoint estimate is where it crosses 1/2."""
     for label, select, style, color in lines:
@@ -118,7 +118,10 @@ def _ratio_panel(ax, curves: Sequence[Mapping], lines: Sequence[tuple[str, Mappi
     ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
     ax.set_xscale("log", base=2)
     ax.set_ylabel(r"$\Delta_{PT,Ridge}/(\Delta_{PT,Ridge}+\Delta_{PT,dMMSE})$ on $T_{true}$", fontsize=7)
-    ax.legend(loc="best", fontsize=6)
+    if legend_outside:  # many curves: beside the panel, not over their bands
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6, frameon=False)
+    else:
+        ax.legend(loc="best", fontsize=6)
 
 
 def _forest(ax, estimates: Sequence[tuple[str, Mapping]], x_range: tuple[float, float] | None = None) -> None:
@@ -306,7 +309,7 @@ def dimension_figure(analysis: Mapping):
         located = [int(d) for d, y in zip(dims, ys) if np.isfinite(y)]
         slope = (f"slope of log M* on log D over D = {', '.join(map(str, located))}: {analysis['log2_slope']:.2f}, "
                  "no interval" if len(located) >= 2 else "no slope: fewer than two D located")
-        ax.set_title(f"M* against D (95% intervals; dashed: M* ∝ D)\n{slope}", fontsize=9)
+        ax.set_title(f"M* against D (95% intervals; ▲ above the grid; dashed: M* ∝ D)\n{slope}", fontsize=9)
         ax = axs[2]
         kappa = np.array([e["kappa"]["value"] for e in entries], float)
         k_lo = np.array([e["kappa"]["interval"][0] for e in entries], float)
@@ -317,7 +320,7 @@ def dimension_figure(analysis: Mapping):
         ax.set_xticks(dims, [str(int(d)) for d in dims])
         ax.set_xlabel(AXIS_LABELS[axes.DIM])
         ax.set_ylabel("κ* = M*/D")
-        ax.set_title("threshold per dimension")
+        ax.set_title("threshold per dimension (▲ above the grid)")
         ax = axs[3]
         d = [e["dmmse_ridge_at_largest"] for e in entries]
         mean = np.array([s["mean"] for s in d])
@@ -341,7 +344,7 @@ SHORT_AXIS = {axes.WEIGHT_DECAY: "wd", axes.WIDTH: "d", axes.DEPTH: "L", axes.DI
 def _interval_bars(ax, xs, ys, lo, hi, *, log: bool = False, **style) -> None:
     """Points with their 95% interval as error bars. An interval open beyond the grid (±inf, or ≤ 0 on a log axis)
     is drawn to just past the panel's finite values and ends in an arrow. An estimate beyond the grid (M* above or
-    below every M of the sweep: ±inf, or 0 on a log axis) is an arrow at that edge, labelled, with its bar from the
+    below every M of the sweep: ±inf, or 0 on a log axis) is a large arrow at that edge with its bar from the
     finite end of its interval; one not located at all (NaN) is left out (`_mark_not_located` labels it)."""
     xs, ys, lo, hi = (np.asarray(v, float) for v in (xs, ys, lo, hi))
     located = np.isfinite(ys) & (ys > 0 if log else True)
@@ -359,12 +362,10 @@ def _interval_bars(ax, xs, ys, lo, hi, *, log: bool = False, **style) -> None:
     for is_open, end, marker in ((open_lo & located, bottom, "v"), (open_hi & located, top, "^")):
         if is_open.any():
             ax.plot(xs[is_open], np.full(is_open.sum(), end), marker, color=color, ms=5, ls="none")
-    for beyond, edge, marker, text in ((above, top, "^", "above\ngrid"), (below, bottom, "v", "below\ngrid")):
-        for x, start, end in zip(xs[beyond], np.where(beyond, lo_drawn, 0)[beyond], hi_drawn[beyond]):
+    for beyond, edge, marker in ((above, top, "^"), (below, bottom, "v")):  # the callers' labels say what ▲ ▼ mean
+        for x, start, end in zip(xs[beyond], lo_drawn[beyond], hi_drawn[beyond]):
             ax.plot([x, x], [start, edge] if marker == "^" else [edge, end], color=color, lw=1.2)
             ax.plot([x], [edge], marker, color=color, ms=7, ls="none")
-            ax.annotate(text, (x, edge), xytext=(4, 0), textcoords="offset points", fontsize=6, color=color,
-                        va="center")
 
 
 def _mark_not_located(ax, xs, ys, row: int = 0, color: str = "0.4") -> None:
@@ -412,14 +413,15 @@ def capacity_figure(analysis: Mapping, axis: str):
                             label=_series_label(s["fixed"]))
         axs[1].axhline(analysis["ridge_true_loss"], color=COLORS[names.RIDGE], lw=1, ls="--", label="ridge")
         cmap = plt.get_cmap("viridis")
+        axis_values = sorted({p["value"][axis] for s_ in series for p in s_["points"]})  # one colour per value
         lines = []
         for i, s_ in enumerate(series):
-            values = [p["value"] for p in s_["points"]]
-            for j, value in enumerate(values):
+            for value in (p["value"] for p in s_["points"]):
+                rank = axis_values.index(value[axis])
                 lines.append((f"{_series_label(s_['fixed'])}, {SHORT_AXIS[axis]}={value[axis]}",
                               {"value": value}, BUDGET_STYLES[i % len(BUDGET_STYLES)],
-                              cmap(0.9 * j / max(1, len(values) - 1))))
-        _ratio_panel(axs[2], analysis.get("ratio_curves", []), lines)
+                              cmap(0.9 * rank / max(1, len(axis_values) - 1))))
+        _ratio_panel(axs[2], analysis.get("ratio_curves", []), lines, legend_outside=True)
         axs[2].set_xlabel("number of pretraining tasks M")
         axs[2].set_title("the curve the midpoint reads (1/2 dotted)")
         for ax in axs[:2]:
@@ -428,7 +430,7 @@ def capacity_figure(analysis: Mapping, axis: str):
                 ax.set_xlim(min(all_ticks) - 0.3, max(all_ticks) + 0.3 + 0.03 * (len(series) - 1))
             ax.set_xlabel(AXIS_LABELS[axis])
             ax.legend(loc="best")
-        axs[0].set_ylabel(r"$\log_2 M^*$ (95% interval)")
+        axs[0].set_ylabel(r"$\log_2 M^*$ (95% interval; ▲ above the grid)")
         axs[0].set_title(f"threshold against {AXIS_LABELS[axis]}")
         axs[1].set_ylabel(f"L/D of the M = ∞ model on {names.LABELS[names.TRUE]}")
         axs[1].set_title("loss where diversity is unlimited (bars: seed range)")
