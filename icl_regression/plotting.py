@@ -258,7 +258,8 @@ def _sweep_legend(fig, axes, budgets) -> None:
     labels = [f"transformer, {budget_label(*b)}" for b in budgets]
     for name in (names.PT, names.RIDGE, names.DMMSE, "pt_dmmse", "pt_ridge", "dmmse_ridge"):
         handles.append(plt.Line2D([], [], color=COLORS[name], **_line(name)))
-        labels.append(names.LABELS[name] + (" (estimator)" if name in ESTIMATORS else ""))
+        labels.append(names.LABELS[name] + (" (estimator)" if name in ESTIMATORS else "")
+                      + (": 0 at M = ∞, off the log axis" if name == "dmmse_ridge" else ""))
     handles += [plt.Line2D([], [], color="0.3", **SEED_POINTS),
                 plt.Line2D([], [], color=THRESHOLD_COLOR, lw=1),
                 matplotlib.patches.Patch(color=INTERVAL_COLOR),
