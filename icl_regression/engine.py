@@ -202,11 +202,17 @@ class _Group:
     final_train_loss: np.ndarray | None = None  # when only the final evaluation is redone: its stored train loss
 
 
+# Besides every checkpoint.interval steps, a group is checkpointed at the first call boundary once this much wall
+# time has passed since its last checkpoint, so a hard kill (kill -9, a lost machine) costs at most about this much
+# training whatever the interval. It changes no result: training resumes bit for bit from any step.
+CHECKPOINT_EVERY_S = 120.0
+
+
 class GroupTrainer:
     """Trains the members of one group from their resume step to the end (or until told to stop)."""
 
     def __init__(self, cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], placement=None,
-                 print_fn: Callable[[str], None] | None = None):
+                 print_fn: Callable[[str], None] | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S):
         signatures = {group_signature(c) for c in cfgs}
         if len(signatures) != 1:
             raise ValueError("a group's runs must differ only in data.num_tasks and train.seed")
@@ -224,6 +230,7 @@ class GroupTrainer:
         self._divergence = [run.divergence() for run in self.runs]
         self._last_loss = np.full(len(self.runs), np.nan)
         self.compile_seconds = 0.0
+        self.checkpoint_every_s = checkpoint_every_s
 
     def run(self, progress: Callable[[Progress], None] | None = None, stop_after_step: int | None = None,
             on_start: Callable[[], None] | None = None, stop: stopping.Stop | None = None,
@@ -343,6 +350,7 @@ class GroupTrainer:
         total, step, states = cfg.train.steps, group.step, group.states
         (loss_sum, loss_steps), start_step = group.train_loss, step
         started, compile_before, train_seconds = time.perf_counter(), self.compile_seconds, 0.0
+        last_saved = started
         while step < total:
             num = self._next_call(step, stop_after_step)
             args = (states, group.members, group.pools, np.uint32(step))  # from the host: no device-to-device copy
@@ -358,8 +366,10 @@ class GroupTrainer:
                 self._log_evaluation(states, group.eval_arrays, step, loss_sum / loss_steps, final)
                 loss_sum, loss_steps = 0.0, 0
             stopping_now = not final and (step == stop_after_step or bool(stop))
-            if step % cfg.checkpoint.interval == 0 or final or stopping_now:
+            overdue = time.perf_counter() - last_saved >= self.checkpoint_every_s
+            if step % cfg.checkpoint.interval == 0 or final or stopping_now or overdue:
                 _save_states(self.runs, states, step, cfg.checkpoint.keep, loss_sum, loss_steps)
+                last_saved = time.perf_counter()
             steady = time.perf_counter() - started - (self.compile_seconds - compile_before)
             done = step - start_step
             progress(Progress(step, total, len(self.runs), done / max(train_seconds, 1e-9), done, TRAINING,

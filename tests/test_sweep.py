@@ -344,3 +344,31 @@ def test_a_summary_that_pools_settings_is_refused_with_the_fix(tmp_path):
     path.write_text(json.dumps(pooled))
     with pytest.raises(StoreError, match="pools runs of different settings .* --summarize"):
         results.load_summary(tmp_path)
+
+
+def test_a_hard_kill_between_checkpoint_intervals_resumes_from_the_wall_clock_checkpoint(tmp_path):
+    """checkpoint.interval = the run's length (as in the CPU demo) leaves nothing to resume from after a kill -9
+    mid-run, but the trainer also checkpoints once CHECKPOINT_EVERY_S of wall time has passed (0 here: every call);
+    the resumed run's files equal an uninterrupted run's."""
+    cfg = tiny_sweep_config(num_tasks=(2, "inf"))  # 60 steps, evaluations every 20, calls of 10
+    cfg["checkpoint"]["interval"] = 60
+    sweep.run_sweep(cfg, tmp_path / "whole", print_fn=lambda *_: None)
+    cells = sweep.expand(cfg, tmp_path / "killed")
+
+    def kill_at_step_50(progress):
+        if progress.step == 50:
+            raise KeyboardInterrupt  # stands in for kill -9: no stop handling, no final checkpoint
+
+    group = engine.GroupTrainer([c.config for c in cells], [c.run_dir for c in cells], checkpoint_every_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        group.run(progress=kill_at_step_50)
+    assert all(max(checkpoint_steps(c.run_dir)) == 50 for c in cells)
+    sweep.run_sweep(cfg, tmp_path / "killed", print_fn=lambda *_: None)
+    for cell in cells:
+        assert _run_files(cell.run_dir) == _run_files(tmp_path / "whole" / names.RUNS_DIR / cell.name), cell.name
+
+
+def checkpoint_steps(run_dir):
+    from icl_regression import checkpoint
+
+    return checkpoint.available_steps(RunStore(run_dir))

@@ -17,7 +17,10 @@ steps pair is therefore N vs 4N (one long run per M was what the shared 2-core m
 only more data of one kind, and 4N is also the long-dynamics check of Fig. 4); the paper variant has N vs 2N. The
 first grid is exactly the reference setting's cells (results/cpu_reference) and the last the dynamics experiment's
 (results/cpu_dynamics), so their seed-0 runs were copied in from there rather than retrained (same run names; made on
-an earlier machine, so they cannot be regenerated bit for bit here: see landscape.py). Cost: 57 cells, 255,000
+an earlier machine, so they cannot be regenerated bit for bit here: see landscape.py). The dynamics runs were copied
+from that experiment's first run; results/cpu_dynamics now holds its rerun with per-evaluation replicates, whose
+seed-0 runs agree with these copies to about 1e-6 relative (float32 on another machine), not bit for bit, and these
+copies carry no per-evaluation replicates (their t* intervals are over seeds only). Cost: 57 cells, 255,000
 model-steps; measured wall times (09:21–10:24 and 10:24–11:16 UTC on the shared machine) and results:
 results/cpu_budgets/run_log.txt and the README's "What the CPU runs show" list.
 
