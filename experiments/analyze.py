@@ -25,6 +25,7 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+    cli.at_least(_NUM_REPLICATES, 2)
     try:
         analysis = training_experiments.run_analysis(_EXPERIMENT.value, _WORKDIR.value, _NUM_REPLICATES.value)
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run

@@ -46,6 +46,9 @@ _PREDICTIONS = flags.DEFINE_string("predictions", "results/roofline", "Folder of
 
 
 def _spec() -> benchmarking.BenchmarkSpec:
+    for flag, minimum in ((_ENSEMBLE_SIZE, 1), (_STEPS_PER_CALL, 1), (_REPEATS, 1), (_DMMSE_TASKS, 0),
+                          (_DMMSE_SEQUENCES, 1)):
+        cli.at_least(flag, minimum)
     defaults = benchmarking.backend_defaults()
     pick = lambda flag, name: defaults[name] if flag.value is None else flag.value  # noqa: E731
     model = model_size(_SIZE.value)
@@ -71,6 +74,7 @@ def main(overrides, stop):
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     spec = _spec()  # a ConfigError is reported by cli.run
+    out = cli.check_workdir(_OUT.value, flag="--out")
     folder = Path(_PREDICTIONS.value) if _PREDICTIONS.value else None
     if folder is not None and not folder.is_dir():  # before minutes of timing, not after
         raise cli.UsageError(f"--predictions={folder} is not a folder; allowed: a folder of roofline records "
@@ -80,7 +84,7 @@ def main(overrides, stop):
     def save(record: dict) -> Path:  # after every stage: a run cut off by its time limit keeps what it measured
         if predictions is not None:
             record["predictions"] = roofline.measured_against_predicted(record, predictions)
-        return benchmarking.write_record(record, _OUT.value)
+        return benchmarking.write_record(record, out)
 
     record = benchmarking.run_benchmark(spec, save)
     path = save(record)

@@ -34,12 +34,15 @@ def main(overrides, stop):
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     try:
         options = interpolation.InterpolationOptions(_NUM_PAIRS.value, _NUM_ALPHAS.value, _SEQUENCES.value)
-        batch_sizes = [int(b) for b in _BATCH_SIZE.value] if _BATCH_SIZE.value else None
-        scratch = (Path(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)) if _RETRAIN.value else None)
+        batch_sizes = cli.int_list(_BATCH_SIZE, minimum=1)
+        scratch = (cli.check_workdir(str(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)), create=False,
+                                     flag="--scratch") if _RETRAIN.value else None)
         interpolation.run_interpolation(Path(_WORKDIR.value), scratch, _NUM_TASKS.value, batch_sizes, options,
                                         _RETRAIN_RTOL.value)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("interpolation", _WORKDIR.value))))
+    except trained.MissingCheckpoints as e:  # no scratch folder: --retrain=false
+        raise cli.UsageError(e.retraining_off())
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
 

@@ -24,8 +24,9 @@ def main(overrides, stop):
     config = cli.load_config(_CONFIG.value, overrides)
     if "landscape" not in config:
         raise cli.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
+    scratch = cli.check_workdir(_SCRATCH.value, create=False, flag="--scratch") if _SCRATCH.value else None
     try:
-        analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], _SCRATCH.value)
+        analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], scratch)
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
     print(landscape.format_landscape(analysis))

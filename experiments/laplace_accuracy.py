@@ -25,10 +25,18 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    result = laplace_accuracy.measure(_DIM.value, _CONTEXT_LEN.value, _NOISE_STD.value, _NUM_SEQUENCES.value,
-                                      _REFERENCE_SAMPLES.value,
-                                      tuple((int(n), _BURN_IN.value) for n in _NUM_SAMPLES.value), _SEED.value)
-    write_json(_OUT.value, result)
+    for flag, minimum in ((_DIM, 1), (_CONTEXT_LEN, 2), (_NUM_SEQUENCES, 1), (_REFERENCE_SAMPLES, 1),
+                          (_BURN_IN, 0)):  # K = 1 is the empty prefix alone: its predictions are exactly 0
+        cli.at_least(flag, minimum)
+    if not 0 <= _SEED.value < 2**31:
+        raise cli.UsageError(f"--seed={_SEED.value}; allowed: an integer in [0, 2^31)")
+    noise_std = cli.positive_float(_NOISE_STD)
+    num_samples = cli.int_list(_NUM_SAMPLES, minimum=1)
+    out = cli.check_output_file(_OUT.value)
+    result = laplace_accuracy.measure(_DIM.value, _CONTEXT_LEN.value, noise_std, _NUM_SEQUENCES.value,
+                                      _REFERENCE_SAMPLES.value, tuple((n, _BURN_IN.value) for n in num_samples),
+                                      _SEED.value)
+    write_json(out, result)
     print(_OUT.value)
 
 

@@ -34,13 +34,18 @@ def main(overrides, stop):
     del stop
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
-    scratch = Path(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)) if _RETRAIN.value else None
+    cli.at_least(_NUM_SAMPLES, 1)
+    cli.at_least(_BURN_IN, 0)
+    scratch = (cli.check_workdir(str(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)), create=False,
+                                 flag="--scratch") if _RETRAIN.value else None)
     try:
-        batch_sizes = [int(b) for b in _BATCH_SIZE.value] if _BATCH_SIZE.value else None
+        batch_sizes = cli.int_list(_BATCH_SIZE, minimum=1)
         laplace_comparison.run_laplace_comparison(Path(_WORKDIR.value), scratch, _NUM_TASKS.value, batch_sizes,
                                                   _NUM_SAMPLES.value, _BURN_IN.value, _RETRAIN_RTOL.value)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("laplace_comparison", _WORKDIR.value))))
+    except trained.MissingCheckpoints as e:  # no scratch folder: --retrain=false
+        raise cli.UsageError(e.retraining_off())
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
 

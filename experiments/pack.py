@@ -30,6 +30,7 @@ def main(overrides, stop):
         written = transport.unpack(_UNPACK.value, workdir)
         print(f"unpacked {len(written)} file(s) into {workdir}")
         return
+    cli.at_least(_MAX_PARTS, 1)
     workdir = cli.check_workdir(_WORKDIR.value, create=False, must_exist=True)
     out = cli.check_workdir(_OUT.value, flag="--out")
     paths = transport.pack_results(workdir, out)

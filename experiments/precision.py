@@ -11,8 +11,6 @@ should show: for every M, |mean(fast) − mean(float32)| well under the float32 
 if not, the fast path changes the science and the paper's sweeps stay on float32.
 """
 
-from pathlib import Path
-
 from absl import flags
 
 from icl_regression import cli, precision
@@ -37,7 +35,8 @@ _OUT = flags.DEFINE_string("out", "results/precision", "Folder for the JSON reco
 
 def _spec() -> precision.PrecisionSpec:
     model = model_size(_SIZE.value)
-    model.update({k: v for k, v in (("num_layers", _NUM_LAYERS.value), ("d_model", _D_MODEL.value)) if v})
+    model.update({k: v for k, v in (("num_layers", _NUM_LAYERS.value), ("d_model", _D_MODEL.value))
+                  if v is not None})
     steps = _STEPS.value
     base = RunConfig().replace(
         data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value}, model=model,
@@ -46,7 +45,7 @@ def _spec() -> precision.PrecisionSpec:
               "batch_size": min(1024, _EVAL_SEQUENCES.value), "num_bootstrap": 0},
         checkpoint={"interval": steps})
     return precision.PrecisionSpec(base, tuple(parse_num_tasks(m) for m in _NUM_TASKS.value),
-                                   tuple(int(s) for s in _SEEDS.value), _FAST_PATH.value)
+                                   tuple(cli.int_list(_SEEDS, minimum=0) or ()), _FAST_PATH.value)
 
 
 def main(overrides, stop):
@@ -57,11 +56,12 @@ def main(overrides, stop):
         spec = _spec()
     except ValueError as e:  # ConfigError included
         raise cli.UsageError(str(e))
+    workdir, out = cli.check_workdir(_WORKDIR.value), cli.check_workdir(_OUT.value, flag="--out")
     record = precision.run_precision_check(
-        spec, Path(_WORKDIR.value),
+        spec, workdir,
         lambda path, p: print(f"{path}: step {p.step}/{p.total_steps}, {p.steps_per_second:.1f} steps/s", flush=True),
-        save=lambda partial: precision.write_record(partial, Path(_OUT.value)))  # the float32 half, kept if cut off
-    path = precision.write_record(record, Path(_OUT.value))
+        save=lambda partial: precision.write_record(partial, out))  # the float32 half, kept if cut off
+    path = precision.write_record(record, out)
     print(precision.format_table(record))
     print(f"written: {path}")
 

@@ -43,16 +43,34 @@ def main(overrides, stop):
     if overrides:
         raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
     if _TABLE.value:
-        print(roofline.markdown_table([store.read_json(p) for p in sorted(Path(_OUT.value).glob("*.json"))]))
+        out = cli.check_workdir(_OUT.value, create=False, must_exist=True, flag="--out")
+        records = [r for r in (store.read_json(p) for p in sorted(out.glob("*.json")))
+                   if isinstance(r, dict) and str(r.get("kind", "")).startswith("prediction")]
+        if not records:
+            raise cli.UsageError(f"--out={out} holds no roofline records; allowed: a folder of the JSON records this "
+                                 "script writes, e.g. results/roofline")
+        print(roofline.markdown_table(records))
         return
-    for path in _PATHS.value:
-        cfg = RunConfig().replace(model={**model_size(_SIZE.value), **fast_path_overrides(path)},
-                                  train={"batch_size": _BATCH_SIZE.value})
+    cli.at_least(_ENSEMBLE_SIZE, 1)
+    cli.at_least(_STEPS_PER_CALL, 2)
+    out = cli.check_workdir(_OUT.value, flag="--out")
+    hlo_dir = cli.check_workdir(_HLO_DIR.value, flag="--hlo_dir") if _HLO_DIR.value else None
+    target = Path(_TARGET.value)
+    if not target.is_file():
+        raise cli.UsageError(f"--target={target}: {'no such file' if not target.exists() else 'not a file'}; "
+                             f"allowed: an XLA GPU target description, e.g. {DEFAULT_TARGET}")
+    cfgs = {path: RunConfig().replace(model={**model_size(_SIZE.value), **fast_path_overrides(path)},
+                                      train={"batch_size": _BATCH_SIZE.value})
+            for path in _PATHS.value}  # a bad label fails here, before anything compiles
+    try:
+        roofline.abstract_device(target)
+    except RuntimeError as e:  # no CUDA plugin: the message says what to install
+        raise cli.UsageError(str(e)) from None
+    for path, cfg in cfgs.items():
         name = f"{_SIZE.value}_B{_BATCH_SIZE.value}_E{_ENSEMBLE_SIZE.value}_{path}"
-        hlo_out = Path(_HLO_DIR.value) / f"{name}.hlo" if _HLO_DIR.value else None
-        record = roofline.roofline_record(cfg, _ENSEMBLE_SIZE.value, _STEPS_PER_CALL.value, Path(_TARGET.value),
-                                          hlo_out)
-        store.write_json(Path(_OUT.value) / f"{name}.json", record)
+        hlo_out = hlo_dir / f"{name}.hlo" if hlo_dir else None
+        record = roofline.roofline_record(cfg, _ENSEMBLE_SIZE.value, _STEPS_PER_CALL.value, target, hlo_out)
+        store.write_json(out / f"{name}.json", record)
         print(roofline.format_line(name, record), flush=True)
 
 

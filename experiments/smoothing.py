@@ -31,7 +31,7 @@ def main(overrides, stop):
     try:
         options = smoothing.SmoothingOptions(_GRID_MIN.value, _GRID_MAX.value, _GRID_POINTS.value,
                                              _REFINEMENTS.value, _SEARCH_SEQUENCES.value)
-        batch_sizes = [int(b) for b in _BATCH_SIZE.value] if _BATCH_SIZE.value else None
+        batch_sizes = cli.int_list(_BATCH_SIZE, minimum=1)
         smoothing.run_smoothing(Path(_WORKDIR.value), _NUM_TASKS.value, batch_sizes, options)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("smoothing", _WORKDIR.value))))

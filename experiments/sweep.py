@@ -40,6 +40,7 @@ _FIGURE = flags.DEFINE_bool("figure", True, "Write the sweep, dynamics and per-p
 
 
 def main(overrides, stop: stopping.Stop):
+    _check_process_flags()
     if _STOP_AFTER.value:
         stop.set_deadline(stopping.parse_duration(_STOP_AFTER.value))
     if _SUMMARIZE.value:
@@ -52,7 +53,12 @@ def main(overrides, stop: stopping.Stop):
 
     shard = sweep.parse_shard(_SHARD.value) if _SHARD.value else None
     if _MULTIHOST.value:
-        shard = parallel.initialize_multihost(shard, **_multihost_args())
+        try:
+            shard = parallel.initialize_multihost(shard, **_multihost_args())
+        except ValueError as e:  # jax's: no cluster environment it knows, or arguments it refuses
+            raise cli.UsageError(f"--multihost: jax.distributed.initialize() failed ({str(e).rstrip('.')}); outside "
+                                 "a cluster jax detects (SLURM, Open MPI, Cloud TPU, ...) pass "
+                                 "--coordinator_address=host:port, --num_processes and --process_id") from None
     finished = sweep.run_sweep(config, workdir, shard, _CELLS.value, _MAX_GROUP.value, _DRY_RUN.value,
                                placement_fn=parallel.placement_for_group, stop=stop, extend=_EXTEND.value)
     if finished:
@@ -61,6 +67,22 @@ def main(overrides, stop: stopping.Stop):
         _report(results.summarize(workdir, sweep.run_dirs(config, workdir)), workdir)
     elif stop:
         print(f"[sweep] resume with: {cli.rerun_command()}")
+
+
+def _check_process_flags() -> None:
+    """Flags that would otherwise be ignored, or fail inside jax, are refused before anything runs."""
+    given = [f"--{f.name}" for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is not None]
+    if given and not _MULTIHOST.value:
+        raise cli.UsageError(f"{', '.join(given)} without --multihost would be ignored; allowed: with --multihost "
+                             "only (a single-host sweep splits its grid with --shard=i/n)")
+    cli.at_least(_NUM_PROCESSES, 1)
+    cli.at_least(_PROCESS_ID, 0)
+    if None not in (_NUM_PROCESSES.value, _PROCESS_ID.value) and _PROCESS_ID.value >= _NUM_PROCESSES.value:
+        raise cli.UsageError(f"--process_id={_PROCESS_ID.value}; allowed: 0 <= process_id < --num_processes="
+                             f"{_NUM_PROCESSES.value}")
+    if _SHARD.value and _CELLS.value:
+        raise cli.UsageError(f"--shard={_SHARD.value} with --cells: --cells names exactly the cells to train, so the "
+                             "shard would be ignored; allowed: one of the two")
 
 
 def _multihost_args() -> dict:

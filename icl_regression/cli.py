@@ -14,6 +14,7 @@ No jax at import: the entry points install the signal handlers before anything s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shlex
 import stat
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from icl_regression import stopping
 from icl_regression.config import ConfigError, RunConfig, config_file, suggest
@@ -82,6 +83,9 @@ def load_config(spec: str | None, overrides: Sequence[tuple[str, str]] = ()) -> 
         raise UsageError("--config is required: a config file, e.g. --config=experiments/configs/cpu_demo.py")
     path_text, _, variant = spec.partition(":")
     built = _call_get_config(Path(path_text), variant, spec)
+    if not (hasattr(built, "to_dict") or isinstance(built, Mapping)):
+        raise UsageError(f"--config={spec}: get_config() in {path_text} returned {type(built).__name__}; it must "
+                         "return a config mapping (ConfigDict or dict)")
     config = built.to_dict() if hasattr(built, "to_dict") else dict(built)
     for name, text in overrides:
         _override(config, name, text)
@@ -201,6 +205,43 @@ def _scalar(text: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Flag values (absl checks the type, not the range): each takes the flag's holder, so the message names the flag.
+
+def at_least(flag, minimum: int) -> int | None:
+    """The value of integer `flag` (None stays None: a default chosen later); a UsageError if it is below
+    `minimum`."""
+    if flag.value is not None and flag.value < minimum:
+        raise UsageError(f"--{flag.name}={flag.value}; allowed: an integer >= {minimum}")
+    return flag.value
+
+
+def positive_float(flag) -> float:
+    """The value of float `flag`; a UsageError unless it is finite and > 0."""
+    if not (math.isfinite(flag.value) and flag.value > 0):
+        raise UsageError(f"--{flag.name}={flag.value}; allowed: a finite float > 0")
+    return flag.value
+
+
+def int_list(flag, minimum: int | None = None) -> list[int] | None:
+    """The items of list `flag` as ints (None if unset or empty); a UsageError naming the first item that is not an
+    integer (>= `minimum`)."""
+    if not flag.value:
+        return None
+    bound = "" if minimum is None else f" >= {minimum}"
+    out = []
+    for item in flag.value:
+        try:
+            value = int(item)
+        except ValueError:
+            value = None
+        if value is None or (minimum is not None and value < minimum):
+            raise UsageError(f"--{flag.name}={','.join(flag.value)}: {item!r} is not an integer{bound}; allowed: a "
+                             f"comma-separated list of integers{bound}")
+        out.append(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Workdir, compilation cache, logs.
 
 def check_workdir(text: str | None, create: bool = True, must_exist: bool = False, flag: str = "--workdir") -> Path:
@@ -225,6 +266,23 @@ def check_workdir(text: str | None, create: bool = True, must_exist: bool = Fals
             pass
     except OSError as e:
         raise UsageError(f"{flag}={text} is not writable: {e.strerror} ({e.filename or path})") from None
+    return path
+
+
+def check_output_file(text: str | None, flag: str = "--out") -> Path:
+    """The path of a file to write, its folder created and checked writable (`check_workdir`); a one-line
+    UsageError if it is a folder or lies under a regular file."""
+    if not text:
+        raise UsageError(f"{flag} is required: the file to write")
+    path = Path(text)
+    if path.is_dir():
+        raise UsageError(f"{flag}={text} is a folder; allowed: the path of a file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{flag}={text} lies under the regular file {parent}; allowed: a file in a folder")
+            break
+    check_workdir(str(path.parent), flag=flag)
     return path
 
 
@@ -268,6 +326,11 @@ def _parse_flags(argv: list[str]) -> list[tuple[str, str]]:
 
     if any(arg in ("--help", "-h", "--helpshort", "-?") for arg in argv[1:]):
         app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # help is not an error: exit 0
+    if "--helpfull" in argv[1:]:
+        app.usage(shorthelp=False, writeto_stdout=True, exitcode=0)
+    if "--helpxml" in argv[1:]:
+        flags.FLAGS.write_help_in_xml_format(sys.stdout)
+        sys.exit(0)
     try:
         rest, overrides = split_config_overrides(argv)
         remaining = flags.FLAGS(rest)

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 INFINITE_TASKS = 0  # num_tasks = 0 (or "inf") means a fresh Gaussian task per sequence.
+MAX_NUM_TASKS = 2**31 - 1  # M is an int32 on device (pool indices, the data stream's keys)
 
 MODEL_SIZES = {  # (num_layers, d_model, num_heads) of the study's models.
     "small": (4, 64, 2),
@@ -58,6 +59,8 @@ def parse_num_tasks(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"data.num_tasks={value!r} has type {type(value).__name__}; allowed: int >= 0 or 'inf'")
     _require(value >= 0, f"data.num_tasks={value} is negative; allowed: an integer M >= 1, or 0 / 'inf' for M = ∞")
+    _require(value <= MAX_NUM_TASKS, f"data.num_tasks={value} is too large; allowed: an integer M <= 2^31 - 1 "
+             "(M is an int32 on device), or 0 / 'inf' for M = ∞")
     return value
 
 
@@ -87,9 +90,9 @@ class DataConfig:
         _require(_is_int(self.dim) and self.dim >= 1, f"data.dim={self.dim!r}; allowed: an integer D >= 1")
         _require(_is_int(self.context_len) and self.context_len >= 1,
                  f"data.context_len={self.context_len!r}; allowed: an integer K >= 1")
-        _require(self.noise_std > 0, f"data.noise_std={self.noise_std!r}; allowed: a float > 0 (the Bayes "
-                 "estimators and the dMMSE likelihood need noise)")
-        _require(self.task_scale > 0, f"data.task_scale={self.task_scale!r}; allowed: a float > 0")
+        _require(0 < self.noise_std < math.inf, f"data.noise_std={self.noise_std!r}; allowed: a finite float > 0 "
+                 "(the Bayes estimators and the dMMSE likelihood need noise)")
+        _require(0 < self.task_scale < math.inf, f"data.task_scale={self.task_scale!r}; allowed: a finite float > 0")
         _require(self.task_prior in TASK_PRIORS,
                  f"data.task_prior={self.task_prior!r}; allowed: {', '.join(map(repr, TASK_PRIORS))}")
 
@@ -203,10 +206,15 @@ class TrainConfig:
         _require(_is_int(self.steps) and self.steps >= 1, f"train.steps={self.steps!r}; allowed: an integer >= 1")
         _require(_is_int(self.batch_size) and self.batch_size >= 1,
                  f"train.batch_size={self.batch_size!r}; allowed: an integer >= 1")
-        _require(self.learning_rate > 0, f"train.learning_rate={self.learning_rate!r}; allowed: a float > 0")
+        _require(0 < self.learning_rate < math.inf,
+                 f"train.learning_rate={self.learning_rate!r}; allowed: a finite float > 0")
         _require(self.schedule in SCHEDULES, f"train.schedule={self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         _require(0 <= self.warmup_fraction <= 1, f"train.warmup_fraction={self.warmup_fraction!r}; allowed: [0, 1]")
-        _require(self.weight_decay >= 0, f"train.weight_decay={self.weight_decay!r}; allowed: a float >= 0")
+        _require(0 <= self.weight_decay < math.inf,
+                 f"train.weight_decay={self.weight_decay!r}; allowed: a finite float >= 0")
+        for name in ("adam_b1", "adam_b2"):  # decay rates of Adam's moment averages
+            _require(0 <= getattr(self, name) < 1, f"train.{name}={getattr(self, name)!r}; allowed: a float in [0, 1)")
+        _require(0 < self.adam_eps < math.inf, f"train.adam_eps={self.adam_eps!r}; allowed: a finite float > 0")
         _require(_is_int(self.seed) and 0 <= self.seed < 2**31,
                  f"train.seed={self.seed!r}; allowed: an integer in [0, 2^31)")
         _require(_is_int(self.steps_per_call) and self.steps_per_call >= 1,

@@ -30,7 +30,7 @@ import numpy as np
 
 from icl_regression import names, rng, tasks, trained
 from icl_regression.axes import seed_stats
-from icl_regression.config import RunConfig, num_tasks_label
+from icl_regression.config import ConfigError, RunConfig, num_tasks_label
 from icl_regression.model import Transformer
 from icl_regression.store import StoreError, iter_runs
 
@@ -173,12 +173,16 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
             runs[run.name] = {**{k: summary[k] for k in ("name", "num_tasks", "seed", "batch_size", "steps",
                                                              "status")}, "dir": run.dir}
     pairs = sweep_pairs(list(runs.values()), budget)
-    if num_tasks is not None:
-        pairs = [p for p in pairs if p["kind"] == "infinite_vs_infinite" or p["a"]["num_tasks"] in set(num_tasks)]
-    if finite_seeds is not None:
-        pairs = [p for p in pairs if p["kind"] == "infinite_vs_infinite" or p["a"]["seed"] in set(finite_seeds)]
     if not any(p["kind"] == "finite_vs_infinite" for p in pairs):
         raise StoreError(f"no finished finite-M and M = ∞ runs at B={budget[0]}, N={budget[1]} under {workdir}")
+    for name, wanted, key in (("num_tasks", num_tasks, "num_tasks"), ("finite_seeds", finite_seeds, "seed")):
+        if wanted is None:
+            continue
+        there = sorted({p["a"][key] for p in pairs if p["kind"] == "finite_vs_infinite"})
+        pairs = [p for p in pairs if p["kind"] == "infinite_vs_infinite" or p["a"][key] in set(wanted)]
+        if not any(p["kind"] == "finite_vs_infinite" for p in pairs):
+            raise ConfigError(f"landscape.{name}={list(wanted)} matches no finished finite-M run (with an M = ∞ run) "
+                              f"at B={budget[0]}, N={budget[1]} under {workdir}; allowed: values among {there}")
     needed = sorted({p[end]["name"] for p in pairs for end in ("a", "b")})
     cells = {c.name: c for c in trained.sweep_cells(workdir)}
     missing = [n for n in needed if n not in cells]
@@ -249,7 +253,11 @@ def run_landscape(workdir: Path, section: Mapping[str, Any], scratch: Path | Non
     from icl_regression.training_experiments import write_analysis  # numpy only
 
     section = dict(section)
-    budget = tuple(section.pop("budget"))
+    budget = section.pop("budget")
+    if not (isinstance(budget, (list, tuple)) and len(budget) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in budget)):
+        raise ConfigError(f"landscape.budget={budget!r}; allowed: two integers >= 1 (batch size, steps), e.g. 64,10000")
+    budget = tuple(budget)
     num_tasks = section.pop("num_tasks", None)
     finite_seeds = section.pop("finite_seeds", None)
     analysis = sweep_landscape(workdir, budget, scratch, LandscapeSettings(**section),

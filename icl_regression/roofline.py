@@ -202,9 +202,9 @@ def abstract_device(target_config: Path):
     """A sharding on an abstract GPU described by `target_config` (the tool's target_h100.txtpb)."""
     from jax.experimental import topologies
 
+    text = Path(target_config).read_text()  # a missing file is not a missing plugin
     try:
-        topology = topologies.get_topology_desc(platform="cuda", topology="1x1x1",
-                                                target_config=Path(target_config).read_text())
+        topology = topologies.get_topology_desc(platform="cuda", topology="1x1x1", target_config=text)
     except Exception as e:  # no CUDA plugin: the message says what to install
         version = jax.__version__
         raise RuntimeError(f"cannot compile for a CUDA target ({type(e).__name__}: {e}); install the CUDA plugin "

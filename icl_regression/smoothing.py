@@ -12,6 +12,7 @@ parameters; rebuilding the sets is checked by recomputing the stored dMMSE and r
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,12 +36,16 @@ class SmoothingOptions:
     search_sequences: int = 0  # T_true sequences of the search set (0: the run's eval.num_sequences)
 
     def __post_init__(self):
-        if not (0 < self.grid_min < self.grid_max):
-            raise ValueError(f"grid_min={self.grid_min!r}, grid_max={self.grid_max!r}; allowed: 0 < min < max")
+        if not (0 < self.grid_min < self.grid_max < math.inf):
+            raise ValueError(f"grid_min={self.grid_min!r}, grid_max={self.grid_max!r}; allowed: 0 < min < max, "
+                             "both finite")
         if not (isinstance(self.grid_points, int) and self.grid_points >= 3):
             raise ValueError(f"grid_points={self.grid_points!r}; allowed: an integer >= 3")
         if not (isinstance(self.refinements, int) and self.refinements >= 0):
             raise ValueError(f"refinements={self.refinements!r}; allowed: an integer >= 0")
+        if not (isinstance(self.search_sequences, int) and self.search_sequences >= 0):
+            raise ValueError(f"search_sequences={self.search_sequences!r}; allowed: an integer >= 0 (0: as many as "
+                             "the runs' evaluation sets)")
 
 
 def _loss(data, name, xs, ys, pool, batch_size, **options) -> np.ndarray:

@@ -27,10 +27,16 @@ class StoreError(RuntimeError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see the old file or the new one, never a partial one."""
+    """Writes `data` to `path` so that readers see the old file or the new one, never a partial one; a StoreError
+    naming the path if it cannot be written there (a folder in its place, a file where a folder should be)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise StoreError(f"cannot write {path}: it is a folder; allowed: a file path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {_why_not_writable(path, e)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -40,6 +46,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _why_not_writable(path: Path, error: OSError) -> str:
+    """The regular file that stands where a folder of `path` should be, else the system's reason."""
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a regular file; allowed: a path in a folder"
+    return f"{error.strerror} ({error.filename or path})"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -43,6 +43,24 @@ class ParamsError(StoreError):
     StoreError: the entry points report it on one line)."""
 
 
+class MissingCheckpoints(ParamsError):
+    """Runs lack the checkpoint of their last step and no scratch folder was given to retrain them in."""
+
+    def __init__(self, cells: Sequence[sweep.Cell]):
+        self.cells = list(cells)
+        super().__init__(f"{self._what()}: pass a scratch folder (--scratch) to retrain them there, "
+                         "deterministically and verified against the stored metrics")
+
+    def _what(self) -> str:
+        return (f"{len(self.cells)} run(s) have no checkpoint of their last step (e.g. {self.cells[0].run_dir}; "
+                "checkpoints are not committed)")
+
+    def retraining_off(self) -> str:
+        """The message for an entry point whose retraining was turned off (--retrain=false)."""
+        return (f"{self._what()} and retraining is off (--retrain=false): --retrain=true (with --scratch, or its "
+                "default folder) would retrain them there, deterministically and verified against the stored metrics")
+
+
 @dataclasses.dataclass
 class TrainedRun:
     name: str
@@ -89,8 +107,10 @@ def select_cells(cells: Sequence[sweep.Cell], num_tasks: Sequence | None = None,
               and (batch_sizes is None or c.config.train.batch_size in set(batch_sizes))
               and not (finite_only and c.config.data.num_tasks == INFINITE_TASKS)]
     if not chosen:
-        available = sorted({(num_tasks_label(c.config.data.num_tasks), c.config.train.batch_size) for c in done})
-        raise ValueError(f"no finished run with M in {num_tasks or 'any'} and batch in {batch_sizes or 'any'}; "
+        listed = [c for c in done if not (finite_only and c.config.data.num_tasks == INFINITE_TASKS)]
+        available = sorted({(num_tasks_label(c.config.data.num_tasks), c.config.train.batch_size) for c in listed})
+        only = "; this analysis takes finite M only" if finite_only else ""
+        raise ValueError(f"no finished run with M in {num_tasks or 'any'} and batch in {batch_sizes or 'any'}{only}; "
                          f"finished (M, batch): {available}")
     return chosen
 
@@ -204,14 +224,13 @@ def load_trained(workdir: Path, cells: Sequence[sweep.Cell], scratch: Path | Non
     From the run's own checkpoint of its last step when there is one; otherwise retrained into `scratch`
     (`retrain_groups`). Without a scratch folder a missing checkpoint is a ParamsError that says what to run.
     """
+    if not (math.isfinite(rtol) and rtol >= 0):  # NaN would accept any deviation
+        raise ValueError(f"--retrain_rtol={rtol}; allowed: a finite float >= 0 (0: every record exactly equal)")
     missing = [c for c in cells if not _has_final_checkpoint(c)]
     retrained = {}
     if missing:
         if scratch is None:
-            raise ParamsError(
-                f"{len(missing)} run(s) have no checkpoint of their last step (e.g. {missing[0].run_dir}; "
-                "checkpoints are not committed): pass a scratch folder (--scratch) to retrain them there, "
-                "deterministically and verified against the stored metrics")
+            raise MissingCheckpoints(missing)
         retrained = retrain_groups(workdir, missing, Path(scratch), rtol, print_fn)
     runs = []
     for cell in cells:

@@ -13,6 +13,7 @@ from those files (plotting_experiments).
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -149,9 +150,12 @@ def format_budgets(analysis: Mapping) -> str:
 
 def _fmt(est: Mapping) -> str:
     x, (lo, hi) = est["log2_num_tasks"], est["interval"]
-    if x is None or not math.isfinite(x):
+    if x is None or math.isnan(x):
         return "not located"
-    return f"log2 M* = {x:5.2f} (M* ≈ {2**x:7.1f})  95% [{lo:.2f}, {hi:.2f}]"
+    interval = f"95% [{results.format_log2(lo)}, {results.format_log2(hi)}]"
+    if not math.isfinite(x):
+        return f"M* {results.format_log2(x)}  {interval}"
+    return f"log2 M* = {x:5.2f} (M* ≈ {2**x:7.1f})  {interval}"
 
 
 # --- Dimension (Fig. 6). ---
@@ -296,6 +300,11 @@ def run_analysis(name: str, workdir: Path, num_replicates: int | None = None) ->
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(ANALYSES)}")
     axis_names, analyse, _ = ANALYSES[name]
     rows = axes.load_rows(workdir, axis_names)
+    settings = sorted({tuple(r["axes"][a] for a in axis_names) for r in rows})
+    if axis_names and not any(sum(x != y for x, y in zip(a, b)) == 1 for a, b in itertools.combinations(settings, 2)):
+        found = "; ".join(", ".join(f"{a}={v}" for a, v in zip(axis_names, s)) for s in settings[:4])
+        raise ValueError(f"the {name} analysis compares runs that differ in one of {', '.join(axis_names)}, the "
+                         f"others fixed; the finished runs under {workdir} have {len(settings)} setting(s): {found}")
     analysis = analyse(rows, Path(workdir), num_replicates)
     write_analysis(workdir, name, analysis)
     return analysis

@@ -75,6 +75,21 @@ def test_benchmark_main_writes_a_complete_record(tmp_path):
         2 * record["copy"]["num_bytes"] / record["copy"]["copy_s"])  # read + write, per call
 
 
+@pytest.mark.parametrize("flags, said", [
+    (["--ensemble_size=0"], "--ensemble_size=0; allowed: an integer >= 1"),
+    (["--steps_per_call=0"], "--steps_per_call=0; allowed: an integer >= 1"),
+    (["--repeats=-1"], "--repeats=-1; allowed: an integer >= 1"),
+    (["--dmmse_tasks=4", "--dmmse_sequences=0"], "--dmmse_sequences=0; allowed: an integer >= 1"),
+    (["--dmmse_tasks=-1"], "--dmmse_tasks=-1; allowed: an integer >= 0"),
+])
+def test_benchmark_refuses_bad_sizes_before_timing(tmp_path, flags, said):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "benchmark.py"), *TINY_FLAGS, *flags,
+                             f"--out={tmp_path}"], cwd=REPO_ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr == f"benchmark.py: error: {said}\n", result.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
 def test_benchmark_hands_over_each_stage_as_it_is_measured(tiny_config):
     """A run cut off by a time limit keeps what it measured: the float32 group and the reference with the copy rate
     first, then the record again after each fast path (a failing one recorded as such), then the complete one."""

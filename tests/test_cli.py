@@ -80,6 +80,85 @@ def test_pack_bad_input_is_one_line(tmp_path):
     assert "--workdir=" in result.stderr and "does not exist" in result.stderr
 
 
+def _bad_flags(tmp_path):
+    """Flags that each entry point must refuse before any work: case → (script, args, what the one line says)."""
+    a_file = tmp_path / "a_file"  # written by the test
+    missing = f"--workdir={tmp_path / 'no_sweep'}"
+    landscape = "--config=experiments/configs/landscape.py:cpu"
+    return {
+        # A file where an output folder is expected: refused up front, or named by the store.
+        "figure out is a file": ("figures/smoothing.py", [f"--workdir={REPO / 'results' / 'cpu_reference'}",
+                                                          f"--out={a_file}"],
+                                 rf"cannot write {a_file}/smoothing\.png: {a_file} is a regular file"),
+        "json out under a file": ("laplace_accuracy.py", [f"--out={a_file}/x.json"],
+                                  rf"--out={a_file}/x\.json lies under the regular file {a_file}"),
+        "json out is a folder": ("laplace_accuracy.py", [f"--out={tmp_path}"], r"is a folder; allowed: the path of"),
+        "benchmark out is a file": ("benchmark.py", [f"--out={a_file}"], rf"--out={a_file} is the regular file"),
+        "precision workdir is a file": ("precision.py", [f"--workdir={a_file}", f"--out={tmp_path / 'o'}"],
+                                        rf"--workdir={a_file} is the regular file"),
+        "precision out is a file": ("precision.py", [f"--workdir={tmp_path / 'w'}", f"--out={a_file}"],
+                                    rf"--out={a_file} is the regular file"),
+        # A file as the scratch folder for retrained runs.
+        "landscape scratch": ("landscape.py", [landscape, missing, f"--scratch={a_file}"], r"--scratch=.* is the "),
+        "interpolation scratch": ("interpolation.py", [missing, f"--scratch={a_file}/sub"], r"--scratch=.* lies under"),
+        "laplace scratch": ("laplace_comparison.py", [missing, f"--scratch={a_file}"], r"--scratch=.* is the regular"),
+        # laplace_accuracy.py: every numeric flag.
+        "dim": ("laplace_accuracy.py", ["--dim=0"], r"--dim=0; allowed: an integer >= 1"),
+        "context_len": ("laplace_accuracy.py", ["--context_len=1"], r"--context_len=1; allowed: an integer >= 2"),
+        "noise_std 0": ("laplace_accuracy.py", ["--noise_std=0"], r"--noise_std=0\.0; allowed: a finite float > 0"),
+        "noise_std inf": ("laplace_accuracy.py", ["--noise_std=inf"], r"--noise_std=inf; allowed: a finite float"),
+        "num_sequences": ("laplace_accuracy.py", ["--num_sequences=0"], r"--num_sequences=0; allowed"),
+        "reference_samples": ("laplace_accuracy.py", ["--reference_samples=-1"], r"--reference_samples=-1; allowed"),
+        "num_samples": ("laplace_accuracy.py", ["--num_samples=2000,0"], r"--num_samples=2000,0: '0' is not an "
+                                                                          r"integer >= 1"),
+        "burn_in": ("laplace_accuracy.py", ["--burn_in=-1"], r"--burn_in=-1; allowed: an integer >= 0"),
+        "seed": ("laplace_accuracy.py", ["--seed=-1"], r"--seed=-1; allowed: an integer in \[0, 2\^31\)"),
+        # sweep.py: the multi-host flags and --shard with --cells.
+        "multihost outside a cluster": ("sweep.py", [f"--config={CPU_DEMO}", missing, "--dry_run", "--multihost"],
+                                        r"--multihost: jax\.distributed\.initialize\(\) failed \(.+\); outside a "
+                                        r"cluster .* pass --coordinator_address"),
+        "num_processes 0": ("sweep.py", [f"--config={CPU_DEMO}", missing, "--multihost", "--num_processes=0"],
+                            r"--num_processes=0; allowed: an integer >= 1"),
+        "process flags alone": ("sweep.py", [f"--config={CPU_DEMO}", missing, "--dry_run", "--num_processes=2"],
+                                r"--num_processes without --multihost would be ignored"),
+        "shard with cells": ("sweep.py", [f"--config={CPU_DEMO}", missing, "--shard=0/2", "--cells=x"],
+                             r"--shard=0/2 with --cells: .* the shard would be ignored"),
+        "laplace num_samples": ("laplace_comparison.py", [missing, "--num_samples=0"],
+                                r"--num_samples=0; allowed: an integer >= 1"),
+        "laplace burn_in": ("laplace_comparison.py", [missing, "--burn_in=-1"], r"--burn_in=-1; allowed: an integer"),
+        "max_parts": ("pack.py", [missing, f"--out={tmp_path}", "--checkpoints", "--max_parts=0"],
+                      r"--max_parts=0; allowed: an integer >= 1"),
+        "num_replicates": ("analyze.py", ["--experiment=budgets", missing, "--num_replicates=1"],
+                           r"--num_replicates=1; allowed: an integer >= 2"),
+        # List flags of integers name the flag and the item.
+        "interpolation batch": ("interpolation.py", [missing, "--batch_size=abc"], r"--batch_size=abc: 'abc' is not "
+                                                                                   r"an integer >= 1"),
+        "smoothing batch": ("smoothing.py", [missing, "--batch_size=16,x"], r"--batch_size=16,x: 'x' is not"),
+        "laplace batch": ("laplace_comparison.py", [missing, "--batch_size=abc"], r"--batch_size=abc: 'abc'"),
+        "precision seeds": ("precision.py", ["--seeds=a,b"], r"--seeds=a,b: 'a' is not an integer >= 0"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_flags(Path("/nonexistent"))))
+def test_bad_flags_are_one_line_with_exit_code_2_before_any_work(tmp_path, case):
+    entry, args, pattern = _bad_flags(tmp_path)[case]
+    (tmp_path / "a_file").write_text("x")
+    result = run([str(REPO / "experiments" / entry), *args], timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"{Path(entry).name}: error: "), result.stderr[-2000:]
+    assert re.search(pattern, lines[0]), lines[0]
+    assert not list(tmp_path.rglob("*.json")) and not (tmp_path / "no_sweep").exists()  # nothing ran
+
+
+def test_a_config_file_that_builds_no_mapping_is_named(tmp_path):
+    five = tmp_path / "five.py"
+    five.write_text("def get_config():\n    return 5\n")
+    with pytest.raises(cli.UsageError, match=rf"get_config\(\) in {five} returned int; it must return a config "
+                                              r"mapping \(ConfigDict or dict\)"):
+        cli.load_config(str(five))
+
+
 # Every other entry point that reads a results folder: (script, extra args). A missing folder must be one line.
 READERS = [("figures/sweep.py", []), ("figures/dynamics.py", []), ("figures/per_position.py", []),
            ("figures/all.py", []), ("figures/interpolation.py", []), ("figures/smoothing.py", []),
@@ -271,6 +350,9 @@ def test_a_train_py_folder_can_be_summarised_and_drawn(tmp_path):
 def test_help_shows_the_examples_unmangled():
     result = run([script("train.py"), "--help"])
     assert result.returncode == 0
+    for flag, text in (("--helpfull", "--config"), ("--helpxml", "<AllFlags>")):  # help is not an error either
+        full = run([script("train.py"), flag])
+        assert full.returncode == 0 and text in full.stdout, (flag, full.stderr[-2000:])
     assert ("python experiments/train.py --config=experiments/configs/cpu_reference.py --workdir=runs/single "
             "--config.data.num_tasks=8") in result.stdout
     assert not re.search(r"\S {4,}--config", result.stdout)  # no backslash-newline turned into a run of spaces

@@ -28,6 +28,17 @@ from icl_regression.config import ConfigError, run_config_from_dict
     ("train", "learning_rate", -1e-3),
     ("train", "warmup_fraction", 1.5),
     ("train", "ensemble_strategy", "pmap"),
+    ("train", "learning_rate", float("inf")),  # every float that is checked must also be finite
+    ("train", "weight_decay", float("inf")),
+    ("data", "noise_std", float("inf")),
+    ("data", "task_scale", float("inf")),
+    ("train", "learning_rate", float("nan")),
+    ("train", "adam_b1", 2.0),
+    ("train", "adam_b2", -1.0),
+    ("train", "adam_b2", 1.0),
+    ("train", "adam_eps", -1.0),
+    ("train", "adam_eps", 0.0),
+    ("data", "num_tasks", 2**31),  # M is an int32 on device
     ("eval", "num_sequences", 300),  # not a multiple of the batch size 256 below
     ("eval", "interval", 0),
     ("checkpoint", "keep", 0),
@@ -79,10 +90,17 @@ def test_infinite_num_tasks_is_zero(value):
     assert run_config_from_dict({"data": {"num_tasks": value}}).data.num_tasks == config.INFINITE_TASKS == 0
 
 
-@pytest.mark.parametrize("value, expected", [(1, 1), (4096, 4096), ("64", 64), (2.0**20, 2**20)])
+@pytest.mark.parametrize("value, expected", [(1, 1), (4096, 4096), ("64", 64), (2.0**20, 2**20),
+                                             (2**31 - 1, 2**31 - 1)])
 def test_finite_num_tasks_is_an_int(value, expected):
     num_tasks = run_config_from_dict({"data": {"num_tasks": value}}).data.num_tasks
     assert num_tasks == expected and type(num_tasks) is int
+
+
+def test_a_num_tasks_over_int32_names_the_bound():
+    with pytest.raises(ConfigError, match=r"data\.num_tasks=1000000000000 is too large; allowed: an integer M <= "
+                                          r"2\^31 - 1"):
+        run_config_from_dict({"data": {"num_tasks": 1e12}})
 
 
 def test_defaults_are_the_papers():

@@ -91,12 +91,32 @@ def test_missing_checkpoints_without_a_scratch_folder_say_what_to_run(retrained)
         trained.load_trained(bare, trained.select_cells(trained.sweep_cells(bare), ["8"], [16]), None)
     proc = subprocess.run([sys.executable, "experiments/interpolation.py", f"--workdir={bare}", "--noretrain"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "--scratch" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    assert "retraining is off (--retrain=false): --retrain=true (with --scratch" in proc.stderr  # not "pass --scratch"
+
+
+@pytest.mark.parametrize("rtol", [-1.0, float("nan"), float("inf")])
+def test_a_bad_retraining_tolerance_is_refused_before_retraining(tiny_sweep_dir, tmp_path, rtol):
+    cells = trained.select_cells(trained.sweep_cells(tiny_sweep_dir), ["2"], [16])
+    with pytest.raises(ValueError, match=rf"--retrain_rtol={rtol}; allowed: a finite float >= 0"):
+        trained.load_trained(tiny_sweep_dir, cells, tmp_path / "scratch", rtol, print_fn=lambda *a: None)
+    assert not (tmp_path / "scratch").exists()
 
 
 def test_unknown_runs_are_named(tiny_sweep_dir):
     with pytest.raises(ValueError, match=r"finished \(M, batch\)"):
         trained.select_cells(trained.sweep_cells(tiny_sweep_dir), ["3"], None)
+    with pytest.raises(ValueError, match=r"takes finite M only; finished \(M, batch\): \[\('2', 16\), \('2', 32\), "
+                                         r"\('8', 16\), \('8', 32\)\]$"):  # M = ∞ is not offered
+        trained.select_cells(trained.sweep_cells(tiny_sweep_dir), ["inf"], None, finite_only=True)
+
+
+@pytest.mark.parametrize("options, said", [({"search_sequences": -5}, r"search_sequences=-5; allowed: an integer >= 0"),
+                                           ({"grid_max": float("inf")}, r"grid_max=inf; allowed: .*both finite"),
+                                           ({"grid_min": float("nan")}, r"grid_min=nan, .*both finite")])
+def test_bad_smoothing_options_are_named(options, said):
+    with pytest.raises(ValueError, match=said):
+        smoothing.SmoothingOptions(**options)
 
 
 def test_smoothing_finds_the_best_smoothing_and_compares_the_model(tiny_sweep_dir, tmp_path):

@@ -92,6 +92,19 @@ def test_sweep_landscape_pairs_every_finite_model_with_the_infinite_one(tiny_swe
     assert {p.name for p in paths} == {"landscape.png", "landscape.pdf"}
 
 
+@pytest.mark.parametrize("change, said", [
+    ({"budget": (16,)}, r"landscape\.budget=\(16,\); allowed: two integers >= 1 \(batch size, steps\)"),
+    ({"budget": ("abc", "def")}, r"landscape\.budget=\('abc', 'def'\); allowed: two integers"),
+    ({"finite_seeds": (99,)}, r"landscape\.finite_seeds=\[99\] matches no finished finite-M run .* at B=16, N=60 "
+                              r".*; allowed: values among \[0\]"),
+    ({"num_tasks": (-3,)}, r"landscape\.num_tasks=\[-3\] matches no .*; allowed: values among \[2, 8\]"),
+], ids=["one number", "not numbers", "seed filter", "M filter"])
+def test_a_bad_budget_or_a_filter_that_matches_nothing_is_named(tiny_sweep_dir, change, said):
+    section = {"budget": (16, 60), "num_points": 5, "num_sequences": 64, "batch_size": 64, **change}
+    with pytest.raises(ValueError, match=said):
+        landscape.run_landscape(tiny_sweep_dir, section, None, print_fn=lambda *_: None)
+
+
 def test_sweep_pairs_include_the_baseline_and_mark_shared_initialisation():
     runs = [{"name": f"{m}-{s}", "num_tasks": m, "seed": s, "batch_size": 8, "steps": 10, "status": names.DONE}
             for m in (4, 0) for s in (0, 1, 2)]

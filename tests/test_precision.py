@@ -1,6 +1,8 @@
 """The precision check trains one group on two compute paths and compares the final Δ with the seed spread."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from icl_regression import names, precision
 from icl_regression.config import run_config_from_dict
 
-from conftest import TINY_SWEEP
+from conftest import REPO_ROOT, TINY_SWEEP
 
 # The tiny sweep's model and data, 40 steps, no bootstrap (one evaluator to compile per path).
 BASE = run_config_from_dict({k: v for k, v in TINY_SWEEP.items() if k != "sweep"}).replace(
@@ -47,3 +49,13 @@ def test_precision_check_needs_two_seeds_and_another_path():
         precision.PrecisionSpec(BASE, num_tasks=(2,), seeds=(0,), fast_path="bfloat16")
     with pytest.raises(ValueError, match="reference path"):
         precision.PrecisionSpec(BASE, num_tasks=(2,), seeds=(0, 1), fast_path="float32")
+
+
+@pytest.mark.parametrize("flag, said", [("--num_layers=0", "model.num_layers=0; allowed: an integer >= 1"),
+                                        ("--d_model=0", "model.d_model=0 must be a positive multiple")])
+def test_a_zero_model_size_is_refused_not_replaced_by_the_default(tmp_path, flag, said):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "precision.py"), flag,
+                             f"--workdir={tmp_path / 'w'}", f"--out={tmp_path / 'o'}"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.startswith(f"precision.py: error: {said}"), result.stderr[-2000:]
+    assert not (tmp_path / "w").exists()

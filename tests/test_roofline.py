@@ -65,3 +65,36 @@ def test_benchmark_refuses_a_missing_predictions_folder_before_timing(tmp_path):
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and f"--predictions={tmp_path / 'none'} is not a folder" in result.stderr
     assert not list(tmp_path.glob("*.json"))
+
+
+def _roofline(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "roofline.py"), *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_roofline_refuses_bad_input_before_compiling(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args, said in (([f"--target={tmp_path / 'none.txtpb'}"], f"--target={tmp_path / 'none.txtpb'}: no such file"),
+                       (["--ensemble_size=0"], "--ensemble_size=0; allowed: an integer >= 1"),
+                       (["--steps_per_call=1"], "--steps_per_call=1; allowed: an integer >= 2"),
+                       (["--table", f"--out={tmp_path / 'none'}"], f"--out={tmp_path / 'none'} does not exist"),
+                       (["--table", f"--out={tmp_path / 'empty'}"], "holds no roofline records")):
+        result = _roofline(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr[-2000:])
+        assert result.stderr.startswith("roofline.py: error: ") and said in result.stderr, result.stderr
+    table = _roofline("--table", f"--out={PREDICTIONS}")
+    assert table.returncode == 0 and table.stdout.startswith("| path |"), table.stderr[-2000:]
+
+
+def test_roofline_without_the_cuda_plugin_says_what_to_install(tmp_path):
+    target = REPO_ROOT.parent / "shared" / "tools" / "h100_roofline" / "target_h100.txtpb"
+    if not target.is_file():
+        pytest.skip(f"no H100 target description at {target}")
+    try:
+        roofline.abstract_device(target)
+        pytest.skip("this machine compiles for CUDA: nothing to refuse")
+    except RuntimeError:
+        pass
+    result = _roofline("--size=small", f"--target={target}", f"--out={tmp_path}")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "install the CUDA plugin" in result.stderr and not list(tmp_path.iterdir())

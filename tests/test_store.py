@@ -12,7 +12,7 @@ from flax import serialization
 
 from icl_regression import checkpoint, config, engine, names, results, sweep
 from icl_regression.config import ConfigError
-from icl_regression.store import RunStore, StoreError, read_json
+from icl_regression.store import RunStore, StoreError, read_json, write_json
 
 RUN = config.run_config_from_dict(TINY_CONFIG).replace(
     train={"steps": 300}, eval={"interval": 100}, checkpoint={"interval": 100, "keep": 3})
@@ -137,6 +137,19 @@ def test_a_file_that_is_not_valid_json_is_a_store_error_naming_it(tmp_path, cont
     path.write_bytes(content)
     with pytest.raises(StoreError, match=rf"^{re.escape(str(path))} is not valid JSON \(.+\); remove or restore it$"):
         read_json(path)
+
+
+def test_a_path_that_cannot_be_written_is_a_store_error_naming_it(tmp_path):
+    """A file where a folder should be, or a folder where the file should be (before: an OSError traceback)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for target in (a_file / "x.json", a_file / "sub" / "x.json"):
+        with pytest.raises(StoreError, match=rf"^cannot write {re.escape(str(target))}: {re.escape(str(a_file))} is "
+                                             "a regular file"):
+            write_json(target, {})
+    with pytest.raises(StoreError, match=rf"^cannot write {re.escape(str(tmp_path))}: it is a folder"):
+        write_json(tmp_path, {})
+    assert a_file.read_text() == "x" and [p.name for p in tmp_path.iterdir()] == ["a_file"]
 
 
 def test_a_changed_sweep_config_is_refused_naming_the_fields_unless_extended(finished_sweep):

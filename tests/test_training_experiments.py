@@ -108,6 +108,15 @@ def test_analyze_script_on_a_stored_sweep(tiny_sweep_dir, tmp_path):
     assert stored["t_star"] and {"num_tasks", "t_star_median"} <= set(stored["t_star"][0])
 
 
+@pytest.mark.parametrize("name", ["capacity", "dimension"])
+def test_an_axis_analysis_of_runs_that_do_not_vary_its_axes_is_refused(tiny_sweep_dir, name):
+    """The tiny sweep has one model size and one D: before, capacity.json was written with no series."""
+    with pytest.raises(ValueError, match=rf"the {name} analysis compares runs that differ in one of .*; the finished "
+                                         r"runs under .* have 1 setting\(s\): "):
+        training_experiments.run_analysis(name, tiny_sweep_dir)
+    assert not training_experiments.analysis_path(tiny_sweep_dir, name).exists()
+
+
 def test_analyze_script_names_a_missing_folder(tmp_path):
     proc = subprocess.run([sys.executable, "experiments/analyze.py", "--experiment=dimension",
                            f"--workdir={tmp_path / 'nowhere'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
