@@ -16,6 +16,8 @@ _CONFIG = flags.DEFINE_string("config", None, "Landscape config file, path[:vari
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep results folder (runs/).", required=True)
 _SCRATCH = flags.DEFINE_string("scratch", None, "Folder to retrain runs without checkpoints into (default: none; "
                                "then every needed run must have its final checkpoint).")
+_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
+                                   "relative tolerance of the stored ones (0: every record exactly equal).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -26,7 +28,8 @@ def main(overrides, stop):
         raise cli.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
     scratch = cli.check_workdir(_SCRATCH.value, create=False, flag="--scratch") if _SCRATCH.value else None
     try:
-        analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], scratch)
+        analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], scratch,
+                                           retrain_rtol=_RETRAIN_RTOL.value)
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
     print(landscape.format_landscape(analysis))

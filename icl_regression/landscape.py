@@ -162,10 +162,11 @@ def sweep_pairs(runs: Sequence[Mapping], budget: tuple[int, int]) -> list[dict]:
 
 def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None,
                     settings: LandscapeSettings = LandscapeSettings(), num_tasks: Sequence[int] | None = None,
-                    finite_seeds: Sequence[int] | None = None, print_fn=print) -> dict:
+                    finite_seeds: Sequence[int] | None = None, print_fn=print, retrain_rtol: float = 0.0) -> dict:
     """The landscape of every pair of a stored sweep at `budget` (`num_tasks`, `finite_seeds`: only these finite-M
     runs; every M = ∞ run is used), with final parameters from checkpoints or regenerated into `scratch` and verified
-    (trained.load_trained: the runs' compiled groups retrained, their metrics equal to the stored ones)."""
+    (trained.load_trained: the runs' compiled groups retrained, their metrics equal to the stored ones, or within
+    `retrain_rtol` of them at the final evaluation)."""
     runs = {}
     for run in iter_runs(Path(workdir) / names.RUNS_DIR):
         summary = run.summary()
@@ -190,7 +191,8 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
         raise StoreError(f"runs {missing[:3]} of {workdir} are not cells of its sweep_config.json")
     print_fn(f"[landscape] final parameters of {len(needed)} run(s)")
     loaded = {r.name: (r.config, r.params)
-              for r in trained.load_trained(workdir, [cells[n] for n in needed], scratch, print_fn=print_fn)}
+              for r in trained.load_trained(workdir, [cells[n] for n in needed], scratch, retrain_rtol,
+                                            print_fn=print_fn)}
 
     def load(run: Mapping):
         return loaded[run["name"]]
@@ -247,7 +249,8 @@ def format_landscape(analysis: Mapping) -> str:
     return "\n".join(lines)
 
 
-def run_landscape(workdir: Path, section: Mapping[str, Any], scratch: Path | None, print_fn=print) -> dict:
+def run_landscape(workdir: Path, section: Mapping[str, Any], scratch: Path | None, print_fn=print,
+                  retrain_rtol: float = 0.0) -> dict:
     """The landscape experiment of a config's `landscape` section (budget, num_tasks, finite_seeds and the
     LandscapeSettings fields) on the runs of `workdir`; writes `<workdir>/analysis/landscape.json` and returns it."""
     from icl_regression.training_experiments import write_analysis  # numpy only
@@ -262,6 +265,6 @@ def run_landscape(workdir: Path, section: Mapping[str, Any], scratch: Path | Non
     finite_seeds = section.pop("finite_seeds", None)
     analysis = sweep_landscape(workdir, budget, scratch, LandscapeSettings(**section),
                                list(num_tasks) if num_tasks else None, list(finite_seeds) if finite_seeds else None,
-                               print_fn)
+                               print_fn, retrain_rtol)
     write_analysis(workdir, "landscape", analysis)
     return analysis
