@@ -668,8 +668,8 @@ def figures_dir(workdir: Path, out: Path | None = None) -> Path:
 
 def _with_setting(fig, summary: Mapping):
     """Names the setting of a multi-setting sweep at the head of the figure's title."""
-    if summary.get("setting") and fig._suptitle is not None:
-        fig.suptitle(f"{summary['setting']}: {fig._suptitle.get_text()}")
+    if summary.get("setting") and fig.get_suptitle():
+        fig.suptitle(f"{summary['setting']}: {fig.get_suptitle()}")
     return fig
 
 

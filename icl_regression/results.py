@@ -56,6 +56,7 @@ def fingerprint(run_dirs: Sequence[Path]) -> str:
 CELL_FIELDS = ("data.num_tasks", "train.batch_size", "train.steps", "train.seed")
 EXECUTION_FIELDS = ("checkpoint.interval", "checkpoint.keep", "train.steps_per_call", "train.ensemble_strategy",
                     "eval.batch_size", "eval.dmmse_block", "model.attention", "model.mlp", "model.layer_norm")
+PER_SETTING = "per setting"  # the top-level threshold method of a sweep of several settings
 SETTING_SYMBOLS = {"data.dim": "D", "data.context_len": "K", "data.noise_std": "noise_std", "model.d_model": "d",
                    "model.num_layers": "L", "model.num_heads": "heads", "train.weight_decay": "wd",
                    "train.learning_rate": "lr"}
@@ -122,7 +123,7 @@ def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | Non
     else:
         for row in rows:
             row["setting"] = setting_label(configs[row["name"]], fields)
-        labels = sorted({r["setting"] for r in rows}, key=lambda label: [r["setting"] for r in rows].index(label))
+        labels = list(dict.fromkeys(r["setting"] for r in rows))  # grid order
         summary = {"method": PER_SETTING, "threshold_log2_num_tasks": math.nan,
                    "threshold_interval": [math.nan, math.nan], "threshold_located": PER_SETTING,
                    "interval_source": "", "num_seeds": len({r["seed"] for r in rows}), "threshold_rule": threshold.RULE,
@@ -137,9 +138,6 @@ def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | Non
                     "fingerprint": fingerprint(run_dirs)})
     write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     return summary
-
-
-PER_SETTING = "per setting"
 
 
 def settings_of(summary: Mapping) -> list[str]:
