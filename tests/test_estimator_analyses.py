@@ -85,6 +85,28 @@ def test_a_retrained_run_that_does_not_reproduce_its_metrics_is_refused(retraine
     assert runs[0].describe()["retrained_max_relative_deviation"] == runs[0].deviation
 
 
+@pytest.mark.parametrize("key, accepted", [(trained.TRAIN_LOSS, True), ("eval", False)], ids=["train_loss", "eval"])
+def test_the_training_loss_may_differ_by_float32_rounding_an_evaluation_may_not(retrained, tmp_path, key, accepted):
+    """A run stopped and resumed averages its training loss over other compiled calls (last float32 digits move);
+    its evaluations depend on the parameters alone. A 2e-7 change is accepted in the first, refused in the second."""
+    bare, scratch, _, _ = retrained
+    changed = _copy(bare, tmp_path / "changed")
+    run_dir = next(p for p in (changed / names.RUNS_DIR).iterdir() if p.name.startswith("M=2_B=32"))
+    records = [json.loads(line) for line in (run_dir / names.METRICS_FILE).read_text().splitlines()]
+    if key == trained.TRAIN_LOSS:
+        records[1][trained.TRAIN_LOSS] *= 1 + 2e-7
+    else:
+        records[1]["mean"][names.loss_key(names.TRUE, names.PT)] *= 1 + 2e-7
+    (run_dir / names.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    cells = trained.select_cells(trained.sweep_cells(changed), ["2"], [32])
+    if accepted:
+        runs = trained.load_trained(changed, cells, scratch, print_fn=lambda *a: None)
+        assert runs[0].source == "retrained" and runs[0].deviation == 0.0
+    else:
+        with pytest.raises(trained.ParamsError, match="does not reproduce the stored metrics"):
+            trained.load_trained(changed, cells, scratch, print_fn=lambda *a: None)
+
+
 def test_missing_checkpoints_without_a_scratch_folder_say_what_to_run(retrained):
     bare = retrained[0]
     with pytest.raises(trained.ParamsError, match="--scratch"):

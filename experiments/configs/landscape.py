@@ -17,8 +17,10 @@ initialisation), the three ∞-vs-∞ pairs as baseline; 21 points on the path, 
 finite-M runs at that budget are copies of results/cpu_dynamics' runs, made on an earlier machine: retrained here they
 differ from step 0 on (at the 1e-7 level, growing to 1e-4), so the retraining check refuses them and they are left out.
 From a clean clone the analysis retrains the 4N budget's compiled group (15 runs, 150,000 model-steps; the 11 used
-are checked);
-with their checkpoints present (as here) the analysis took 22 min on the shared machine under heavy load.
+are checked: every evaluation identical, the training loss within 0.8–2.0e-7, float32 rounding of its per-call
+average). Measured 2026-11-30 on the 2-core development machine from a `git archive` of the committed folder:
+retraining 24 min (beside a test run), then 1.5 min for the paths, and analysis/landscape.json identical to the
+committed one; with the checkpoints present the analysis took 22 min on the shared machine under heavy load.
 What it shows (results/cpu_budgets/analysis/landscape.json): no pair is linearly connected. Along every path the
 L/D on fresh tasks climbs well above both ends (~0.5): barriers on T_true of 0.42–0.67 (mean over pairs per M, same
 initialisation) and 0.51–0.67 (other initialisation) for M = 4 … 12, and 0.68 ± 0.05 between two M = ∞ models,
