@@ -521,7 +521,9 @@ def _t_star_panel(ax, dyn: Mapping, budgets, styles) -> None:
 def _interval_note(dyn: Mapping) -> str:
     """What the t* intervals resample (the summary's own note per M), for the legend."""
     notes = sorted({p["noise"] for p in dyn["per_num_tasks"] if p.get("noise")})
-    if len(notes) != 1:
+    if not notes:
+        return "95% interval"
+    if len(notes) > 1:
         return "95% interval (what it resamples differs by M: see the printed dynamics)"
     return "95% interval: " + notes[0].replace(" (", "\n(")
 
