@@ -357,6 +357,17 @@ def suggest(key: str, allowed: Iterable[str], prefix: Sequence[str] = (), list_a
     return f"; {listed}"
 
 
+def dotted_fields(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"section.field": value} of a nested config mapping (lists and other values are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(dotted_fields(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def same_run_config(stored: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
     """Whether a stored config.json and a config describe the same run (fields missing from either read as their
     defaults, so a run stored before a field was added still matches)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from icl_regression import dynamics, names, threshold
-from icl_regression.config import num_tasks_label, run_config_from_dict
+from icl_regression.config import dotted_fields, num_tasks_label, run_config_from_dict
 from icl_regression.store import RunStore, StoreError, iter_runs, read_json, write_json
 
 ROW_FIELDS = ("name", "status", "num_tasks", "num_tasks_label", "batch_size", "steps", "seed", "final", "bootstrap",
@@ -62,28 +62,18 @@ SETTING_SYMBOLS = {"data.dim": "D", "data.context_len": "K", "data.noise_std": "
                    "train.learning_rate": "lr"}
 
 
-def _flatten(config: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def setting_fields(configs: Sequence[Mapping]) -> list[str]:
     """The config fields ("section.field") whose values differ between runs, besides a cell's M, batch, steps and
     seed and how they were executed (`EXECUTION_FIELDS`): a sweep over D, width, depth or weight decay has one
     setting per combination of them."""
-    flat = [_flatten(c) for c in configs]
+    flat = [dotted_fields(c) for c in configs]
     fields = sorted({k for f in flat for k in f} - set(CELL_FIELDS) - set(EXECUTION_FIELDS))
     return [k for k in fields if len({repr(f.get(k)) for f in flat}) > 1]
 
 
 def setting_label(config: Mapping, fields: Sequence[str]) -> str:
     """'D=4, K=16' for `fields` ["data.context_len", "data.dim"] (in SETTING_SYMBOLS order, then the others)."""
-    flat = _flatten(config)
+    flat = dotted_fields(config)
     order = sorted(fields, key=lambda k: (list(SETTING_SYMBOLS).index(k) if k in SETTING_SYMBOLS else len(
         SETTING_SYMBOLS), k))
     value = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731

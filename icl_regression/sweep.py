@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from icl_regression import checkpoint, names, stopping
-from icl_regression.config import ConfigError, RunConfig, not_a_section, run_config_from_dict, suggest
+from icl_regression.config import (ConfigError, RunConfig, dotted_fields, not_a_section, run_config_from_dict,
+                                   suggest)
 from icl_regression.engine import COMPILING, EVALUATING, GroupTrainer, Progress, group_signature
 from icl_regression.model import flops_per_sequence
 from icl_regression.store import RunStore, describe_holder, read_json, write_json
@@ -209,16 +210,7 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
             config.update(run_config_from_dict(config).to_dict())
         except ConfigError:
             pass
-        out: dict = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    walk(f"{prefix}.{key}" if prefix else key, item)
-            else:
-                out[prefix] = value
-        walk("", config)
-        return out
+        return dotted_fields(config)
     a, b = flat(old), flat(new)
     return sorted(key for key in set(a) | set(b) if a.get(key, _MISSING) != b.get(key, _MISSING))
 
