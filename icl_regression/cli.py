@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from icl_regression import stopping
 from icl_regression.config import ConfigError, RunConfig, config_file, suggest
-from icl_regression.store import StoreError
+from icl_regression.store import StoreError, regular_file_on
 
 EXIT_BAD_INPUT = 2
 DISABLED = ("none", "off", "false", "0")
@@ -250,12 +250,10 @@ def check_workdir(text: str | None, create: bool = True, must_exist: bool = Fals
     if not text:
         raise UsageError(f"{flag} is required: the folder that holds (or will hold) the results")
     path = Path(text)
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                where = "is" if parent == path else "lies under"
-                raise UsageError(f"{flag}={text} {where} the regular file {parent}; allowed: a folder")
-            break
+    blocking = regular_file_on((path, *path.parents))
+    if blocking is not None:
+        where = "is" if blocking == path else "lies under"
+        raise UsageError(f"{flag}={text} {where} the regular file {blocking}; allowed: a folder")
     if must_exist and not path.is_dir():
         raise UsageError(f"{flag}={text} does not exist")
     if not create:
@@ -277,11 +275,9 @@ def check_output_file(text: str | None, flag: str = "--out") -> Path:
     path = Path(text)
     if path.is_dir():
         raise UsageError(f"{flag}={text} is a folder; allowed: the path of a file to write")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"{flag}={text} lies under the regular file {parent}; allowed: a file in a folder")
-            break
+    blocking = regular_file_on(path.parents)
+    if blocking is not None:
+        raise UsageError(f"{flag}={text} lies under the regular file {blocking}; allowed: a file in a folder")
     check_workdir(str(path.parent), flag=flag)
     return path
 

@@ -16,7 +16,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from icl_regression import names
 from icl_regression.config import same_run_config
@@ -48,11 +48,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def regular_file_on(paths: Iterable[Path]) -> Path | None:
+    """The first existing one of `paths` (a path and its parents, innermost first) when it is not a folder: the file
+    that stands where a folder should be."""
+    existing = next((p for p in paths if p.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
+
+
 def _why_not_writable(path: Path, error: OSError) -> str:
     """The regular file that stands where a folder of `path` should be, else the system's reason."""
-    existing = next((parent for parent in path.parents if parent.exists()), None)
-    if existing is not None and not existing.is_dir():
-        return f"{existing} is a regular file; allowed: a path in a folder"
+    blocking = regular_file_on(path.parents)
+    if blocking is not None:
+        return f"{blocking} is a regular file; allowed: a path in a folder"
     return f"{error.strerror} ({error.filename or path})"
 
 
