@@ -296,9 +296,8 @@ class GroupTrainer:
         if num_steps not in self._chunks:
             progress(Progress(group_step, self.cfg.train.steps, len(self.runs), math.nan, 0, COMPILING,
                               self.compile_seconds))
-            batch_sharding = self.placement.batch_sharding if self.placement is not None else None
             started = time.perf_counter()
-            fn = training.make_train_chunk(self.cfg, num_steps, self.strategy, batch_sharding)
+            fn = training.make_train_chunk(self.cfg, num_steps, self.strategy, self._batch_sharding())
             self._chunks[num_steps] = fn.lower(*args).compile()
             self.compile_seconds += time.perf_counter() - started
         return self._chunks[num_steps]
@@ -315,13 +314,17 @@ class GroupTrainer:
         started = time.perf_counter()
         if first:
             self._evaluators[with_bootstrap] = evaluation.make_group_evaluator(
-                self.model, self.cfg.eval, self.strategy, with_bootstrap)
+                self.model, self.cfg.eval, self.strategy, with_bootstrap, self._batch_sharding())
         per_member, shared, boot_idx, dynamics_idx = eval_arrays
         out = jax.device_get(self._evaluators[with_bootstrap](states.params, per_member, shared, boot_idx,
                                                               dynamics_idx))
         if first:  # compilation and one evaluation: counted as compilation, so rates stay those of training
             self.compile_seconds += time.perf_counter() - started
         return out  # (metrics, final bootstrap replicates, per-evaluation dynamics replicates)
+
+    def _batch_sharding(self):
+        """How the compiled step and evaluator split one member's batch over the 'data' devices (None: one device)."""
+        return self.placement.batch_sharding if self.placement is not None else None
 
     def _place(self, tree):
         return tree if self.placement is None else self.placement.place_members(tree)

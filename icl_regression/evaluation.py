@@ -197,13 +197,15 @@ def resampling_weights(indices: jax.Array, num_sequences: int) -> jax.Array:
     return jnp.zeros((indices.shape[0], num_sequences)).at[rows, indices].add(1.0 / num_sequences)
 
 
-def make_group_evaluator(model, eval_cfg: EvalConfig, strategy: str, with_bootstrap: bool):
+def make_group_evaluator(model, eval_cfg: EvalConfig, strategy: str, with_bootstrap: bool, batch_sharding=None):
     """Jitted `(params [E,…], per_member, shared, boot_idx, dynamics_idx=None) → (metrics {key: [E, K]},
     bootstrap {key: [E, R_final]}, dynamics replicates {key: [E, R]})`.
 
     `per_member` and `shared` come from `stack_member_sets`; `boot_idx` from `bootstrap_indices` (used when
     `with_bootstrap`), `dynamics_idx` from `dynamics_bootstrap_indices` (None: no per-evaluation replicates). The model is evaluated on
-    the plain float32 path whatever path it trains on (`model.evaluation_model`).
+    the plain float32 path whatever path it trains on (`model.evaluation_model`). `batch_sharding` (optional,
+    `parallel.Placement.batch_sharding`, as in training) splits each chunk of `eval_cfg.batch_size` sequences over
+    the devices of the 'data' axis, which otherwise would all evaluate every member on every sequence.
     """
     model = evaluation_model(model)
 
@@ -213,7 +215,7 @@ def make_group_evaluator(model, eval_cfg: EvalConfig, strategy: str, with_bootst
                 names.TRUE: (true_xs, true_ys, true_ridge, member_arrays[names.TRUE])}
         out, boot, dyn = {}, {}, {}
         for eval_set, (xs, ys, ridge, dmmse) in sets.items():
-            pt = _batched_apply(model, params, xs, ys, eval_cfg.batch_size)
+            pt = _batched_apply(model, params, xs, ys, eval_cfg.batch_size, batch_sharding)
             preds = {names.PT: pt, names.RIDGE: ridge, names.DMMSE: dmmse, "_dim": xs.shape[-1]}
             out.update(predictor_metrics(preds, ys, eval_set))
             out.update(mixture_metrics(preds, eval_set))
@@ -234,11 +236,16 @@ def make_group_evaluator(model, eval_cfg: EvalConfig, strategy: str, with_bootst
     return jax.jit(evaluate)
 
 
-def _batched_apply(model, params, xs, ys, batch_size: int) -> jax.Array:
+def _batched_apply(model, params, xs, ys, batch_size: int, batch_sharding=None) -> jax.Array:
     num, size = xs.shape[0], min(batch_size, xs.shape[0])
     chunks = (xs.reshape(num // size, size, *xs.shape[1:]), ys.reshape(num // size, size, *ys.shape[1:]))
-    preds = jax.lax.map(lambda c: model.apply(params, c[0], c[1]), chunks)
-    return preds.reshape(num, -1)
+
+    def apply(chunk):
+        if batch_sharding is not None:
+            chunk = tuple(jax.lax.with_sharding_constraint(a, batch_sharding(a.ndim)) for a in chunk)
+        return model.apply(params, *chunk)
+
+    return jax.lax.map(apply, chunks).reshape(num, -1)
 
 
 def stack_member_sets(sets: list[dict[str, EvalSet]]) -> tuple[dict, tuple]:

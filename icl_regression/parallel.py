@@ -5,7 +5,8 @@ fewer devices instead of failing). Members of an ensemble are independent models
 member axis E over devices needs no communication at all; splitting each member's batch over devices ('data')
 adds one all-reduce of the gradients per step and is the fallback when E does not divide evenly. The engine hands
 `place_members` every [E, …] tree (training states, per-member values, per-member evaluation sets) and passes
-`batch_sharding` into the compiled step, which constrains one member's sampled batch inside `jax.vmap`.
+`batch_sharding` into the compiled step and the evaluator, which constrain one member's sampled batch (one chunk
+of evaluation sequences) inside `jax.vmap`, so that devices on 'data' share a member's evaluation too.
 
 Checked on jax 0.10.2 (tests/test_parallel.py): `jax.vmap` without `spmd_axis_name` turns a constraint
 `P('data', …)` on one member's [B, …] array into `P(UNCONSTRAINED, 'data', …)` on the batched [E, B, …] array,

@@ -56,7 +56,17 @@ SCRIPT = textwrap.dedent("""
             trainer.run()  # pools and shared evaluation sets are placed once, not copied out at every call
         return {"strategy": trainer.strategy,
                 "layout": None if placement is None else [placement.members_size, placement.data_size],
-                "summaries": [json.loads((d / "summary.json").read_text()) for d in dirs]}
+                "summaries": [json.loads((d / "summary.json").read_text()) for d in dirs],
+                "eval_flops_per_device": evaluation_flops(trainer)}
+
+    def evaluation_flops(trainer):
+        # The evaluator as the trainer compiled it (no bootstrap here), lowered for the group's arrays as they are
+        # placed (set up again from the finished runs, whose summaries are already read): XLA's count of one
+        # device's floating-point operations.
+        group = trainer._setup()
+        evaluator = trainer._evaluators[False]
+        cost = evaluator.lower(group.states.params, *group.eval_arrays).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
 
     def vmap_constraint_check():
         # One member's [B, D] batch constrained to P('data') inside vmap over members, on a 2 x 2 mesh.
@@ -124,6 +134,13 @@ def test_members_layout_matches_single_device(report):
 def test_data_layout_matches_single_device(report):
     assert report["data"]["layout"] == [1, NUM_DEVICES]
     _assert_same_summaries(report["single"]["summaries"], report["data"]["summaries"])
+
+
+def test_data_layout_splits_evaluation_over_devices(report):
+    # Four members over 4 devices: one member per device on 'members'; on 'data' every device evaluates all four
+    # members, so each must take a quarter of the sequences to do the same work (it did all of them, 4×, before).
+    members, data = (report[name]["eval_flops_per_device"] for name in ("members", "data"))
+    assert data < 1.5 * members, (members, data)
 
 
 def test_batch_constraint_composes_with_vmap_over_members(report):
