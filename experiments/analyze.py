@@ -21,10 +21,7 @@ _NUM_REPLICATES = flags.DEFINE_integer("num_replicates", None, "Bootstrap replic
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw the experiment's figures into <workdir>/figures.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     cli.at_least(_NUM_REPLICATES, 2)
     try:
         analysis = training_experiments.run_analysis(_EXPERIMENT.value, _WORKDIR.value, _NUM_REPLICATES.value)
@@ -38,4 +35,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

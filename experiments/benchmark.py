@@ -69,10 +69,7 @@ def _spec() -> benchmarking.BenchmarkSpec:
         fast_paths)
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     spec = _spec()  # a ConfigError is reported by cli.run
     out = cli.check_workdir(_OUT.value, flag="--out")
     folder = Path(_PREDICTIONS.value) if _PREDICTIONS.value else None
@@ -95,4 +92,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

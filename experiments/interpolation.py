@@ -28,10 +28,7 @@ _SEQUENCES = flags.DEFINE_integer("sequences_per_pair", 32, "Sequences per pair 
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/interpolation.{png,pdf}.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     try:
         options = interpolation.InterpolationOptions(_NUM_PAIRS.value, _NUM_ALPHAS.value, _SEQUENCES.value)
         batch_sizes = cli.int_list(_BATCH_SIZE, minimum=1)
@@ -48,4 +45,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

@@ -21,10 +21,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the inputs, the reference and t
 _OUT = flags.DEFINE_string("out", "results/estimators/laplace_accuracy.json", "Where to write the JSON.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     for flag, minimum in ((_DIM, 1), (_CONTEXT_LEN, 2), (_NUM_SEQUENCES, 1), (_REFERENCE_SAMPLES, 1),
                           (_BURN_IN, 0)):  # K = 1 is the empty prefix alone: its predictions are exactly 0
         cli.at_least(flag, minimum)
@@ -41,4 +38,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

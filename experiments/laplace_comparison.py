@@ -30,10 +30,7 @@ _BURN_IN = flags.DEFINE_integer("burn_in", laplace_comparison.DEFAULT_BURN_IN, "
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/laplace_comparison.{png,pdf}.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     cli.at_least(_NUM_SAMPLES, 1)
     cli.at_least(_BURN_IN, 0)
     scratch = (cli.check_workdir(str(_SCRATCH.value or trained.default_scratch(_WORKDIR.value)), create=False,
@@ -51,4 +48,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

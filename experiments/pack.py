@@ -21,10 +21,7 @@ _MAX_PARTS = flags.DEFINE_integer("max_parts", 7, "At most this many checkpoint 
 _UNPACK = flags.DEFINE_list("unpack", None, "Archives, parts, or folders holding them, to extract into --workdir.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError("pack.py takes no --config.* overrides")
+def main():
     if _UNPACK.value:
         workdir = cli.check_workdir(_WORKDIR.value)
         written = transport.unpack(_UNPACK.value, workdir)
@@ -45,4 +42,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

@@ -48,10 +48,7 @@ def _spec() -> precision.PrecisionSpec:
                                    tuple(cli.int_list(_SEEDS, minimum=0) or ()), _FAST_PATH.value)
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     try:
         spec = _spec()
     except ValueError as e:  # ConfigError included
@@ -67,4 +64,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

@@ -38,10 +38,7 @@ _HLO_DIR = flags.DEFINE_string("hlo_dir", None, "Also write each optimized HLO h
 _TABLE = flags.DEFINE_bool("table", False, "Only print the markdown table of the records already in --out.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     if _TABLE.value:
         out = cli.check_workdir(_OUT.value, create=False, must_exist=True, flag="--out")
         records = [r for r in (store.read_json(p) for p in sorted(out.glob("*.json")))
@@ -75,4 +72,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

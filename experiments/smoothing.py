@@ -24,10 +24,7 @@ _SEARCH_SEQUENCES = flags.DEFINE_integer("search_sequences", 0, "T_true sequence
 _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/smoothing.{png,pdf}.")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     try:
         options = smoothing.SmoothingOptions(_GRID_MIN.value, _GRID_MAX.value, _GRID_POINTS.value,
                                              _REFINEMENTS.value, _SEARCH_SEQUENCES.value)
@@ -40,4 +37,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

@@ -339,6 +339,19 @@ def _parse_flags(argv: list[str]) -> list[tuple[str, str]]:
     return overrides
 
 
+def run_without_config(main: Callable[[], Any]) -> None:
+    """`run` for a program that reads no config (figures, analyses of stored results, tools): `main()` takes no
+    arguments, a `--config.*` override is bad input, and SIGINT / SIGTERM stop it as usual (nothing to checkpoint)."""
+
+    def main_without_config(overrides, stop):
+        del stop
+        if overrides:
+            raise UsageError(f"{program()} takes no --config.* overrides")
+        return main()
+
+    run(main_without_config, signals=False)
+
+
 def run(main: Callable[[list[tuple[str, str]], stopping.Stop], Any], signals: bool = True) -> None:
     """Runs `main(config_overrides, stop)` under absl with one-line errors for bad input (exit code 2).
 

@@ -18,10 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results fol
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNGs and PDFs (default: <workdir>/figures).")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError("figures/all.py takes no --config.* overrides")
+def main():
     results.refresh_summary(_WORKDIR.value)  # runs changed since the summary was written: re-summarise first
     paths = plotting.write_all_figures(_WORKDIR.value, _OUT.value)
     stored = set(training_experiments.stored_analyses(_WORKDIR.value))
@@ -34,4 +31,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

@@ -18,10 +18,7 @@ _SETTING = flags.DEFINE_string("setting", None, "For a sweep whose runs differ i
                                "(the table and the error list them).")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     summary, metrics_by_run = loaded = plotting.load_sweep(_WORKDIR.value, _SETTING.value)
     paths = plotting.write_dynamics_figure(_WORKDIR.value, _OUT.value, loaded, _SETTING.value)
     print(dynamics.format_dynamics(plotting.sweep_dynamics(summary, metrics_by_run)))
@@ -29,4 +26,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

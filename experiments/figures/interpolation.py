@@ -12,13 +12,10 @@ _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_reference", "Sweep result
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     paths = estimator_plots.write_analysis_figure("interpolation", _WORKDIR.value, _OUT.value)
     print("\n".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

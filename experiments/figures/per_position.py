@@ -23,10 +23,7 @@ _SETTING = flags.DEFINE_string("setting", None, "For a sweep whose runs differ i
                                "(the table and the error list them).")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     try:
         paths = plotting.write_per_position_figure(_WORKDIR.value, _OUT.value, _NUM_TASKS.value, _EVAL_SET.value,
                                                    _BUDGET.value, _SETTING.value)
@@ -36,4 +33,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

@@ -15,13 +15,10 @@ _SETTING = flags.DEFINE_string("setting", None, "For a sweep whose runs differ i
                                "(the table and the error list them).")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     paths = plotting.write_sweep_figure(_WORKDIR.value, _OUT.value, _SETTING.value)
     print("\n".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)

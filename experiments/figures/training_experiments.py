@@ -17,10 +17,7 @@ _EXPERIMENT = flags.DEFINE_enum("experiment", "all", ["all", *plotting_experimen
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNGs and PDFs (default: <workdir>/figures).")
 
 
-def main(overrides, stop):
-    del stop
-    if overrides:
-        raise cli.UsageError(f"{cli.program()} takes no --config.* overrides")
+def main():
     names = (training_experiments.stored_analyses(_WORKDIR.value) if _EXPERIMENT.value == "all"
              else [_EXPERIMENT.value])
     if not names:
@@ -31,4 +28,4 @@ def main(overrides, stop):
 
 
 if __name__ == "__main__":
-    cli.run(main, signals=False)
+    cli.run_without_config(main)
