@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 from flax import serialization
 
@@ -30,6 +31,23 @@ def available_steps(run: RunStore) -> list[int]:
         except ValueError:
             continue
     return sorted(steps)
+
+
+def resume_step(run: RunStore) -> int:
+    """The step a run resumes from: its newest checkpoint that its metrics cover (0 if none)."""
+    steps = available_steps(run)
+    covered = run.covered_step() if steps else -1
+    return max((s for s in steps if s <= covered), default=0)
+
+
+def drop_after(run: RunStore, step: int) -> list[int]:
+    """Deletes the checkpoints past `step` (the step a run resumes from: training from it writes them again, bit
+    for bit) and returns their steps. Left in place they would count among the newest `keep`, so that each new
+    checkpoint would be deleted as soon as it is written."""
+    stale = [s for s in available_steps(run) if s > step]
+    for s in stale:
+        _path(run, s).unlink(missing_ok=True)
+    return stale
 
 
 def _path(run: RunStore, step: int) -> Path:
@@ -64,13 +82,26 @@ def load(run: RunStore, step: int, template) -> tuple[object, tuple[np.float32, 
     try:
         saved = serialization.msgpack_restore(path.read_bytes())
         if "state" not in saved:
-            return serialization.from_state_dict(template, saved), None
+            return _matching(template, serialization.from_state_dict(template, saved)), None
         loss = (np.float32(saved["train_loss_sum"]), int(saved["train_loss_steps"]))
-        return serialization.from_state_dict(template, saved["state"]), loss
+        return _matching(template, serialization.from_state_dict(template, saved["state"])), loss
     except Exception as e:  # msgpack, flax and numpy raise many kinds for damaged bytes
         size = path.stat().st_size if path.exists() else 0
         raise CheckpointError(f"{path} ({size:,} bytes) cannot be read: {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else 'no detail'}") from e
+
+
+def _matching(template, state):
+    """`state`, if every array has its template's shape and dtype (flax matches the names only: a checkpoint of
+    another width would load and fail later, inside the model)."""
+    def kind(x) -> str:
+        return f"{np.asarray(x).dtype}{list(np.shape(x))}"
+
+    for (where, want), got in zip(jax.tree_util.tree_flatten_with_path(template)[0], jax.tree.leaves(state)):
+        if kind(got) != kind(want):
+            raise ValueError(f"{jax.tree_util.keystr(where)} is {kind(got)}, this model's is {kind(want)} (from "
+                             "another model)")
+    return state
 
 
 def set_aside(run: RunStore, step: int) -> Path:

@@ -210,6 +210,10 @@ class TrainConfig:
                  f"train.learning_rate={self.learning_rate!r}; allowed: a finite float > 0")
         _require(self.schedule in SCHEDULES, f"train.schedule={self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         _require(0 <= self.warmup_fraction <= 1, f"train.warmup_fraction={self.warmup_fraction!r}; allowed: [0, 1]")
+        _require(self.schedule == "constant" or self.warmup_steps < self.steps,
+                 f"train.warmup_fraction={self.warmup_fraction!r} warms up over all {self.steps} steps, leaving none "
+                 f"for the {self.schedule} schedule to decay over; allowed: a fraction whose warm-up "
+                 f"round(fraction × steps) is under train.steps")
         _require(0 <= self.weight_decay < math.inf,
                  f"train.weight_decay={self.weight_decay!r}; allowed: a finite float >= 0")
         for name in ("adam_b1", "adam_b2"):  # decay rates of Adam's moment averages
@@ -221,6 +225,11 @@ class TrainConfig:
                  f"train.steps_per_call={self.steps_per_call!r}; allowed: an integer >= 1")
         _require(self.ensemble_strategy in ENSEMBLE_STRATEGIES,
                  f"train.ensemble_strategy={self.ensemble_strategy!r}; allowed: {', '.join(ENSEMBLE_STRATEGIES)}")
+
+    @property
+    def warmup_steps(self) -> int:
+        """Steps of linear warm-up (triangle and cosine schedules): the nearest integer to warmup_fraction × steps."""
+        return int(round(self.warmup_fraction * self.steps))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,6 +125,7 @@ def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, 
             except checkpoint.CheckpointError as e:
                 bad.append((run, e))
         if not bad:
+            _drop_stale(runs, step)
             return jax.tree.map(lambda *xs: jnp.stack(xs), *restored), step, _running_loss(losses)
         for run, _ in bad:
             checkpoint.set_aside(run, step)
@@ -132,7 +133,18 @@ def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, 
         fallback = f"step {candidates[0]}" if candidates else "step 0 (no older checkpoint)"
         for _, error in bad:
             warn(f"warning: {error}; set aside as .corrupt, resuming from {fallback}")
+    _drop_stale(runs, 0)
     return states, 0, (0.0, 0)
+
+
+def _drop_stale(runs, step: int) -> None:
+    """Deletes the members' checkpoints past the group's resume step: those its metrics do not cover (a damaged
+    metrics.jsonl), or that another member lacks."""
+    for run in runs:
+        stale = checkpoint.drop_after(run, step)
+        if stale:
+            log.info("%s: checkpoints at steps %s deleted, past the resume step %d (training rewrites them)",
+                     run.name, stale, step)
 
 
 def _running_loss(losses: Sequence[tuple | None]) -> tuple:
@@ -158,7 +170,9 @@ def _float(value) -> float:
 
 def _records(step: int, lr: float, train_loss, diverged, metrics: dict, replicates: dict) -> list[dict]:
     """One metrics.jsonl record per member: every metric per position and averaged over positions, and the
-    dynamics metrics' bootstrap replicates over evaluation sequences (6 digits: they measure noise)."""
+    dynamics metrics' bootstrap replicates over evaluation sequences (6 digits: they measure noise).
+    `learning_rate` is the schedule at `step`, the rate of the next update (0 at both ends of the triangle);
+    `train_loss` the mean training loss over the steps since the previous record."""
     records = []
     for i in range(len(diverged)):
         per_position = {key: [_float(v) for v in values[i]] for key, values in metrics.items()}
@@ -213,6 +227,11 @@ class GroupTrainer:
 
     def __init__(self, cfgs: Sequence[RunConfig], run_dirs: Sequence[Path], placement=None,
                  print_fn: Callable[[str], None] | None = None, checkpoint_every_s: float = CHECKPOINT_EVERY_S):
+        if not cfgs or len(cfgs) != len(run_dirs):
+            raise ValueError(f"a group needs one run folder per config: {len(cfgs)} config(s), {len(run_dirs)} "
+                             "folder(s)")
+        if len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
+            raise ValueError(f"a group's run folders must be distinct: {[str(d) for d in run_dirs]}")
         signatures = {group_signature(c) for c in cfgs}
         if len(signatures) != 1:
             raise ValueError("a group's runs must differ only in data.num_tasks and train.seed")
@@ -237,6 +256,10 @@ class GroupTrainer:
             claims: Sequence[Claim] | None = None) -> bool:
         """Trains to the end (True), or checkpoints and returns False at `stop_after_step` or when `stop` says so.
 
+        `stop` acts at the end of a compiled call; `stop_after_step` may split a call, which changes nothing but the
+        rounding of the next record's train loss (an average over the steps since the last evaluation, summed per
+        call).
+
         `claims`: the members' claims when the caller took them (the sweep does); otherwise they are taken here
         (RunHeldError if another process holds one). They are released on any exit.
         """
@@ -256,9 +279,9 @@ class GroupTrainer:
         started = time.perf_counter()
         group = self._setup()
         self.compile_seconds += time.perf_counter() - started  # setup compiles the samplers and estimators
-        if stop:
-            return False  # nothing trained since the checkpoint it resumed from
         total = self.cfg.train.steps
+        if stop or (stop_after_step is not None and stop_after_step <= group.step < total):
+            return False  # nothing trained since the checkpoint it resumed from
         if group.step in (0, total):  # step 0, or a finished group whose summary is missing: evaluate
             self._announce_evaluation(progress, group.step)
             self._log_evaluation(group.states, group.eval_arrays, group.step, group.final_train_loss,
@@ -277,8 +300,8 @@ class GroupTrainer:
             log.info("resuming %d run(s) from step %d", len(self.runs), step)
         final = step == self.cfg.train.steps
         final_train_loss = self._stored_final_train_loss() if final else None
-        for run in self.runs:  # records past the checkpoint (or all, when starting afresh) are redone
-            run.truncate_metrics(step - 1 if final else (step if step > 0 else -1))
+        for run in self.runs:  # records past the checkpoint (or all, when starting afresh) are redone; a final
+            run.truncate_metrics(step if step > 0 else -1)  # record stays until its redo replaces it
         states, members = self._place((states, members))
         return _Group(states, members, self._replicate(pools), self._eval_arrays(pool_ids), step, train_loss,
                       final_train_loss)
@@ -402,7 +425,10 @@ class GroupTrainer:
         lr = float(self.schedule(step))
         records = _records(step, lr, train_loss, diverged, metrics, replicates)
         for i, (run, record) in enumerate(zip(self.runs, records)):
-            run.append_metrics(record)
+            if final:  # in place of the stored one when a finished run is only re-evaluated
+                run.put_final_metrics(record)
+            else:
+                run.append_metrics(record)
             if final:
                 bootstrap = {key: [_float(v) for v in values[i]] for key, values in boot.items()}
                 summary = _summary(self.cfgs[i], record, bootstrap, self._divergence[i])
@@ -451,8 +477,8 @@ def train_run(cfg: RunConfig, run_dir: Path, placement=None, progress=None, stop
 def stopped_message(run_dirs: Sequence[Path], reason: str | None, command: str) -> str:
     """What a stopped command tells its user, read from disk: where each run's newest checkpoint is, and how to
     resume."""
-    newest = {Path(d): max(checkpoint.available_steps(RunStore(d)), default=None) for d in run_dirs}
-    saved = {d: s for d, s in newest.items() if s is not None}
+    newest = {Path(d): checkpoint.resume_step(RunStore(d)) for d in run_dirs}
+    saved = {d: s for d, s in newest.items() if s > 0}
     if not saved:
         where = "no checkpoint yet, it restarts from step 0"
     elif len(run_dirs) == 1:

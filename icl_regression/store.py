@@ -118,6 +118,13 @@ class RunStore:
             f.flush()
             os.fsync(f.fileno())
 
+    def put_final_metrics(self, record: dict) -> None:
+        """Writes the final evaluation record in place of any record at or past its step, in one atomic rewrite
+        (a re-evaluated finished run keeps its old final record until the new one is on disk)."""
+        kept = [r for r in self.metrics() if r["step"] < record["step"]]
+        atomic_write_text(self.dir / names.METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                                for r in [*kept, record]))
+
     def metrics(self) -> list[dict]:
         """The evaluation records up to the first unreadable line (a crash mid-append tears the last one);
         `problems()` reports a finished run whose records are incomplete."""

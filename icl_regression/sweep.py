@@ -173,7 +173,7 @@ def plan_groups(cells: Sequence[Cell], max_group_size: int = 0) -> list[list[Cel
     for cell in cells:
         if cell_state(cell) in (names.DONE, names.DIVERGED):
             continue
-        resume = max(checkpoint.available_steps(RunStore(cell.run_dir)), default=0)
+        resume = checkpoint.resume_step(RunStore(cell.run_dir))
         groups.setdefault((group_signature(cell.config), resume), []).append(cell)
     out = []
     for members in groups.values():
@@ -193,7 +193,7 @@ def plan_cost(groups: Sequence[Sequence[Cell]]) -> dict:
     model_steps = flops = 0.0
     for group in groups:
         for cell in group:
-            done = max(checkpoint.available_steps(RunStore(cell.run_dir)), default=0)
+            done = checkpoint.resume_step(RunStore(cell.run_dir))
             steps = cell.config.train.steps - done
             model_steps += steps
             flops += steps * train_flops_per_step(cell)
@@ -376,7 +376,8 @@ def _claim(group: Sequence[Cell], held: list[Cell]) -> tuple[list[Cell], list]:
         claim = run.claim()
         if claim is None:
             held.append(cell)
-        elif run.summary() is not None:
+        elif run.summary() is not None:  # finished by another process meanwhile: take back the RUNNING mark
+            run.clear_running()
             claim.release()
         else:
             kept.append(cell)
@@ -410,8 +411,8 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
 
     Returns whether this process should now summarise the sweep (`results.summarize(workdir, run_dirs(config,
     workdir))`): True once its selection is finished, except on a host of a multi-host sweep whose other hosts are
-    still training; False for a dry run, or when `stop` ended it early (the cells left are pending and resume on
-    the next call). `placement_fn(num_members, batch_size)` gives a device placement for a group (None:
+    still training; False for a dry run, when `stop` ended it early (the cells left are pending and resume on
+    the next call), or when another process still trains some of its cells (that process summarises). `placement_fn(num_members, batch_size)` gives a device placement for a group (None:
     one device). A config that differs from the one stored in `workdir` is refused unless `extend`.
     """
     workdir, stop = Path(workdir), stop if stop is not None else stopping.Stop()
@@ -445,10 +446,17 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     if held:
         print_fn(f"[sweep] {len(held)} cell(s) skipped: another live process trains them "
                  f"({describe_holder(RunStore(held[0].run_dir))}, …)")
-    if stop:
+    # Read after this process's own summaries are written: of two processes sharing a selection, the one that
+    # finishes last sees every cell finished and summarises.
+    mine_left = sum(cell_state(cell) not in (names.DONE, names.DIVERGED) for cell in mine)
+    if mine_left and stop:
         counts = index["counts"]
         print_fn(f"[sweep] stopped ({stop.reason}): {counts[names.DONE] + counts[names.DIVERGED]} of {len(cells)} "
                  f"cells finished, {counts[names.PENDING]} pending; the models in flight were checkpointed")
+        return False
+    if mine_left:
+        print_fn(f"[sweep] {mine_left} cell(s) of this selection are still training in another process, which "
+                 "summarises the sweep when it finishes (or run --summarize once it has)")
         return False
     finished = index["counts"][names.DONE] + index["counts"][names.DIVERGED]
     if finished < len(cells):

@@ -36,7 +36,7 @@ class Members(NamedTuple):
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
-    warmup = int(round(cfg.warmup_fraction * cfg.steps))
+    warmup = cfg.warmup_steps
     if cfg.schedule == "constant":
         return optax.constant_schedule(cfg.learning_rate)
     if cfg.schedule == "cosine":

@@ -123,3 +123,22 @@ def test_a_claim_is_exclusive_while_its_process_lives_and_free_once_it_dies(tmp_
     assert claim is not None and run.state() == names.RUNNING
     claim.release()
     assert run.state() == names.PENDING and not (run.dir / names.HEARTBEAT_FILE).exists()
+
+
+def test_a_sweep_whose_cell_another_process_holds_leaves_the_summary_to_that_process(tmp_path):
+    """Before, it summarised what it had (the held cell still training) as if its selection were finished."""
+    config = _load(write_tiny_sweep(tmp_path / "cfg.py", steps=20, checkpoint=20))
+    cells = sweep.expand(config, tmp_path / "sweep")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(cells[0].run_dir), "120"], env=ENV, cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines = []
+        assert not sweep.run_sweep(config, tmp_path / "sweep", print_fn=lines.append)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert any("are still training in another process, which summarises" in line for line in lines), lines
+    assert [sweep.cell_state(c) for c in cells] == [names.PENDING] + [names.DONE] * (len(cells) - 1)
+    assert sweep.run_sweep(config, tmp_path / "sweep", print_fn=lines.append)  # the holder gone: it finishes
+

@@ -27,6 +27,7 @@ from icl_regression.config import ConfigError, run_config_from_dict
     ("train", "steps", 0),
     ("train", "learning_rate", -1e-3),
     ("train", "warmup_fraction", 1.5),
+    ("train", "warmup_fraction", 1.0),  # a warm-up over every step leaves none to decay over (cosine: optax's error)
     ("train", "ensemble_strategy", "pmap"),
     ("train", "learning_rate", float("inf")),  # every float that is checked must also be finite
     ("train", "weight_decay", float("inf")),
@@ -51,6 +52,14 @@ def test_bad_values_raise_config_error_naming_field_and_value(section, field, va
     message = str(error.value)
     assert field in message, message
     assert str(value) in message, message
+
+
+def test_a_warm_up_over_every_step_is_refused_unless_the_rate_is_constant():
+    for schedule in ("triangle", "cosine"):
+        with pytest.raises(ConfigError, match=r"warmup_fraction=0\.95 warms up over all 10 steps"):
+            config.TrainConfig(steps=10, schedule=schedule, warmup_fraction=0.95)
+        assert config.TrainConfig(steps=10, schedule=schedule, warmup_fraction=0.9).warmup_steps == 9
+    assert config.TrainConfig(steps=10, schedule="constant", warmup_fraction=1.0).warmup_steps == 10  # unused
 
 
 @pytest.mark.parametrize("section", ["data", "model", "train", "eval", "checkpoint"])

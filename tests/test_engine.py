@@ -162,6 +162,21 @@ def test_a_stop_between_call_boundaries_still_checkpoints(tmp_path):
     assert checkpoint.available_steps(store.RunStore(run_dir)) == [20]
 
 
+def test_a_stop_at_or_before_the_resume_step_trains_nothing(tmp_path):
+    """Before, a second call with the same stop_after_step trained to the end."""
+    run_dir = tmp_path / "stopped"
+    for _ in range(2):
+        assert engine.train_run(LEARN_CONFIG, run_dir, stop_after_step=100) is None
+        assert checkpoint.available_steps(store.RunStore(run_dir)) == [100] and max(_steps(run_dir)) == 100
+
+
+def test_a_group_needs_one_distinct_folder_per_config(tmp_path):
+    with pytest.raises(ValueError, match=r"one run folder per config: 2 config\(s\), 1 folder"):
+        engine.GroupTrainer([LEARN_CONFIG, LEARN_CONFIG], [tmp_path / "a"])
+    with pytest.raises(ValueError, match="run folders must be distinct"):
+        engine.GroupTrainer([LEARN_CONFIG, LEARN_CONFIG], [tmp_path / "a", tmp_path / "a"])
+
+
 def test_an_exception_mid_training_leaves_the_run_pending_not_running(tmp_path):
     """Ctrl-C (or any error) inside the loop: the run folder no longer claims a running process."""
     cfg = config.run_config_from_dict({**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "steps": 40,

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_CONFIG, TINY_SWEEP
 from flax import serialization
 
-from icl_regression import checkpoint, config, engine, names, results, sweep
+from icl_regression import checkpoint, config, engine, names, results, stopping, sweep
 from icl_regression.config import ConfigError
 from icl_regression.store import RunStore, StoreError, read_json, write_json
 
@@ -71,6 +71,57 @@ def test_a_checkpoint_without_the_running_train_loss_still_resumes(reference, tm
     assert warnings == [] and not list(path.parent.glob("*.corrupt"))
     assert [r["step"] for r in RunStore(run_dir).metrics()] == [0, 100, 200, 300]
     assert summary["final"] == reference[1]["final"]
+
+
+def test_a_checkpoint_of_another_model_is_set_aside_like_a_damaged_one(reference, tmp_path):
+    """Flax restores by name only: a checkpoint whose arrays have other shapes loaded, then failed inside the
+    model on every resume."""
+    run_dir = _stopped_at(tmp_path, 200)
+    newest = run_dir / names.CHECKPOINT_DIR / "step_200.msgpack"
+    saved = serialization.msgpack_restore(newest.read_bytes())
+    block = saved["state"]["params"]["params"]["read_in"]
+    block["kernel"] = np.zeros((block["kernel"].shape[0], 2 * block["kernel"].shape[1]), np.float32)  # wider
+    newest.write_bytes(serialization.msgpack_serialize(saved))
+    warnings = []
+    summary = engine.train_run(RUN, run_dir, print_fn=warnings.append)
+    assert len(warnings) == 1 and "from another model" in warnings[0] and "resuming from step 100" in warnings[0]
+    assert (newest.parent / "step_200.msgpack.corrupt").exists()
+    _assert_same_result(summary, reference[1])
+
+
+def test_checkpoints_past_the_resume_step_are_deleted_not_kept_in_place_of_new_ones(tmp_path):
+    """A finished run whose record at step 100 is torn resumes from step 0. Its checkpoints at 200 and 300 used to
+    stay and count among the newest `keep` = 2, so the new checkpoint at 100 was deleted as soon as written: a
+    kill then lost all the retraining."""
+    cfg = RUN.replace(checkpoint={"interval": 100, "keep": 2})
+    run_dir = tmp_path / cfg.run_name
+    finished = engine.train_run(cfg, run_dir)
+    run = RunStore(run_dir)
+    assert checkpoint.available_steps(run) == [200, 300]
+    lines = (run_dir / names.METRICS_FILE).read_text().splitlines(keepends=True)
+    (run_dir / names.METRICS_FILE).write_text("".join([lines[0], lines[1][:50], *lines[2:]]))  # step 100 torn
+    run.invalidate()
+    assert checkpoint.resume_step(run) == 0  # what the sweep's plan and its stop message now report
+    assert engine.train_run(cfg, run_dir, stop_after_step=100) is None
+    assert checkpoint.available_steps(run) == [100] and checkpoint.resume_step(run) == 100
+    assert engine.train_run(cfg, run_dir)["final"] == finished["final"]
+
+
+def test_a_stop_before_a_finished_run_is_re_evaluated_keeps_its_final_record(tmp_path):
+    """The final record used to be dropped before the stop was checked; the final checkpoint was then no longer
+    covered by the metrics and the next call retrained the run."""
+    run_dir = tmp_path / RUN.run_name
+    finished = engine.train_run(RUN, run_dir)
+    run = RunStore(run_dir)
+    (run_dir / names.SUMMARY_FILE).unlink()
+    stop = stopping.Stop()
+    stop.request("test")
+    assert engine.train_run(RUN, run_dir, stop=stop) is None
+    assert [r["step"] for r in run.metrics()] == [0, 100, 200, 300] and checkpoint.resume_step(run) == 300
+    redone = engine.train_run(RUN, run_dir)
+    assert {k: v for k, v in redone.items() if k != "finished_at"} == {
+        k: v for k, v in finished.items() if k != "finished_at"}
+    assert [r["step"] for r in run.metrics()] == [0, 100, 200, 300]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icl_regression import config, engine, names, results, sweep, threshold
+from icl_regression import config, engine, names, results, stopping, sweep, threshold
 from icl_regression.store import RunStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +144,31 @@ def test_diverging_cells_are_marked_and_do_not_stop_the_sweep(tmp_path):
     index = json.loads((tmp_path / names.SWEEP_INDEX_FILE).read_text())
     assert [c["state"] for c in index["cells"]] == [names.DIVERGED]
     assert summary["cells"][0]["status"] == names.DIVERGED
+
+
+def test_a_stop_during_the_last_call_still_ends_a_finished_sweep(tmp_path, monkeypatch):
+    """A deadline met in the call that finished the last cell used to report 'stopped' and skip the summary."""
+    cfg = tiny_sweep_config(num_tasks=(2,), steps=20)
+    stop = stopping.Stop()
+    report = sweep.ProgressPrinter.__call__
+
+    def stop_at_the_last_step(printer, progress):
+        if progress.phase == engine.TRAINING and progress.step == progress.total_steps:
+            stop.request("a deadline during the last call")
+        return report(printer, progress)
+
+    monkeypatch.setattr(sweep.ProgressPrinter, "__call__", stop_at_the_last_step)
+    lines = []
+    assert sweep.run_sweep(cfg, tmp_path, print_fn=lines.append, stop=stop)
+    assert stop and not any("stopped" in line for line in lines), lines
+
+
+def test_claiming_a_cell_finished_meanwhile_leaves_no_running_mark(tmp_path):
+    cfg = tiny_sweep_config(num_tasks=(2,), steps=20)
+    assert sweep.run_sweep(cfg, tmp_path, print_fn=lambda *_: None)
+    cells, held = sweep.expand(cfg, tmp_path), []
+    assert sweep._claim(cells, held) == ([], []) and held == []
+    assert not (cells[0].run_dir / names.HEARTBEAT_FILE).exists() and sweep.cell_state(cells[0]) == names.DONE
 
 
 def test_dry_run_trains_nothing(tmp_path):
