@@ -275,6 +275,15 @@ class RunConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
 
+    def __post_init__(self):
+        # The fused attention kernel holds a whole sequence of 2K tokens (x and y interleaved) in one Triton tile,
+        # whose sides must be powers of two (checked by compiling for an H100; interpret mode on a CPU takes any).
+        tokens = 2 * self.data.context_len
+        _require(self.model.attention != "fused" or tokens & (tokens - 1) == 0,
+                 f"model.attention='fused' with data.context_len={self.data.context_len} (sequences of {tokens} "
+                 "tokens); allowed: a context length whose 2K is a power of two (4, 8, 16, 32, …), or another "
+                 "model.attention ('xla', 'cudnn', 'pallas')")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -31,7 +31,7 @@ import numpy as np
 from icl_regression import names, rng, tasks, trained
 from icl_regression.axes import seed_stats
 from icl_regression.config import ConfigError, RunConfig, num_tasks_label
-from icl_regression.model import Transformer
+from icl_regression.model import Transformer, evaluation_model
 from icl_regression.store import StoreError, iter_runs
 
 LANDSCAPE_STREAM = 11  # first index folded into rng.Stream.EVAL_TASKS for the landscape's sequences
@@ -102,7 +102,8 @@ def pretrain_pool(cfg: RunConfig) -> tuple[jax.Array, tuple[int, ...]]:
 
 
 def make_path_loss(model: Transformer, batch_size: int):
-    """Jitted `(θ_a, θ_b, alphas [A], xs, ys) → (L/D [A], predictions at α = 0 and 1 [2, N, K])`."""
+    """Jitted `(θ_a, θ_b, alphas [A], xs, ys) → (L/D [A], predictions at α = 0 and 1 [2, N, K])`; callers pass
+    `model.evaluation_model(…)`, so that a barrier is measured in float32 like every evaluation."""
 
     def predict(params, xs, ys):
         num, size = xs.shape[0], min(batch_size, xs.shape[0])
@@ -128,7 +129,7 @@ def landscape_between(cfg_a: RunConfig, params_a: Any, cfg_b: RunConfig, params_
             dataclasses.replace(cfg_b.data, num_tasks=0):
         raise ValueError("models on one path must share the model and the data settings other than M; got "
                          f"{cfg_a.model}, {cfg_a.data} and {cfg_b.model}, {cfg_b.data}")
-    path_loss = path_loss or make_path_loss(Transformer(cfg_a.model), settings.batch_size)
+    path_loss = path_loss or make_path_loss(evaluation_model(Transformer(cfg_a.model)), settings.batch_size)
     alphas = np.linspace(0.0, 1.0, settings.num_points)
     sets = {names.TRUE: sequences(cfg_a.data, settings, None, (0,))}
     if cfg_a.data.num_tasks > 0:
@@ -200,7 +201,7 @@ def sweep_landscape(workdir: Path, budget: tuple[int, int], scratch: Path | None
     results, path_loss = [], None
     for pair in pairs:
         (cfg_a, params_a), (cfg_b, params_b) = load(pair["a"]), load(pair["b"])
-        path_loss = path_loss or make_path_loss(Transformer(cfg_a.model), settings.batch_size)
+        path_loss = path_loss or make_path_loss(evaluation_model(Transformer(cfg_a.model)), settings.batch_size)
         entry = landscape_between(cfg_a, params_a, cfg_b, params_b, settings, path_loss)
         results.append({"kind": pair["kind"], "same_init": pair["same_init"], "a": pair["a"]["name"],
                         "b": pair["b"]["name"], "num_tasks": pair["a"]["num_tasks"], "seed_a": pair["a"]["seed"],

@@ -30,7 +30,7 @@ import numpy as np
 from icl_regression import checkpoint, evaluation, names, predictors, sweep, tasks, training
 from icl_regression.config import INFINITE_TASKS, RunConfig, num_tasks_label, parse_num_tasks
 from icl_regression.engine import GroupTrainer, group_signature
-from icl_regression.model import Transformer
+from icl_regression.model import Transformer, evaluation_model
 from icl_regression.store import RunStore, StoreError, read_json
 
 log = logging.getLogger(__name__)
@@ -286,8 +286,9 @@ def _apply(model, params, xs, ys):
 
 
 def model_preds(run: TrainedRun, xs: jax.Array, ys: jax.Array, batch_size: int | None = None) -> jax.Array:
-    """The trained model's predictions [N, K], `batch_size` sequences at a time (default: the run's eval batch)."""
-    model = Transformer(run.config.model)
+    """The trained model's predictions [N, K], `batch_size` sequences at a time (default: the run's eval batch), on
+    the plain float32 path whatever path it trained on, as its stored evaluations were."""
+    model = evaluation_model(Transformer(run.config.model))
     size = min(batch_size or run.config.eval.batch_size, xs.shape[0])
     return jnp.concatenate([_apply(model, run.params, xs[i:i + size], ys[i:i + size])
                             for i in range(0, xs.shape[0], size)])

@@ -1,13 +1,16 @@
 """The Pallas kernels (interpret mode on CPU) against the plain JAX path: forward and gradients, under vmap over an
 ensemble axis; and the fast path of the model around them (same parameters, float32 evaluation)."""
 
+from pathlib import Path
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from icl_regression import evaluation, rng, training
+from icl_regression import evaluation, landscape, rng, trained, training
+from icl_regression import model as model_module
 from icl_regression.config import ConfigError, EvalConfig, ModelConfig, run_config_from_dict
 from icl_regression.kernels import attention as kernels_attention
 from icl_regression.kernels import layer_norm as kernels_layer_norm
@@ -131,6 +134,33 @@ def test_pallas_flash_attention_matches_xla_attention(dtype, tolerance):
     _assert_close(_value_and_grads(pallas, inputs, dtype), exact, exact, tolerance)
 
 
+def test_cudnn_attention_matches_xla_attention(caplog, monkeypatch):
+    """`model.attention='cudnn'` in bfloat16 under vmap over the ensemble, values and gradients, against float32 XLA
+    attention. On a GPU it must take cuDNN's fused kernel (its custom call in the compiled program); elsewhere it
+    falls back to XLA's attention, saying so once."""
+    keys = jax.random.split(jax.random.key(5), 4)
+    q, k, v, cotangent = (jax.random.normal(key, (ENSEMBLE, 3, 16, 2, 16)) for key in keys)  # [E, B, T, H, hd]
+    inputs = {"q": q, "k": k, "v": v, "cotangent": cotangent}
+
+    def xla(q, k, v):
+        return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), is_causal=True)
+
+    def cudnn(q, k, v):
+        return model_module.causal_attention(q, k.astype(q.dtype), v.astype(q.dtype), "cudnn")
+
+    monkeypatch.setattr(model_module, "_LOGGED", set())
+    with caplog.at_level("WARNING", logger=model_module.log.name):
+        fast = _value_and_grads(cudnn, inputs, jnp.bfloat16)
+    exact = _value_and_grads(xla, inputs, jnp.float32)
+    _assert_close(fast, exact, exact, 0.03)
+    program = jax.jit(lambda q, k, v: cudnn(q, k, v)).lower(*(x[0].astype(jnp.bfloat16) for x in (q, k, v)))
+    if jax.default_backend() == "gpu":
+        assert "cudnn" in program.compile().as_text().lower(), "cuDNN attention was not used on the GPU"
+    else:
+        assert any("model.attention='cudnn' unavailable" in r.getMessage() for r in caplog.records), caplog.text
+        _assert_close(fast, _value_and_grads(xla, inputs, jnp.bfloat16), exact, 0.0)  # the XLA path itself
+
+
 @pytest.mark.parametrize("dtype, tolerance", DTYPES)
 def test_qkv_attention_matches_xla_attention_on_the_split_heads(dtype, tolerance):
     batch, length, heads, head_dim = 3, 16, 2, 16
@@ -212,6 +242,25 @@ def test_evaluation_runs_the_plain_float32_path_whatever_the_training_path():
         np.testing.assert_array_equal(np.asarray(results[1][0][key]), np.asarray(plain), err_msg=key)
 
 
+def test_analyses_of_trained_models_predict_on_the_plain_float32_path():
+    """Interpolation, the Laplace comparison and the landscape re-run a trained model: on its float32 path, as
+    its stored evaluations were (through bfloat16 they missed their own stored metrics by 0.3%)."""
+    plain = run_config_from_dict(STEP_CONFIG)
+    fast = plain.replace(model={**FAST, "attention": "fused"})
+    params = jax.tree.map(lambda x: x[0], training.init_group(plain, [0]).params)
+    xs, ys = jax.random.normal(jax.random.key(1), (2, 16, 8, 4))[0], jax.random.normal(jax.random.key(2), (16, 8))
+
+    def run(cfg):
+        return trained.TrainedRun("r", cfg, Path("r"), params, "checkpoint", Path("r"))
+
+    np.testing.assert_array_equal(np.asarray(trained.model_preds(run(fast), xs, ys)),
+                                  np.asarray(trained.model_preds(run(plain), xs, ys)))
+    settings = landscape.LandscapeSettings(num_points=3, num_sequences=32, batch_size=32)
+    paths = [landscape.landscape_between(cfg, params, cfg.replace(data={"num_tasks": 0}), params, settings)
+             for cfg in (fast, plain)]
+    assert paths[0] == paths[1]
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"attention": "flash"}, "model.attention='flash'"),
     ({"compute_dtype": "float16"}, "model.compute_dtype='float16'"),
@@ -222,6 +271,14 @@ def test_evaluation_runs_the_plain_float32_path_whatever_the_training_path():
 def test_fast_path_settings_are_validated(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         ModelConfig(**{"num_heads": 2, **overrides})
+
+
+def test_fused_attention_needs_a_power_of_two_sequence_length():
+    """Triton refuses a tile of 2K = 12 tokens when compiling for a GPU (interpret mode on a CPU does not)."""
+    with pytest.raises(ConfigError, match=r"model.attention='fused' with data.context_len=6 \(sequences of 12"):
+        run_config_from_dict({"data": {"context_len": 6}, "model": {"attention": "fused"}})
+    run_config_from_dict({"data": {"context_len": 8}, "model": {"attention": "fused"}})
+    run_config_from_dict({"data": {"context_len": 6}, "model": {"attention": "pallas"}})  # JAX's kernel pads
 
 
 def test_fast_path_fields_at_their_defaults_keep_stored_run_names():
