@@ -20,7 +20,7 @@
 # a few steps; kernel tests only collected): a check of this script end to end, tests/test_gpu_session.py.
 set -u
 export PYTHONPATH=.
-PY="${PYTHON:-$(command -v python || command -v python3)}"  # the machine's python (its venv names it python3)
+PY="${PYTHON:-$(command -v python3 || command -v python)}"  # the machine's python (its venv names it python3)
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$PWD/.jax_cache_gpu}"
 OUT="${OUT:-/tmp/gpu_session_out}"
 mkdir -p "$OUT/benchmarks" "$OUT/precision"

@@ -98,6 +98,7 @@ RUN_STATES = (PENDING, RUNNING, DONE, DIVERGED)
 # Files of the results store.
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+METRICS_FILE_GZ = "metrics.jsonl.gz"  # a finished run's metrics, compressed for committing (readers take either)
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
 HEARTBEAT_FILE = "RUNNING"  # who trains the run now: host, pid, since (information; the lock decides)

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from icl_regression import dynamics, names, threshold
 from icl_regression.config import dotted_fields, num_tasks_label, run_config_from_dict
-from icl_regression.store import RunStore, StoreError, iter_runs, read_json, write_json
+from icl_regression.store import RunStore, StoreError, iter_runs, metrics_bytes, read_json, write_json
 
 ROW_FIELDS = ("name", "status", "num_tasks", "num_tasks_label", "batch_size", "steps", "seed", "final", "bootstrap",
               "train_loss")
@@ -43,10 +43,15 @@ def fingerprint(run_dirs: Sequence[Path]) -> str:
     a fresh clone of committed results matches)."""
     digest = hashlib.sha1()
     for run_dir in sorted(Path(d) for d in run_dirs):
-        for name in (names.SUMMARY_FILE, names.METRICS_FILE):
-            path = run_dir / name
+        summary = run_dir / names.SUMMARY_FILE
+        try:
+            metrics = metrics_bytes(run_dir)  # compressed or not: the same content, the same fingerprint
+        except StoreError:
+            metrics = b"damaged"
+        for name, content in ((names.SUMMARY_FILE, summary.read_bytes() if summary.exists() else None),
+                              (names.METRICS_FILE, metrics)):
             digest.update(f"{run_dir.name}/{name}:".encode())
-            digest.update(path.read_bytes() if path.exists() else b"-")
+            digest.update(b"-" if content is None else content)
     return digest.hexdigest()[:16]
 
 

@@ -1,6 +1,7 @@
 """The results store: one folder per run, JSON files written atomically, metrics appended as they come.
 
-A run folder holds `config.json`, `metrics.jsonl` (one line per evaluation), `summary.json` (when finished),
+A run folder holds `config.json`, `metrics.jsonl` (one line per evaluation; a finished run's may be compressed to
+`metrics.jsonl.gz` for committing, read the same way and expanded again before any write), `summary.json` (when finished),
 `checkpoints/`, `divergence.json` (if it diverged) and, while a process trains it, a `RUNNING` mark naming that
 process. A process trains a run only while it holds the run's claim: an exclusive `flock` on its `LOCK` file,
 which the kernel drops when the process dies, so a claim left by a killed process is free again at once and two
@@ -10,8 +11,10 @@ live processes never write one folder. Nothing here imports jax: analysis and fi
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
+import zlib
 import socket
 import tempfile
 import time
@@ -24,6 +27,20 @@ from icl_regression.config import same_run_config
 
 class StoreError(RuntimeError):
     """The results store is missing or inconsistent; the message names the path."""
+
+
+def metrics_bytes(run_dir: Path) -> bytes | None:
+    """The content of a run's metrics: metrics.jsonl, else its compressed metrics.jsonl.gz (None if neither);
+    StoreError if the compressed file is damaged."""
+    plain, packed = Path(run_dir) / names.METRICS_FILE, Path(run_dir) / names.METRICS_FILE_GZ
+    if plain.exists():
+        return plain.read_bytes()
+    if not packed.exists():
+        return None
+    try:
+        return gzip.decompress(packed.read_bytes())
+    except (OSError, EOFError, zlib.error) as e:
+        raise StoreError(f"{packed} cannot be read ({type(e).__name__}: {e})") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -113,6 +130,7 @@ class RunStore:
 
     def append_metrics(self, record: dict) -> None:
         """Appends one evaluation record and syncs it to disk before returning."""
+        self._expand_metrics()
         with open(self.dir / names.METRICS_FILE, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
@@ -122,6 +140,7 @@ class RunStore:
         """Writes the final evaluation record in place of any record at or past its step, in one atomic rewrite
         (a re-evaluated finished run keeps its old final record until the new one is on disk)."""
         kept = [r for r in self.metrics() if r["step"] < record["step"]]
+        self._expand_metrics()
         atomic_write_text(self.dir / names.METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n"
                                                                 for r in [*kept, record]))
 
@@ -132,17 +151,43 @@ class RunStore:
 
     def _read_metrics(self) -> tuple[list[dict], bool]:
         """(records up to the first unreadable line, whether there was one)."""
-        path = self.dir / names.METRICS_FILE
-        if not path.exists():
-            return [], False
+        try:
+            data = metrics_bytes(self.dir)
+        except StoreError:
+            return [], True  # a damaged compressed file: nothing readable
         records = []
-        with open(path) as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    return records, True
+        for line in (data or b"").decode(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                return records, True
         return records, False
+
+    def compress_metrics(self) -> tuple[int, int] | None:
+        """Compresses a finished run's metrics.jsonl to metrics.jsonl.gz (about 4× smaller: what committed results
+        and the tree a device call carries can afford); (bytes before, after), or None if there is nothing to do."""
+        plain = self.dir / names.METRICS_FILE
+        if self.summary() is None or not plain.exists():
+            return None
+        data = plain.read_bytes()
+        packed = gzip.compress(data, compresslevel=9, mtime=0)  # no time stamp: the same bytes on every machine
+        atomic_write_bytes(self.dir / names.METRICS_FILE_GZ, packed)
+        plain.unlink()
+        return len(data), len(packed)
+
+    def _expand_metrics(self) -> None:
+        """Before a write: a compressed metrics file becomes metrics.jsonl again (an unreadable one is set aside as
+        `.corrupt`, its records lost, as a torn line's are)."""
+        packed = self.dir / names.METRICS_FILE_GZ
+        if not packed.exists():
+            return
+        if not (self.dir / names.METRICS_FILE).exists():
+            try:
+                atomic_write_bytes(self.dir / names.METRICS_FILE, metrics_bytes(self.dir))
+            except StoreError:
+                packed.replace(packed.with_name(packed.name + ".corrupt"))
+                return
+        packed.unlink()
 
     def covered_step(self) -> int:
         """The largest step up to which every evaluation this run's config asks for is on record, in order
@@ -186,6 +231,7 @@ class RunStore:
     def truncate_metrics(self, last_step: int) -> None:
         """Drops records after `last_step` (on resume from the checkpoint at that step)."""
         records = self.metrics()
+        self._expand_metrics()
         kept = [r for r in records if r["step"] <= last_step]
         if len(kept) != len(records) or (self.dir / names.METRICS_FILE).exists():
             atomic_write_text(self.dir / names.METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n"

@@ -367,7 +367,7 @@ def test_a_whole_lease_in_one_call_stops_at_its_deadline_and_packs(tmp_path):
     Python found on PATH (the GPU machine's venv names it python3) when PYTHON is not set."""
     out = tmp_path / "OUT"
     env = {k: v for k, v in ENV.items() if k != "PYTHON"}
-    env.update(OUT=str(out), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", LEASE_ALL_WAIT="200")
+    env.update(OUT=str(out), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
     config_file = write_tiny_sweep(tmp_path / "cfg.py", steps=400_000, checkpoint=200_000)
     workdir = tmp_path / "lease"
     done = _lease("all", workdir, str(config_file), "25s", "--figure=false", env=env, timeout=280)
@@ -378,3 +378,30 @@ def test_a_whole_lease_in_one_call_stops_at_its_deadline_and_packs(tmp_path):
     assert "lease-results.tar.gz" in files and any("checkpoints" in f for f in files), files
     index = json.loads((workdir / names.SWEEP_INDEX_FILE).read_text())
     assert index["counts"][names.RUNNING] == 0 and index["counts"][names.DONE] == 0
+
+
+# Stands in for a sweep that overruns its deadline and ignores SIGTERM; every other command runs for real.
+STUBBORN_PYTHON = """#!/usr/bin/env bash
+if [[ "$1" == experiments/sweep.py ]]; then trap "" TERM; echo "stubborn sweep"; exec sleep 300; fi
+exec "{python}" "$@"
+"""
+
+
+def test_a_whole_lease_packs_within_its_call_even_when_the_sweep_does_not_stop(tiny_sweep_dir, tmp_path):
+    """Before, `all` waited 570 s and then 120 s for a clean stop before packing: past the call's 600 s, so a
+    sweep that overran its deadline brought nothing back. Also: `start` fills an empty workdir from the committed
+    results (LEASE_SEED), so that the next lease needs only the checkpoint parts carried."""
+    python = tmp_path / "python3"
+    python.write_text(STUBBORN_PYTHON.format(python=sys.executable))
+    python.chmod(0o755)
+    out, workdir = tmp_path / "OUT", tmp_path / "lease"
+    env = dict(ENV, OUT=str(out), PYTHON=str(python), LEASE_SEED=str(tiny_sweep_dir), LEASE_CALL_S="20",
+               LEASE_PACK_S="5", LEASE_STOP_WAIT="3")
+    started = time.monotonic()
+    done = _lease("all", workdir, "unused_config.py", "8m", env=env, timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"seeded {workdir} from {tiny_sweep_dir}" in done.stdout and "no clean exit: killing" in done.stdout
+    assert elapsed < 20 + 10, elapsed  # packing began by 20 - 5 s
+    assert (out / "lease-results.tar.gz").exists()
+    assert transport.unpack([out], tmp_path / "back")

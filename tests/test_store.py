@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_CONFIG, TINY_SWEEP
 from flax import serialization
 
-from icl_regression import checkpoint, config, engine, names, results, stopping, sweep
+from icl_regression import checkpoint, config, engine, names, results, stopping, sweep, transport
 from icl_regression.config import ConfigError
 from icl_regression.store import RunStore, StoreError, read_json, write_json
 
@@ -122,6 +122,39 @@ def test_a_stop_before_a_finished_run_is_re_evaluated_keeps_its_final_record(tmp
     assert {k: v for k, v in redone.items() if k != "finished_at"} == {
         k: v for k, v in finished.items() if k != "finished_at"}
     assert [r["step"] for r in run.metrics()] == [0, 100, 200, 300]
+
+
+def test_compressed_metrics_read_the_same_and_are_expanded_before_any_write(finished_sweep):
+    """Committed results keep finished runs' metrics as metrics.jsonl.gz (4× smaller): every reader takes either,
+    the summary's fingerprint does not change, and a run written again gets its plain file back."""
+    workdir, cells = finished_sweep
+    run_dirs = [c.run_dir for c in cells]
+    before = {d: RunStore(d).metrics() for d in run_dirs}
+    fingerprint = results.fingerprint(run_dirs)
+    count, plain_bytes, packed_bytes = transport.compress_finished_metrics(workdir)
+    assert count == len(cells) and packed_bytes < plain_bytes / 2
+    assert not list(workdir.rglob(names.METRICS_FILE)) and len(list(workdir.rglob(names.METRICS_FILE_GZ))) == count
+    assert {d: RunStore(d).metrics() for d in run_dirs} == before
+    assert results.fingerprint(run_dirs) == fingerprint and not RunStore(run_dirs[0]).problems()
+    assert transport.compress_finished_metrics(workdir)[0] == 0  # nothing left to do
+
+    run = RunStore(run_dirs[0])
+    run.truncate_metrics(20)  # what a resume does
+    assert (run.dir / names.METRICS_FILE).exists() and not (run.dir / names.METRICS_FILE_GZ).exists()
+    assert run.metrics() == [r for r in before[run.dir] if r["step"] <= 20]
+
+
+def test_a_damaged_compressed_metrics_file_is_reported_and_redone(finished_sweep):
+    workdir, cells = finished_sweep
+    transport.compress_finished_metrics(workdir)
+    packed = cells[0].run_dir / names.METRICS_FILE_GZ
+    packed.write_bytes(packed.read_bytes()[:40])
+    assert RunStore(cells[0].run_dir).problems()[0] == "metrics.jsonl has an unreadable line after step none"
+    before = RunStore(cells[0].run_dir).summary()
+    assert sweep.run_sweep(TINY_SWEEP, workdir, print_fn=lambda *_: None)
+    assert [r["step"] for r in RunStore(cells[0].run_dir).metrics()] == [0, 20, 40, 60]
+    assert (cells[0].run_dir / (names.METRICS_FILE_GZ + ".corrupt")).exists()
+    _assert_same_result(RunStore(cells[0].run_dir).summary(), before)
 
 
 @pytest.fixture

@@ -136,7 +136,7 @@ def test_an_archive_missing_a_part_is_refused(half_done_sweep, tmp_path):
 def test_an_interrupted_packing_leaves_no_part_that_looks_complete(half_done_sweep, tmp_path, monkeypatch):
     """Parts are written under temporary names and renamed only once the whole archive is written."""
     workdir, _ = half_done_sweep
-    add, added = tarfile.TarFile.add, []
+    add, added = tarfile.TarFile.addfile, []
 
     def add_then_fail(self, *args, **kwargs):
         if added:
@@ -144,7 +144,83 @@ def test_an_interrupted_packing_leaves_no_part_that_looks_complete(half_done_swe
         added.append(args)
         add(self, *args, **kwargs)
 
-    monkeypatch.setattr(tarfile.TarFile, "add", add_then_fail)
+    monkeypatch.setattr(tarfile.TarFile, "addfile", add_then_fail)
     with pytest.raises(RuntimeError, match="interrupted"):
         transport.pack_checkpoints(workdir, tmp_path / "out", part_bytes=4 * 1024)
     assert added and list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["results", "checkpoints"])
+def test_a_changed_byte_anywhere_is_refused_and_nothing_is_unpacked(half_done_sweep, tmp_path, kind):
+    """tar and gzip in stream mode check nothing: a changed byte was written as it was (a checkpoint weight
+    1906.0 came back as 1394.0), or a damaged header ended the archive early with files silently missing."""
+    workdir, _ = half_done_sweep
+    parts = _packed(workdir, tmp_path / "out", kind)
+    data = parts[0].read_bytes()
+    # From past gzip's 10-byte header (its time stamp is no content) to the last byte that is not the tar's zero
+    # padding: tar headers, contents, the manifest, the gzip trailer (its CRC and length).
+    end = len(data.rstrip(b"\0"))
+    for position in [*range(10, end, end // 23), end - 1]:
+        damaged = bytearray(data)
+        damaged[position] ^= 0x10
+        parts[0].write_bytes(bytes(damaged))
+        target = tmp_path / f"back_{position}"
+        with pytest.raises(StoreError, match=r"is (not a complete archive|damaged)|refusing"):
+            transport.unpack(parts, target)
+        assert not target.exists() or not [p for p in target.rglob("*") if p.is_file()], position
+    parts[0].write_bytes(data)
+    assert transport.unpack(parts, tmp_path / "intact")
+
+
+def test_a_damaged_archive_leaves_the_folder_as_it_was(half_done_sweep, tmp_path):
+    """Before, the files read before the damage had already replaced those of the sweep folder."""
+    workdir, _ = half_done_sweep
+    (archive,) = transport.pack_results(workdir, tmp_path / "out")
+    target = tmp_path / "target"
+    transport.unpack([archive], target)
+    before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    metrics = next(p for p in before if p.name == names.METRICS_FILE)
+    metrics.write_text("")  # the folder's state that a damaged archive must not touch
+    data = archive.read_bytes()
+    archive.write_bytes(data[:2 * len(data) // 3])
+    with pytest.raises(StoreError, match="not a complete archive"):
+        transport.unpack([archive], target)
+    assert metrics.read_text() == "" and not (target / transport.STAGING_DIR).exists()
+
+
+def test_stored_analyses_travel_with_the_results(half_done_sweep, tmp_path):
+    workdir, _ = half_done_sweep
+    analysis = workdir / transport.ANALYSIS_DIR / "landscape.json"
+    analysis.parent.mkdir(exist_ok=True)
+    analysis.write_text('{"pairs": []}')
+    try:
+        (archive,) = transport.pack_results(workdir, tmp_path / "out")
+        transport.unpack([archive], tmp_path / "back")
+        assert (tmp_path / "back" / transport.ANALYSIS_DIR / "landscape.json").read_text() == '{"pairs": []}'
+    finally:
+        analysis.unlink()
+
+
+def test_repacking_with_nothing_unfinished_removes_earlier_checkpoint_parts(half_done_sweep, tmp_path):
+    workdir, _ = half_done_sweep
+    out = tmp_path / "out"
+    (earlier,) = transport.pack_checkpoints(workdir, out)[0]
+    finished = tmp_path / "finished"
+    transport.unpack([transport.pack_results(workdir, tmp_path / "results")[0]], finished)
+    (finished / names.RUNS_DIR).mkdir(exist_ok=True)
+    assert transport.pack_checkpoints(finished, out, stem="sweep") == ([], [])
+    assert not earlier.exists()  # it would be carried and unpacked again
+
+
+def test_max_bytes_packs_whole_runs_within_the_budget(half_done_sweep, tmp_path):
+    workdir, _ = half_done_sweep
+    unfinished = transport.unfinished_checkpoints(workdir)
+    size = max((workdir / rel).stat().st_size for rel in unfinished)
+    parts, left_out = transport.pack_checkpoints(workdir, tmp_path, max_bytes=size + 20 * 1024)
+    assert len(left_out) == len(unfinished) - 1 >= 1
+    assert sum(p.stat().st_size for p in parts) <= size + 20 * 1024
+
+
+def test_unpacking_a_path_that_does_not_exist_is_one_line(tmp_path):
+    with pytest.raises(StoreError, match=r"/nowhere-results\.tar\.gz does not exist; allowed: archives"):
+        transport.unpack([tmp_path / "nowhere-results.tar.gz"], tmp_path / "target")

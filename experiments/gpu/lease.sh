@@ -7,20 +7,25 @@
 #   bash experiments/gpu/lease.sh status WORKDIR
 #   bash experiments/gpu/lease.sh all    WORKDIR CONFIG STOP_AFTER [more sweep.py flags]   # one call per lease
 #
-# all: start, wait until the sweep stops itself at STOP_AFTER (or LEASE_ALL_WAIT seconds pass, default 570), then
-# finish: a whole lease in one device call (the machine is given back 30 s after a call, which would end a
-# detached sweep between calls). Keep STOP_AFTER + setup + packing under the call's 600 s.
+# all: start, wait until the sweep stops itself at STOP_AFTER, then finish: a whole lease in one device call (the
+# machine is given back 30 s after a call, which would end a detached sweep between calls). Whatever the sweep
+# does, packing starts by LEASE_CALL_S (default 590, the call's limit is 600) - LEASE_PACK_S (default 45) seconds
+# after the call began: a sweep still running LEASE_STOP_WAIT (default 60) seconds before that gets SIGTERM, and
+# SIGKILL if it has not stopped by then. Give STOP_AFTER with room for setup: 8m.
 #
-# start: unpacks what an earlier lease brought back (archives in lease_in/ or $LEASE_IN, if carried), then starts
-# experiments/sweep.py detached (setsid nohup) with --stop_after=STOP_AFTER, its output in WORKDIR/lease.log.
+# start: fills WORKDIR from the committed results/<WORKDIR name>/ when it holds no runs yet (LEASE_SEED names
+# another folder, or none), unpacks what an earlier lease brought back (archives in lease_in/ or $LEASE_IN, if
+# carried: the checkpoint parts are enough when the results are committed), then starts experiments/sweep.py
+# detached (setsid nohup) with --stop_after=STOP_AFTER, its output in WORKDIR/lease.log.
 # finish: SIGTERM (the sweep checkpoints every unfinished model and rewrites its index), then packs the results
-# archive and the unfinished runs' checkpoints (parts of at most 15 MiB, at most 7) into $OUT: at most 8 files,
-# names of letters, digits and ._- only. Runs from the repository root with PYTHONPATH=. (no install needed).
+# archive and the unfinished runs' checkpoints (parts of at most 15 MiB, at most 7, at most LEASE_MAX_MIB = 20 MiB
+# together: they travel to the next lease beside the repository, 64 MiB in all) into $OUT: at most 8 files, names
+# of letters, digits and ._- only. Runs from the repository root with PYTHONPATH=. (no install needed).
 set -euo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON="${PYTHON:-$(command -v python || command -v python3)}"  # the GPU machine's venv names it python3
+PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"  # the GPU machine's venv names it python3
 verb="${1:?usage: lease.sh start|wait|finish|status|all WORKDIR ...}"
 workdir="${2:?WORKDIR missing}"
 log="$workdir/lease.log"
@@ -32,6 +37,10 @@ case "$verb" in
   start)
     config="${3:?CONFIG missing}"; stop_after="${4:?STOP_AFTER missing (e.g. 25m)}"; shift 4
     if alive; then echo "already running (pid $(cat "$pidfile"))"; exit 1; fi
+    seed="${LEASE_SEED:-results/$(basename "$workdir")}"
+    if [[ "$seed" != none && -d "$seed/runs" && ! -d "$workdir/runs" ]]; then
+      mkdir -p "$workdir" && cp -R "$seed/." "$workdir/" && echo "seeded $workdir from $seed"
+    fi
     mkdir -p "$workdir"
     lease_in="${LEASE_IN:-lease_in}"
     if [[ -d "$lease_in" ]] && compgen -G "$lease_in/*" > /dev/null; then
@@ -54,22 +63,25 @@ case "$verb" in
     out="${OUT:?OUT is not set: the folder whose files come back}"
     if alive; then
       kill -TERM "$(cat "$pidfile")"
-      for _ in $(seq "${LEASE_STOP_WAIT:-120}"); do alive || break; sleep 1; done
+      for _ in $(seq "${LEASE_STOP_WAIT:-60}"); do alive || break; sleep 1; done
       if alive; then echo "no clean exit: killing"; kill -KILL "$(cat "$pidfile")"; fi
     fi
     tail -n 5 "$log"
-    "$PYTHON" experiments/pack.py --workdir="$workdir" --out="$out" --checkpoints --max_parts=7
+    "$PYTHON" experiments/pack.py --workdir="$workdir" --out="$out" --checkpoints --max_parts=7 \
+      --max_mib="${LEASE_MAX_MIB:-20}"
     ls -l "$out" ;;
   status)
     if alive; then echo "running (pid $(cat "$pidfile"))"; else echo "not running"; fi; tail -n 5 "$log" ;;
   all)
     shift 2
+    stop_wait="${LEASE_STOP_WAIT:-60}"
+    term_at=$(( ${LEASE_CALL_S:-590} - ${LEASE_PACK_S:-45} - stop_wait ))  # seconds since this call began
     LEASE_START_WAIT=0 bash "$self" start "$workdir" "$@"
-    end=$((SECONDS + ${LEASE_ALL_WAIT:-570})); next=$((SECONDS + 60))
-    while alive && (( SECONDS < end )); do
-      sleep 5
+    next=$((SECONDS + 60))
+    while alive && (( SECONDS < term_at )); do
+      sleep 1
       if (( SECONDS >= next )); then tail -n 1 "$log"; next=$((SECONDS + 60)); fi
     done
-    bash "$self" finish "$workdir" ;;
+    LEASE_STOP_WAIT="$stop_wait" bash "$self" finish "$workdir" ;;
   *) echo "unknown verb $verb; allowed: start, wait, finish, status, all"; exit 2 ;;
 esac
