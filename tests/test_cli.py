@@ -322,6 +322,9 @@ def test_lease_script_starts_stops_packs_and_the_next_lease_resumes(tmp_path):
     for cell in index["cells"]:
         assert [r["step"] for r in RunStore(second / cell["run_dir"]).metrics()] == list(range(0, steps + 1, 20))
     assert transport.result_files(second)
+    again = _lease("start", second, str(config_file), "10m", "--figure=false", env=env)  # same machine, later
+    assert again.returncode == 0 and "unpacked" not in again.stdout, again.stdout  # not over the newer files
+    assert "not running" in _lease("wait", second, "120", env=env, timeout=180).stdout
 
 
 def test_summarize_uses_the_stored_config_and_refuses_another(tiny_sweep_dir, tmp_path):

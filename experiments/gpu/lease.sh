@@ -43,8 +43,9 @@ case "$verb" in
     fi
     mkdir -p "$workdir"
     lease_in="${LEASE_IN:-lease_in}"
-    if [[ -d "$lease_in" ]] && compgen -G "$lease_in/*" > /dev/null; then
-      "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in"
+    # Once per machine: a second start in the same lease must not put the carried files back over newer ones.
+    if [[ -d "$lease_in" && ! -f "$workdir/.lease_in_unpacked" ]] && compgen -G "$lease_in/*" > /dev/null; then
+      "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in" && touch "$workdir/.lease_in_unpacked"
     fi
     echo "=== lease start $(date -u +%Y-%m-%dT%H:%M:%SZ): sweep.py --config=$config --stop_after=$stop_after $*" >> "$log"
     setsid nohup "$PYTHON" experiments/sweep.py --config="$config" --workdir="$workdir" --stop_after="$stop_after" \
