@@ -75,12 +75,14 @@ def threshold_for(rows: Sequence[Mapping], budgets: Sequence[Budget], num_replic
 
 
 def estimate_fields(est: Mapping | None) -> dict:
-    """The fields of a threshold estimate that the analyses keep (NaN with an empty interval for None)."""
+    """The fields of a threshold estimate that the analyses keep (NaN with an empty interval for None), what its
+    interval accounts for included: with one seed, evaluation noise only (`threshold.interval_source`)."""
     if est is None:
         return {"log2_num_tasks": math.nan, "interval": [math.nan, math.nan], "replicates_inside_grid": 0,
-                "replicates": 0}
+                "replicates": 0, "num_seeds": 0, "interval_source": threshold.interval_source(0)}
     return {"log2_num_tasks": est["log2_num_tasks"], "interval": list(est["interval"]),
-            "replicates_inside_grid": est["replicates_inside_grid"], "replicates": est["replicates"]}
+            "replicates_inside_grid": est["replicates_inside_grid"], "replicates": est["replicates"],
+            "num_seeds": est["num_seeds"], "interval_source": est["interval_source"]}
 
 
 # --- Rows with their axes. ---
@@ -177,11 +179,12 @@ def scaled_threshold(entry: Mapping, scale: float) -> dict:
 
 
 def seed_stats(values: Sequence[float]) -> dict:
-    """Mean, standard deviation (ddof 1) and range over seeds, and the values themselves."""
+    """Mean, standard deviation (ddof 1; NaN for one seed: the spread is unknown, not 0) and range over seeds, and
+    the values themselves."""
     values = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
     if not len(values):
         return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0, "values": []}
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
             "min": float(values.min()), "max": float(values.max()), "n": int(len(values)),
             "values": [float(v) for v in values]}
 

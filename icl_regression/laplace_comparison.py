@@ -10,6 +10,8 @@ It needs the model's parameters (checkpoints, or retraining into a scratch folde
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,7 +33,8 @@ def _laplace(cfg, eval_set: str, data, num_samples: int, burn_in: int, cache: di
     pool_id = trained.pool_id_of(cfg)
     identity = ("true",) if eval_set == names.TRUE or cfg.data.num_tasks == 0 else (
         "pretrain", pool_id.seed, pool_id.salt, cfg.data.num_tasks)
-    cache_key = (cfg.data, cfg.eval, identity)
+    data_cfg = dataclasses.replace(cfg.data, num_tasks=0) if identity == ("true",) else cfg.data  # T_true: any M
+    cache_key = (data_cfg, cfg.eval, identity)
     if cache_key not in cache:
         key = rng.stream_key(cfg.eval.seed, rng.Stream.EVAL_TASKS, ANALYSIS_INDEX, *identity[1:])
         cache[cache_key] = np.asarray(predictors.predict(names.LAPLACE_MMSE, cfg.data, data.xs, data.ys,

@@ -73,6 +73,12 @@ def _mark(ax, est: Mapping, color: str, y: float | None = None, x_range: tuple[f
             ax.plot([edge], [y], marker, color=color, ms=5)
 
 
+def _seeds_note(analysis: Mapping) -> str:
+    """The seeds of a figure, and, with one seed, that its intervals hold evaluation noise only."""
+    seeds = analysis["seeds"]
+    return f"seeds {seeds}" + ("; one seed: intervals are evaluation noise only" if len(seeds) < 2 else "")
+
+
 def _budget_styles(analysis: Mapping) -> dict:
     """One line style per budget, the same in every panel: budgets in the analysis' order."""
     return {tuple(b): BUDGET_STYLES[i % len(BUDGET_STYLES)] for i, b in enumerate(analysis["budgets"])}
@@ -173,7 +179,7 @@ def budgets_figure(analysis: Mapping):
                       for m in sorted(analysis["midpoints"].values(), key=lambda m: tuple(m["budget"]))]
         finite = [math.log2(c["num_tasks"]) for c in analysis["curves"] if c["num_tasks"] > 0]
         _forest(axs[1, 1], estimates, (min(finite), max(finite)) if finite else None)
-        fig.suptitle(f"data budgets: the threshold from more data of each kind (seeds {analysis['seeds']}; bands: "
+        fig.suptitle(f"data budgets: the threshold from more data of each kind ({_seeds_note(analysis)}; bands: "
                      "seed range; crossing intervals shaded)")
         fig.tight_layout()
     return fig
@@ -239,7 +245,7 @@ def long_dynamics_figure(analysis: Mapping):
                      fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
-        fig.suptitle(f"longer training: does the threshold move? (seeds {analysis['seeds']})")
+        fig.suptitle(f"longer training: does the threshold move? ({_seeds_note(analysis)})")
         fig.tight_layout()
     return fig
 
@@ -333,7 +339,7 @@ def dimension_figure(analysis: Mapping):
         ax.set_xlabel(AXIS_LABELS[axes.DIM])
         ax.set_ylabel(f"{names.LABELS['dmmse_ridge']} on {names.LABELS[names.TRUE]}")
         ax.set_title("dMMSE vs ridge at the largest M")
-        fig.suptitle(f"dimension scaling (seeds {analysis['seeds']}; intervals: 95% bootstrap, bars: seed range)")
+        fig.suptitle(f"dimension scaling ({_seeds_note(analysis)}; intervals: 95% bootstrap, bars: seed range)")
         fig.tight_layout()
     return fig
 
@@ -435,7 +441,7 @@ def capacity_figure(analysis: Mapping, axis: str):
         axs[1].set_ylabel(f"L/D of the M = ∞ model on {names.LABELS[names.TRUE]}")
         axs[1].set_title("loss where diversity is unlimited (bars: seed range)")
         method = {e["primary"]["method"].split(" ")[0] for s in series for e in s["points"]}
-        fig.suptitle(f"{AXIS_LABELS[axis]} (seeds {analysis['seeds']}; estimate: {', '.join(sorted(method))})")
+        fig.suptitle(f"{AXIS_LABELS[axis]} ({_seeds_note(analysis)}; estimate: {', '.join(sorted(method))})")
         fig.tight_layout()
     return fig
 
@@ -478,7 +484,7 @@ def above_threshold_figure(analysis: Mapping):
             ax.set_xlabel("number of pretraining tasks M (filled: above the budget's M*)")
             ax.set_ylabel(ylabel)
             ax.legend(loc="best", fontsize=6)
-        fig.suptitle(f"final values against the M = ∞ model (seeds {analysis['seeds']}; bars and bands: seed range)")
+        fig.suptitle(f"final values against the M = ∞ model ({_seeds_note(analysis)}; bars and bands: seed range)")
         fig.tight_layout()
     return fig
 

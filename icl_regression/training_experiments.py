@@ -153,6 +153,8 @@ def _fmt(est: Mapping) -> str:
     if x is None or math.isnan(x):
         return "not located"
     interval = f"95% [{results.format_log2(lo)}, {results.format_log2(hi)}]"
+    if est.get("num_seeds", 2) < 2:
+        interval += " (evaluation noise only: 1 seed)"
     if not math.isfinite(x):
         return f"M* {results.format_log2(x)}  {interval}"
     return f"log2 M* = {x:5.2f} (M* ≈ {2**x:7.1f})  {interval}"
@@ -173,11 +175,14 @@ def dimension_analysis(rows: Sequence[Mapping], num_replicates: int | None = Non
         entry["largest_num_tasks"] = largest
         entry["dmmse_ridge_at_largest"] = axes.seed_stats(
             [r["final"][names.THRESHOLD_SCALE] for r in group if r["num_tasks"] == largest])
-    xs = [(math.log2(e["value"][axes.DIM]), e["primary"]["log2_num_tasks"]) for e in entries]
-    xs = [(d, m) for d, m in xs if math.isfinite(m)]
-    slope = float(np.polyfit(*zip(*xs), 1)[0]) if len({d for d, _ in xs}) >= 2 else math.nan
+    located = [e["value"][axes.DIM] for e in entries if math.isfinite(e["primary"]["log2_num_tasks"])]
+    xs = [(math.log2(e["value"][axes.DIM]), e["primary"]["log2_num_tasks"]) for e in entries
+          if e["value"][axes.DIM] in located]
+    slope = float(np.polyfit(*zip(*xs), 1)[0]) if len(located) >= 2 else math.nan
     return {"experiment": "dimension", "axis": axes.DIM, "seeds": _seeds(rows), "entries": entries,
-            "log2_slope": slope, "curves": _curves(rows, names.THRESHOLD_METRIC, [axes.DIM]),
+            "log2_slope": slope, "log2_slope_dims": located,
+            "log2_slope_left_out": [e["value"][axes.DIM] for e in entries if e["value"][axes.DIM] not in located],
+            "curves": _curves(rows, names.THRESHOLD_METRIC, [axes.DIM]),
             "scale_curves": _curves(rows, names.THRESHOLD_SCALE, [axes.DIM]),
             "ratio_curves": axes.ratio_curves(rows, [axes.DIM])}
 
@@ -190,7 +195,11 @@ def format_dimension(analysis: Mapping) -> str:
         lines.append(f"  D={e['value'][axes.DIM]:<3} {e['primary']['method']:26s} {_fmt(e['primary'])}  κ* = "
                      f"{k['value']:.2f} [{k['interval'][0]:.2f}, {k['interval'][1]:.2f}]  Δ_dMMSE,Ridge(M="
                      f"{e['largest_num_tasks']}) = {d['mean']:.4f} ± {d['std']:.4f}")
-    lines.append(f"slope of log2 M* on log2 D: {analysis['log2_slope']:.2f} (1 = linear)")
+    used, left_out = analysis.get("log2_slope_dims"), analysis.get("log2_slope_left_out")
+    fit = "" if used is None else (f"; a least-squares line through D = {', '.join(map(str, used))} (point "
+                                   "estimates, no interval)" + (f"; D = {', '.join(map(str, left_out))} left out "
+                                                                f"(M* not inside the grid)" if left_out else ""))
+    lines.append(f"slope of log2 M* on log2 D: {analysis['log2_slope']:.2f} (1 = linear){fit}")
     return "\n".join(lines)
 
 

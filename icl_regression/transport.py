@@ -42,7 +42,6 @@ FIGURE_SUFFIXES = (".png", ".pdf")
 RESULTS_SUFFIX = "-results.tar.gz"
 CHECKPOINTS_INFIX = "-checkpoints.tar.part"
 MANIFEST = "MANIFEST"  # the last member of every archive (not written into the sweep folder)
-ANALYSIS_DIR = "analysis"  # stored analyses (landscape, interpolation, …): they need checkpoints that never travel
 STAGING_DIR = ".unpacking"  # inside the sweep folder while an archive is checked (same file system: moves are renames)
 
 
@@ -61,7 +60,8 @@ def result_files(workdir: Path) -> list[Path]:
     workdir = Path(workdir)
     files = [p for p in workdir.iterdir() if p.is_file() and p.suffix in TOP_SUFFIXES]
     files += [p for p in (workdir / "figures").glob("*") if p.suffix in FIGURE_SUFFIXES]
-    files += [p for p in (workdir / ANALYSIS_DIR).glob("*") if p.is_file() and p.suffix in TOP_SUFFIXES]
+    # Stored analyses (landscape, interpolation, …): they need checkpoints, which never travel.
+    files += [p for p in (workdir / names.ANALYSIS_DIR).glob("*") if p.is_file() and p.suffix in TOP_SUFFIXES]
     for run_dir in _run_dirs(workdir):
         files += [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
     return sorted(p.relative_to(workdir) for p in files)

@@ -149,6 +149,23 @@ def test_seed_stats_spread():
     stats = axes.seed_stats([1.0, 2.0, 3.0, math.nan])
     assert (stats["mean"], stats["std"], stats["min"], stats["max"], stats["n"]) == (2.0, 1.0, 1.0, 3.0, 3)
     assert axes.seed_stats([])["n"] == 0
+    assert math.isnan(axes.seed_stats([2.0])["std"])  # one seed: the spread is unknown, not 0
+
+
+def test_one_seed_thresholds_say_their_interval_is_evaluation_noise_only():
+    """SPEC: with one seed the interval measures evaluation noise only and must say so (the axis analyses dropped
+    the note, so a one-seed GPU run of experiments 4 and 5 would have printed a plain 95% interval)."""
+    rows = []
+    for dim in (2, 4):
+        rows += synthetic_rows(math.log2(3 * dim), seeds=(0,), axis_values={axes.DIM: dim}, rng_seed=dim)
+    analysis = training_experiments.dimension_analysis(rows, num_replicates=20)
+    for entry in analysis["entries"]:
+        assert entry["primary"]["num_seeds"] == 1
+        assert entry["primary"]["interval_source"].startswith("evaluation noise only")
+    text = training_experiments.format_dimension(analysis)
+    assert text.count("(evaluation noise only: 1 seed)") == 2 and "± nan" in text, text
+    three = training_experiments.dimension_analysis(synthetic_rows(3.0, axis_values={axes.DIM: 1}), num_replicates=20)
+    assert three["entries"][0]["primary"]["interval_source"].startswith("3 seeds")
 
 
 def test_union_of_grids_expands_each_cell_once(tmp_path):

@@ -173,9 +173,17 @@ def tiny_laplace_sweep(tmp_path_factory):
     return workdir
 
 
-def test_laplace_comparison_on_a_laplace_sweep(tiny_laplace_sweep):
+def test_laplace_comparison_on_a_laplace_sweep(tiny_laplace_sweep, monkeypatch):
+    calls, predict = [], laplace_comparison.predictors.predict
+
+    def counted(name, *args, **kwargs):
+        calls.append(name)
+        return predict(name, *args, **kwargs)
+
+    monkeypatch.setattr(laplace_comparison.predictors, "predict", counted)
     result = laplace_comparison.run_laplace_comparison(tiny_laplace_sweep, num_samples=300, burn_in=30,
                                                        print_fn=lambda *a: None)
+    assert calls.count(names.LAPLACE_MMSE) == 2  # T_true once for every M (it was once per M), M = 2's pool once
     assert sorted(r["num_tasks"] for r in result["runs"]) == [0, 2]
     for run in result["runs"]:
         for eval_set in names.EVAL_SETS:

@@ -190,13 +190,13 @@ def test_a_damaged_archive_leaves_the_folder_as_it_was(half_done_sweep, tmp_path
 
 def test_stored_analyses_travel_with_the_results(half_done_sweep, tmp_path):
     workdir, _ = half_done_sweep
-    analysis = workdir / transport.ANALYSIS_DIR / "landscape.json"
+    analysis = workdir / names.ANALYSIS_DIR / "landscape.json"
     analysis.parent.mkdir(exist_ok=True)
     analysis.write_text('{"pairs": []}')
     try:
         (archive,) = transport.pack_results(workdir, tmp_path / "out")
         transport.unpack([archive], tmp_path / "back")
-        assert (tmp_path / "back" / transport.ANALYSIS_DIR / "landscape.json").read_text() == '{"pairs": []}'
+        assert (tmp_path / "back" / names.ANALYSIS_DIR / "landscape.json").read_text() == '{"pairs": []}'
     finally:
         analysis.unlink()
 
