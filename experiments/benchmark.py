@@ -76,7 +76,10 @@ def main():
     if folder is not None and not folder.is_dir():  # before minutes of timing, not after
         raise cli.UsageError(f"--predictions={folder} is not a folder; allowed: a folder of roofline records "
                              "(results/roofline) or '' for none")
-    predictions = [store.read_json(p) for p in sorted(folder.glob("*.json"))] if folder is not None else None
+    # Roofline records only: any other JSON in the folder would fail the comparison after minutes of timing.
+    predictions = None if folder is None else [
+        r for r in (store.read_json(p) for p in sorted(folder.glob("*.json")))
+        if isinstance(r, dict) and str(r.get("kind", "")).startswith("prediction")]
 
     def save(record: dict) -> Path:  # after every stage: a run cut off by its time limit keeps what it measured
         if predictions is not None:

@@ -59,6 +59,11 @@ def main():
     cfgs = {path: RunConfig().replace(model={**model_size(_SIZE.value), **fast_path_overrides(path)},
                                       train={"batch_size": _BATCH_SIZE.value})
             for path in _PATHS.value}  # a bad label fails here, before anything compiles
+    cudnn = [path for path, cfg in cfgs.items() if cfg.model.attention == "cudnn"]
+    if cudnn:  # compiled here it falls back to XLA attention: the record would be mislabelled
+        raise cli.UsageError(f"--paths: {', '.join(cudnn)}: cuDNN attention does not compile without a GPU (it would "
+                             "fall back to XLA attention under a cudnn label); allowed: 'pallas' as its stand-in, "
+                             "e.g. bfloat16+pallas+fused_mlp+fused_ln")
     try:
         roofline.abstract_device(target)
     except RuntimeError as e:  # no CUDA plugin: the message says what to install

@@ -33,23 +33,26 @@ from icl_regression.config import EvalConfig, RunConfig, fast_path_overrides
 from icl_regression.model import Transformer, count_params, flops_per_sequence
 
 # Dense peak FLOP/s per device, matched on a substring of `device.device_kind` (first match wins: keep the more
-# specific names first). bf16 is the tensor-core / MXU rate; fp32 the plain (non-tensor-core) rate, so fp32 matmuls
-# that XLA runs as TF32 or as bf16 passes can exceed it. `measured_bf16` is a bf16 matmul rate measured on this
-# workplace's cards (DEVICE.md: 798 TFLOP/s on an H100; the device README: about 790 on an H200, the same chip).
+# specific names first). bf16 is the tensor-core / MXU rate; fp32 the plain (non-tensor-core) rate; tf32 the
+# tensor-core rate of float32 matmuls at XLA's default precision on NVIDIA GPUs since Ampere (TF32), the peak a
+# float32 program is measured against there unless jax_default_matmul_precision asks for full float32.
+# `measured_bf16` is a bf16 matmul rate measured on this workplace's cards (DEVICE.md: 798 TFLOP/s on an H100; the
+# device README: about 790 on an H200, the same chip).
 @dataclasses.dataclass(frozen=True)
 class DevicePeak:
     bf16: float | None
     fp32: float | None
     measured_bf16: float | None = None
+    tf32: float | None = None
     source: str = "vendor datasheet, dense"
 
 
 PEAKS: tuple[tuple[str, DevicePeak], ...] = (
-    ("H100 PCIe", DevicePeak(756e12, 51e12)),
-    ("H100", DevicePeak(989e12, 67e12, 798e12)),  # SXM
-    ("H200", DevicePeak(989e12, 67e12, 790e12)),  # same GH100 chip as the H100 SXM
-    ("GH200", DevicePeak(989e12, 67e12)),
-    ("A100", DevicePeak(312e12, 19.5e12)),
+    ("H100 PCIe", DevicePeak(756e12, 51e12, tf32=378e12)),
+    ("GH200", DevicePeak(989e12, 67e12, tf32=495e12)),  # before "H200": "NVIDIA GH200" contains it
+    ("H100", DevicePeak(989e12, 67e12, 798e12, tf32=495e12)),  # SXM
+    ("H200", DevicePeak(989e12, 67e12, 790e12, tf32=495e12)),  # same GH100 chip as the H100 SXM
+    ("A100", DevicePeak(312e12, 19.5e12, tf32=156e12)),
     ("TPU v4", DevicePeak(275e12, None)),  # fp32 matmuls run as several bf16 passes: no single fp32 peak
     ("TPU v5 lite", DevicePeak(197e12, None)),  # v5e
     ("TPU v5e", DevicePeak(197e12, None)),
@@ -105,10 +108,15 @@ def device_peak(device, compute_dtype: str) -> dict:
         return {"peak_flops": peak, "measured_matmul_flops": None, "source": source}
     for name, entry in PEAKS:
         if name.lower() in device.device_kind.lower():
-            bf16 = compute_dtype == "bfloat16"
-            return {"peak_flops": entry.bf16 if bf16 else entry.fp32,
-                    "measured_matmul_flops": entry.measured_bf16 if bf16 else None,
-                    "source": f"{name}: {entry.source}"}
+            if compute_dtype == "bfloat16":
+                return {"peak_flops": entry.bf16, "measured_matmul_flops": entry.measured_bf16,
+                        "source": f"{name}: {entry.source}, bf16"}
+            full = str(jax.config.jax_default_matmul_precision).lower() in ("highest", "float32")
+            if entry.tf32 is not None and not full:
+                return {"peak_flops": entry.tf32, "measured_matmul_flops": None,
+                        "source": f"{name}: {entry.source}, TF32 (XLA's default float32 matmul precision)"}
+            return {"peak_flops": entry.fp32, "measured_matmul_flops": None,
+                    "source": f"{name}: {entry.source}, fp32"}
     return {"peak_flops": None, "measured_matmul_flops": None, "source": f"unknown device {device.device_kind!r}"}
 
 

@@ -38,7 +38,7 @@ def test_the_gpu_session_script_runs_every_step_and_writes_its_records(tmp_path)
 
     [precision] = (out / "precision").glob("*.json")
     record = json.loads(precision.read_text())
-    assert record["statuses"] == {"fast": ["done"], "float32": ["done"]} and record["seeds"] == [0, 1]
+    assert record["statuses"] == {"fast": ["done"], "float32": ["done"]} and record["seeds"] == [0, 1, 2, 3]
     assert isinstance(record["within_seed_spread"], bool) and record["rows"]
     assert "tests collected" in log  # the kernel tests the GPU runs: collected here, run there
 

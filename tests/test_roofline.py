@@ -67,6 +67,22 @@ def test_benchmark_refuses_a_missing_predictions_folder_before_timing(tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
+def test_benchmark_reads_only_roofline_records_from_the_predictions_folder(tmp_path):
+    """Before, any other JSON there failed the comparison after all the timing, before anything was written."""
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    for source in sorted(PREDICTIONS.glob("*.json"))[:2]:
+        (folder / source.name).write_text(source.read_text())
+    (folder / "notes.json").write_text('{"note": 1}')
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "benchmark.py"), f"--predictions={folder}",
+                             f"--out={tmp_path / 'out'}", "--num_layers=1", "--d_model=16", "--num_heads=2",
+                             "--dim=2", "--context_len=4", "--batch_size=8", "--ensemble_size=2", "--repeats=1",
+                             "--steps_per_call=2", "--dmmse_tasks=0", "--fast_path=none"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("*.json"))) == 1
+
+
 def _roofline(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "roofline.py"), *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=120)
@@ -78,7 +94,9 @@ def test_roofline_refuses_bad_input_before_compiling(tmp_path):
                        (["--ensemble_size=0"], "--ensemble_size=0; allowed: an integer >= 1"),
                        (["--steps_per_call=1"], "--steps_per_call=1; allowed: an integer >= 2"),
                        (["--table", f"--out={tmp_path / 'none'}"], f"--out={tmp_path / 'none'} does not exist"),
-                       (["--table", f"--out={tmp_path / 'empty'}"], "holds no roofline records")):
+                       (["--table", f"--out={tmp_path / 'empty'}"], "holds no roofline records"),
+                       (["--paths=bfloat16+cudnn"], "--paths: bfloat16+cudnn: cuDNN attention does not compile "
+                                                    "without a GPU")):
         result = _roofline(*args)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr[-2000:])
         assert result.stderr.startswith("roofline.py: error: ") and said in result.stderr, result.stderr
