@@ -59,6 +59,8 @@ def _spec() -> benchmarking.BenchmarkSpec:
     cfg = RunConfig().replace(
         data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value}, model=model,
         train={"batch_size": _BATCH_SIZE.value, "ensemble_strategy": _STRATEGY.value})
+    if _FAST_PATHS.value == []:  # `--fast_path=` given empty: not the default, which is what None means
+        raise cli.UsageError("--fast_path= is empty; allowed: ModelConfig.fast_path labels, 'fast', or 'none'")
     fast_paths = tuple(p for p in (_FAST_PATHS.value or [benchmarking.backend_defaults()["fast_path"]])
                        if p != "none")
     for label in fast_paths:

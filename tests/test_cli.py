@@ -136,6 +136,9 @@ def _bad_flags(tmp_path):
         "smoothing batch": ("smoothing.py", [missing, "--batch_size=16,x"], r"--batch_size=16,x: 'x' is not"),
         "laplace batch": ("laplace_comparison.py", [missing, "--batch_size=abc"], r"--batch_size=abc: 'abc'"),
         "precision seeds": ("precision.py", ["--seeds=a,b"], r"--seeds=a,b: 'a' is not an integer >= 0"),
+        "precision num_tasks": ("precision.py", ["--num_tasks=4,4"], r"num_tasks=\(4, 4\): need at least two "
+                                                                    r"distinct M"),
+        "benchmark empty fast_path": ("benchmark.py", ["--fast_path="], r"--fast_path= is empty; allowed"),
         # Programs that read no config refuse an override (cli.run_without_config).
         "figure override": ("figures/sweep.py", [missing, "--config.train.steps=3"],
                             r"sweep\.py takes no --config\.\* overrides"),
