@@ -111,7 +111,11 @@ def device_peak(device, compute_dtype: str) -> dict:
             if compute_dtype == "bfloat16":
                 return {"peak_flops": entry.bf16, "measured_matmul_flops": entry.measured_bf16,
                         "source": f"{name}: {entry.source}, bf16"}
-            full = str(jax.config.jax_default_matmul_precision).lower() in ("highest", "float32")
+            precision = str(jax.config.jax_default_matmul_precision).lower()
+            full = precision in ("highest", "float32", "f32_f32_f32")
+            if precision in ("bfloat16", "bf16_bf16_f32", "bf16_bf16_bf16"):  # float32 data, one bf16 pass
+                return {"peak_flops": entry.bf16, "measured_matmul_flops": entry.measured_bf16,
+                        "source": f"{name}: {entry.source}, bf16 (jax_default_matmul_precision={precision})"}
             if entry.tf32 is not None and not full:
                 return {"peak_flops": entry.tf32, "measured_matmul_flops": None,
                         "source": f"{name}: {entry.source}, TF32 (XLA's default float32 matmul precision)"}

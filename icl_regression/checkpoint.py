@@ -41,8 +41,8 @@ def resume_step(run: RunStore) -> int:
 
 
 def drop_after(run: RunStore, step: int) -> list[int]:
-    """Deletes the checkpoints past `step` (the step a run resumes from: training from it writes them again, bit
-    for bit) and returns their steps. Left in place they would count among the newest `keep`, so that each new
+    """Deletes the checkpoints past `step` (the step a run resumes from: training from it writes them again,
+    bit for bit in the same group) and returns their steps. Left in place they would count among the newest `keep`, so that each new
     checkpoint would be deleted as soon as it is written."""
     stale = [s for s in available_steps(run) if s > step]
     for s in stale:

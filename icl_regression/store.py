@@ -33,14 +33,22 @@ def metrics_bytes(run_dir: Path) -> bytes | None:
     """The content of a run's metrics: metrics.jsonl, else its compressed metrics.jsonl.gz (None if neither);
     StoreError if the compressed file is damaged."""
     plain, packed = Path(run_dir) / names.METRICS_FILE, Path(run_dir) / names.METRICS_FILE_GZ
-    if plain.exists():
-        return plain.read_bytes()
-    if not packed.exists():
-        return None
-    try:
-        return gzip.decompress(packed.read_bytes())
-    except (OSError, EOFError, zlib.error) as e:
-        raise StoreError(f"{packed} cannot be read ({type(e).__name__}: {e})") from None
+    for _ in range(3):  # a compression or expansion may replace one form by the other while this reads
+        try:
+            return plain.read_bytes()
+        except FileNotFoundError:
+            pass
+        try:
+            data = packed.read_bytes()
+        except FileNotFoundError:
+            if not plain.exists():
+                return None
+            continue
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise StoreError(f"{packed} cannot be read ({type(e).__name__}: {e})") from None
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -178,15 +186,24 @@ class RunStore:
     def _expand_metrics(self) -> None:
         """Before a write: a compressed metrics file becomes metrics.jsonl again (an unreadable one is set aside as
         `.corrupt`, its records lost, as a torn line's are)."""
-        packed = self.dir / names.METRICS_FILE_GZ
+        packed, plain = self.dir / names.METRICS_FILE_GZ, self.dir / names.METRICS_FILE
         if not packed.exists():
             return
-        if not (self.dir / names.METRICS_FILE).exists():
+        if plain.exists():  # both: the plain file is what every reader reads; an older other copy is set aside
             try:
-                atomic_write_bytes(self.dir / names.METRICS_FILE, metrics_bytes(self.dir))
-            except StoreError:
-                packed.replace(packed.with_name(packed.name + ".corrupt"))
-                return
+                same = gzip.decompress(packed.read_bytes()) == plain.read_bytes()
+            except (OSError, EOFError, zlib.error):
+                same = False
+            if same:
+                packed.unlink()
+            else:
+                packed.replace(packed.with_name(packed.name + ".superseded"))
+            return
+        try:
+            atomic_write_bytes(plain, metrics_bytes(self.dir))
+        except StoreError:
+            packed.replace(packed.with_name(packed.name + ".corrupt"))
+            return
         packed.unlink()
 
     def covered_step(self) -> int:

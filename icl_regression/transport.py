@@ -287,9 +287,14 @@ def unpack(paths: Iterable[Path], workdir: Path) -> list[Path]:
         written = []
         for files in checked:  # every archive is whole: now they go into place, each file by a rename
             for source, target in files:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(source, target)
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source, target)
+                except OSError as e:
+                    raise StoreError(f"cannot put {target} in place ({type(e).__name__}: {e}); {len(written)} "
+                                     "file(s) were already moved in: unpack again once it is free") from None
                 written.append(target)
+                _drop_other_metrics_form(target)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -303,6 +308,14 @@ def _check_parts(parts: Sequence[Path]) -> None:
         raise StoreError(f"{parts[0].parent}: {re.sub(r'[.]part[0-9]+$', '', parts[0].name)} lacks part(s) "
                          f"{', '.join(f'{n:02d}' for n in missing)} (found {', '.join(p.name for p in parts)}); "
                          "copy every part")
+
+
+def _drop_other_metrics_form(target: Path) -> None:
+    """A run's metrics arrive as metrics.jsonl or metrics.jsonl.gz: the other form already in the folder is older
+    (readers prefer the plain file, so an older plain one would hide a newer compressed one)."""
+    other = {names.METRICS_FILE: names.METRICS_FILE_GZ, names.METRICS_FILE_GZ: names.METRICS_FILE}.get(target.name)
+    if other is not None:
+        (target.parent / other).unlink(missing_ok=True)
 
 
 def _describe(parts: Sequence[Path]) -> str:

@@ -326,7 +326,8 @@ def test_lease_script_starts_stops_packs_and_the_next_lease_resumes(tmp_path):
         assert [r["step"] for r in RunStore(second / cell["run_dir"]).metrics()] == list(range(0, steps + 1, 20))
     assert transport.result_files(second)
     again = _lease("start", second, str(config_file), "10m", "--figure=false", env=env)  # same machine, later
-    assert again.returncode == 0 and "unpacked" not in again.stdout, again.stdout  # not over the newer files
+    assert again.returncode == 0 and "file(s) into" not in again.stdout, again.stdout  # not over the newer files
+    assert "already unpacked on this machine" in again.stdout
     assert "not running" in _lease("wait", second, "120", env=env, timeout=180).stdout
 
 
@@ -391,6 +392,19 @@ STUBBORN_PYTHON = """#!/usr/bin/env bash
 if [[ "$1" == experiments/sweep.py ]]; then trap "" TERM; echo "stubborn sweep"; exec sleep 300; fi
 exec "{python}" "$@"
 """
+
+
+def test_a_lease_does_not_start_when_the_carried_files_do_not_unpack(tmp_path):
+    """Before, `set -e` did not act on the unpack (left of `&&`): the sweep started without the carried work and its
+    packing then replaced the previous lease's files."""
+    lease_in = tmp_path / "lease_in"
+    lease_in.mkdir()
+    (lease_in / "sweep-results.tar.gz").write_bytes(b"not an archive" * 100)
+    env = dict(ENV, OUT=str(tmp_path / "OUT"), PYTHON=sys.executable, LEASE_START_WAIT="0", LEASE_IN=str(lease_in),
+               LEASE_SEED="none")
+    started = _lease("start", tmp_path / "lease", "unused_config.py", "8m", env=env)
+    assert started.returncode == 1 and "not started: the carried files" in started.stdout, started.stdout
+    assert not (tmp_path / "lease" / ".lease_pid").exists()
 
 
 def test_a_whole_lease_packs_within_its_call_even_when_the_sweep_does_not_stop(tiny_sweep_dir, tmp_path):

@@ -144,6 +144,17 @@ def test_compressed_metrics_read_the_same_and_are_expanded_before_any_write(fini
     assert run.metrics() == [r for r in before[run.dir] if r["step"] <= 20]
 
 
+def test_a_compressed_file_that_differs_from_the_plain_one_is_set_aside_not_deleted(finished_sweep):
+    workdir, cells = finished_sweep
+    transport.compress_finished_metrics(workdir)
+    run = RunStore(cells[0].run_dir)
+    records = run.metrics()
+    (run.dir / names.METRICS_FILE).write_text(json.dumps(records[0], sort_keys=True) + "\n")  # another copy
+    run.truncate_metrics(0)
+    assert (run.dir / (names.METRICS_FILE_GZ + ".superseded")).exists() and not (run.dir / names.METRICS_FILE_GZ).exists()
+    assert run.metrics() == records[:1]
+
+
 def test_a_damaged_compressed_metrics_file_is_reported_and_redone(finished_sweep):
     workdir, cells = finished_sweep
     transport.compress_finished_metrics(workdir)

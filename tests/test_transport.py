@@ -224,3 +224,22 @@ def test_max_bytes_packs_whole_runs_within_the_budget(half_done_sweep, tmp_path)
 def test_unpacking_a_path_that_does_not_exist_is_one_line(tmp_path):
     with pytest.raises(StoreError, match=r"/nowhere-results\.tar\.gz does not exist; allowed: archives"):
         transport.unpack([tmp_path / "nowhere-results.tar.gz"], tmp_path / "target")
+
+
+def test_unpacked_metrics_replace_the_other_form_of_an_older_file(half_done_sweep, tmp_path):
+    """Readers prefer metrics.jsonl: an older plain file left beside a newer compressed one hid it (a finished run
+    read as unfinished, and the engine then deleted the compressed file and the final checkpoint)."""
+    workdir, cells = half_done_sweep
+    copy = tmp_path / "compressed"
+    transport.unpack([transport.pack_results(workdir, tmp_path / "plain_out")[0]], copy)
+    finished = next(c for c in cells if c.config.train.batch_size == 16)
+    run_dir = copy / finished.run_dir.relative_to(workdir)
+    complete = RunStore(run_dir).metrics()
+    transport.compress_finished_metrics(copy)
+    (compressed,) = transport.pack_results(copy, tmp_path / "gz_out")
+    target = tmp_path / "target"
+    older = target / finished.run_dir.relative_to(workdir) / names.METRICS_FILE
+    older.parent.mkdir(parents=True)
+    older.write_text("")  # an older plain file: no records yet
+    transport.unpack([compressed], target)
+    assert not older.exists() and RunStore(older.parent).metrics() == complete

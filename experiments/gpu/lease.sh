@@ -39,13 +39,21 @@ case "$verb" in
     if alive; then echo "already running (pid $(cat "$pidfile"))"; exit 1; fi
     seed="${LEASE_SEED:-results/$(basename "$workdir")}"
     if [[ "$seed" != none && -d "$seed/runs" && ! -d "$workdir/runs" ]]; then
-      mkdir -p "$workdir" && cp -R "$seed/." "$workdir/" && echo "seeded $workdir from $seed"
+      rm -rf "$workdir.seeding"; mkdir -p "$workdir.seeding"  # copied whole, then renamed: never half seeded
+      if ! cp -R "$seed/." "$workdir.seeding/"; then echo "seeding $workdir from $seed failed"; exit 1; fi
+      if [[ -d "$workdir" ]]; then cp -R "$workdir/." "$workdir.seeding/"; rm -rf "$workdir"; fi
+      mv "$workdir.seeding" "$workdir"; echo "seeded $workdir from $seed"
     fi
     mkdir -p "$workdir"
     lease_in="${LEASE_IN:-lease_in}"
     # Once per machine: a second start in the same lease must not put the carried files back over newer ones.
     if [[ -d "$lease_in" && ! -f "$workdir/.lease_in_unpacked" ]] && compgen -G "$lease_in/*" > /dev/null; then
-      "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in" && touch "$workdir/.lease_in_unpacked"
+      if ! "$PYTHON" experiments/pack.py --workdir="$workdir" --unpack="$lease_in"; then
+        echo "not started: the carried files in $lease_in did not unpack (the line above says why)"; exit 1
+      fi
+      touch "$workdir/.lease_in_unpacked"
+    elif [[ -f "$workdir/.lease_in_unpacked" ]]; then
+      echo "$lease_in already unpacked on this machine (remove $workdir/.lease_in_unpacked to unpack it again)"
     fi
     echo "=== lease start $(date -u +%Y-%m-%dT%H:%M:%SZ): sweep.py --config=$config --stop_after=$stop_after $*" >> "$log"
     setsid nohup "$PYTHON" experiments/sweep.py --config="$config" --workdir="$workdir" --stop_after="$stop_after" \
