@@ -41,12 +41,14 @@ def resume_step(run: RunStore) -> int:
 
 
 def drop_after(run: RunStore, step: int) -> list[int]:
-    """Deletes the checkpoints past `step` (the step a run resumes from: training from it writes them again,
-    bit for bit in the same group) and returns their steps. Left in place they would count among the newest `keep`, so that each new
-    checkpoint would be deleted as soon as it is written."""
+    """Sets aside the checkpoints past `step` (the step a run resumes from: training from it writes them again,
+    bit for bit in the same group) as `step_<N>.msgpack.stale`, and returns their steps. Left in place they would
+    count among the newest `keep`, so that each new checkpoint would be deleted as soon as it is written; set aside,
+    not deleted, because what made them unusable (metrics that do not cover them) may be a passing read error."""
     stale = [s for s in available_steps(run) if s > step]
     for s in stale:
-        _path(run, s).unlink(missing_ok=True)
+        path = _path(run, s)
+        path.replace(path.with_name(path.name + ".stale"))
     return stale
 
 

@@ -138,13 +138,13 @@ def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, 
 
 
 def _drop_stale(runs, step: int) -> None:
-    """Deletes the members' checkpoints past the group's resume step: those its metrics do not cover (a damaged
-    metrics.jsonl), or that another member lacks."""
+    """Sets aside the members' checkpoints past the group's resume step (`.stale`): those its metrics do not cover
+    (a damaged metrics.jsonl), or that another member lacks."""
     for run in runs:
         stale = checkpoint.drop_after(run, step)
         if stale:
-            log.info("%s: checkpoints at steps %s deleted, past the resume step %d (training rewrites them)",
-                     run.name, stale, step)
+            log.info("%s: checkpoints at steps %s set aside as .stale, past the resume step %d (training rewrites "
+                     "them)", run.name, stale, step)
 
 
 def _running_loss(losses: Sequence[tuple | None]) -> tuple:

@@ -89,7 +89,7 @@ def test_a_checkpoint_of_another_model_is_set_aside_like_a_damaged_one(reference
     _assert_same_result(summary, reference[1])
 
 
-def test_checkpoints_past_the_resume_step_are_deleted_not_kept_in_place_of_new_ones(tmp_path):
+def test_checkpoints_past_the_resume_step_are_set_aside_not_kept_in_place_of_new_ones(tmp_path):
     """A finished run whose record at step 100 is torn resumes from step 0. Its checkpoints at 200 and 300 used to
     stay and count among the newest `keep` = 2, so the new checkpoint at 100 was deleted as soon as written: a
     kill then lost all the retraining."""
@@ -104,6 +104,8 @@ def test_checkpoints_past_the_resume_step_are_deleted_not_kept_in_place_of_new_o
     assert checkpoint.resume_step(run) == 0  # what the sweep's plan and its stop message now report
     assert engine.train_run(cfg, run_dir, stop_after_step=100) is None
     assert checkpoint.available_steps(run) == [100] and checkpoint.resume_step(run) == 100
+    assert sorted(p.name for p in run.checkpoint_dir.glob("*.stale")) == ["step_200.msgpack.stale",
+                                                                         "step_300.msgpack.stale"]  # not deleted
     assert engine.train_run(cfg, run_dir)["final"] == finished["final"]
 
 
