@@ -47,8 +47,7 @@ def drop_after(run: RunStore, step: int) -> list[int]:
     not deleted, because what made them unusable (metrics that do not cover them) may be a passing read error."""
     stale = [s for s in available_steps(run) if s > step]
     for s in stale:
-        path = _path(run, s)
-        path.replace(path.with_name(path.name + ".stale"))
+        set_aside(run, s, ".stale")
     return stale
 
 
@@ -106,9 +105,10 @@ def _matching(template, state):
     return state
 
 
-def set_aside(run: RunStore, step: int) -> Path:
-    """Renames an unreadable checkpoint out of the way (kept for inspection) and returns its new path."""
+def set_aside(run: RunStore, step: int, suffix: str = ".corrupt") -> Path:
+    """Renames a checkpoint out of the way (kept for inspection; no longer among `available_steps`), by default
+    an unreadable one, and returns its new path."""
     path = _path(run, step)
-    aside = path.with_name(path.name + ".corrupt")
+    aside = path.with_name(path.name + suffix)
     path.replace(aside)
     return aside

@@ -425,11 +425,10 @@ class GroupTrainer:
         lr = float(self.schedule(step))
         records = _records(step, lr, train_loss, diverged, metrics, replicates)
         for i, (run, record) in enumerate(zip(self.runs, records)):
-            if final:  # in place of the stored one when a finished run is only re-evaluated
-                run.put_final_metrics(record)
-            else:
+            if not final:
                 run.append_metrics(record)
-            if final:
+            else:
+                run.put_final_metrics(record)  # in place of the stored one when a finished run is only re-evaluated
                 bootstrap = {key: [_float(v) for v in values[i]] for key, values in boot.items()}
                 summary = _summary(self.cfgs[i], record, bootstrap, self._divergence[i])
                 if summary[names.RUNAWAY]:

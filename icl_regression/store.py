@@ -1,8 +1,8 @@
 """The results store: one folder per run, JSON files written atomically, metrics appended as they come.
 
 A run folder holds `config.json`, `metrics.jsonl` (one line per evaluation; a finished run's may be compressed to
-`metrics.jsonl.gz` for committing, read the same way and expanded again before any write), `summary.json` (when finished),
-`checkpoints/`, `divergence.json` (if it diverged) and, while a process trains it, a `RUNNING` mark naming that
+`metrics.jsonl.gz` for committing, read the same way and expanded again before any write), `summary.json` (when
+finished), `checkpoints/`, `divergence.json` (if it diverged) and, while a process trains it, a `RUNNING` mark naming that
 process. A process trains a run only while it holds the run's claim: an exclusive `flock` on its `LOCK` file,
 which the kernel drops when the process dies, so a claim left by a killed process is free again at once and two
 live processes never write one folder. Nothing here imports jax: analysis and figures read the store without it.
@@ -14,10 +14,10 @@ import fcntl
 import gzip
 import json
 import os
-import zlib
 import socket
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -49,6 +49,11 @@ def metrics_bytes(run_dir: Path) -> bytes | None:
         except (OSError, EOFError, zlib.error) as e:
             raise StoreError(f"{packed} cannot be read ({type(e).__name__}: {e})") from None
     return None
+
+
+def _record_line(record: dict) -> str:
+    """One metrics.jsonl line."""
+    return json.dumps(record, sort_keys=True) + "\n"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -140,7 +145,7 @@ class RunStore:
         """Appends one evaluation record and syncs it to disk before returning."""
         self._expand_metrics()
         with open(self.dir / names.METRICS_FILE, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(_record_line(record))
             f.flush()
             os.fsync(f.fileno())
 
@@ -149,8 +154,11 @@ class RunStore:
         (a re-evaluated finished run keeps its old final record until the new one is on disk)."""
         kept = [r for r in self.metrics() if r["step"] < record["step"]]
         self._expand_metrics()
-        atomic_write_text(self.dir / names.METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                                                for r in [*kept, record]))
+        self._write_metrics([*kept, record])
+
+    def _write_metrics(self, records: list[dict]) -> None:
+        """Replaces metrics.jsonl by `records`, atomically."""
+        atomic_write_text(self.dir / names.METRICS_FILE, "".join(map(_record_line, records)))
 
     def metrics(self) -> list[dict]:
         """The evaluation records up to the first unreadable line (a crash mid-append tears the last one);
@@ -251,8 +259,7 @@ class RunStore:
         self._expand_metrics()
         kept = [r for r in records if r["step"] <= last_step]
         if len(kept) != len(records) or (self.dir / names.METRICS_FILE).exists():
-            atomic_write_text(self.dir / names.METRICS_FILE, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                                                    for r in kept))
+            self._write_metrics(kept)
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.dir / names.SUMMARY_FILE, summary)

@@ -412,8 +412,9 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
     Returns whether this process should now summarise the sweep (`results.summarize(workdir, run_dirs(config,
     workdir))`): True once its selection is finished, except on a host of a multi-host sweep whose other hosts are
     still training; False for a dry run, when `stop` ended it early (the cells left are pending and resume on
-    the next call), or when another process still trains some of its cells (that process summarises). `placement_fn(num_members, batch_size)` gives a device placement for a group (None:
-    one device). A config that differs from the one stored in `workdir` is refused unless `extend`.
+    the next call), or when another process still trains some of its cells (that process summarises).
+    `placement_fn(num_members, batch_size)` gives a device placement for a group (None: one device). A config
+    that differs from the one stored in `workdir` is refused unless `extend`.
     """
     workdir, stop = Path(workdir), stop if stop is not None else stopping.Stop()
     check_group_size(max_group_size)  # before anything is repaired or written

@@ -118,19 +118,25 @@ def test_fused_layer_norm_matches_the_plain_path(rows, width, dtype, tolerance):
     _assert_close(fused, exact, exact, tolerance)
 
 
+def _attention_inputs(seed: int) -> dict:
+    """Per-member queries, keys, values and the output's cotangent, each [E, B, T, H, hd]."""
+    keys = jax.random.split(jax.random.key(seed), 4)
+    return dict(zip(("q", "k", "v", "cotangent"), (jax.random.normal(key, (ENSEMBLE, 3, 16, 2, 16)) for key in keys)))
+
+
+def _xla_attention(q, k, v):
+    """The plain path: XLA's causal attention, keys and values in the queries' dtype."""
+    return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), is_causal=True)
+
+
 @pytest.mark.parametrize("dtype, tolerance", DTYPES)
 def test_pallas_flash_attention_matches_xla_attention(dtype, tolerance):
-    keys = jax.random.split(jax.random.key(3), 4)
-    q, k, v, cotangent = (jax.random.normal(key, (ENSEMBLE, 3, 16, 2, 16)) for key in keys)  # [E, B, T, H, hd]
-    inputs = {"q": q, "k": k, "v": v, "cotangent": cotangent}
-
-    def xla(q, k, v):
-        return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), is_causal=True)
+    inputs = _attention_inputs(3)
 
     def pallas(q, k, v):
         return kernels_attention.flash_attention(q, k.astype(q.dtype), v.astype(q.dtype))
 
-    exact = _value_and_grads(xla, inputs, jnp.float32)
+    exact = _value_and_grads(_xla_attention, inputs, jnp.float32)
     _assert_close(_value_and_grads(pallas, inputs, dtype), exact, exact, tolerance)
 
 
@@ -138,12 +144,7 @@ def test_cudnn_attention_matches_xla_attention(caplog, monkeypatch):
     """`model.attention='cudnn'` in bfloat16 under vmap over the ensemble, values and gradients, against float32 XLA
     attention. On a GPU it must take cuDNN's fused kernel (its custom call in the compiled program); elsewhere it
     falls back to XLA's attention, saying so once."""
-    keys = jax.random.split(jax.random.key(5), 4)
-    q, k, v, cotangent = (jax.random.normal(key, (ENSEMBLE, 3, 16, 2, 16)) for key in keys)  # [E, B, T, H, hd]
-    inputs = {"q": q, "k": k, "v": v, "cotangent": cotangent}
-
-    def xla(q, k, v):
-        return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), is_causal=True)
+    inputs = _attention_inputs(5)
 
     def cudnn(q, k, v):
         return model_module.causal_attention(q, k.astype(q.dtype), v.astype(q.dtype), "cudnn")
@@ -151,14 +152,14 @@ def test_cudnn_attention_matches_xla_attention(caplog, monkeypatch):
     monkeypatch.setattr(model_module, "_LOGGED", set())
     with caplog.at_level("WARNING", logger=model_module.log.name):
         fast = _value_and_grads(cudnn, inputs, jnp.bfloat16)
-    exact = _value_and_grads(xla, inputs, jnp.float32)
+    exact = _value_and_grads(_xla_attention, inputs, jnp.float32)
     _assert_close(fast, exact, exact, 0.03)
-    program = jax.jit(lambda q, k, v: cudnn(q, k, v)).lower(*(x[0].astype(jnp.bfloat16) for x in (q, k, v)))
+    program = jax.jit(cudnn).lower(*(inputs[name][0].astype(jnp.bfloat16) for name in ("q", "k", "v")))
     if jax.default_backend() == "gpu":
         assert "cudnn" in program.compile().as_text().lower(), "cuDNN attention was not used on the GPU"
     else:
         assert any("model.attention='cudnn' unavailable" in r.getMessage() for r in caplog.records), caplog.text
-        _assert_close(fast, _value_and_grads(xla, inputs, jnp.bfloat16), exact, 0.0)  # the XLA path itself
+        _assert_close(fast, _value_and_grads(_xla_attention, inputs, jnp.bfloat16), exact, 0.0)  # the XLA path
 
 
 @pytest.mark.parametrize("dtype, tolerance", DTYPES)
