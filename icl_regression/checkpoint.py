@@ -55,13 +55,15 @@ def _path(run: RunStore, step: int) -> Path:
     return run.checkpoint_dir / f"{PREFIX}{step}{SUFFIX}"
 
 
-def save(run: RunStore, step: int, state, keep: int, train_loss: tuple[float, int]) -> None:
+def save(run: RunStore, step: int, state, keep: int, train_loss: tuple[float, int, float]) -> None:
     """Writes the checkpoint of `step` and drops all but the newest `keep`.
 
-    `train_loss`: (sum, steps) of the per-step training losses since the last evaluation (float32 sum)."""
-    loss_sum, loss_steps = train_loss
+    `train_loss`: (sum, steps) of the per-step training losses since the last evaluation (float32 sum), and the
+    last finite one (NaN if none yet), which a divergence on the first step after resuming reports."""
+    loss_sum, loss_steps, last = train_loss
     payload = {"state": serialization.to_state_dict(state),
-               "train_loss_sum": np.asarray(loss_sum, np.float32), "train_loss_steps": int(loss_steps)}
+               "train_loss_sum": np.asarray(loss_sum, np.float32), "train_loss_steps": int(loss_steps),
+               "train_loss_last": np.asarray(last, np.float32)}
     atomic_write_bytes(_path(run, step), serialization.msgpack_serialize(payload))
     for old in available_steps(run)[:-keep]:
         _path(run, old).unlink(missing_ok=True)
@@ -76,15 +78,17 @@ def restore(run: RunStore, step: int, template):
     return load(run, step, template)[0]
 
 
-def load(run: RunStore, step: int, template) -> tuple[object, tuple[np.float32, int] | None]:
-    """The state saved at `step` (with the structure of `template`) and its running training loss (sum, steps);
-    the loss is None in a checkpoint written before it was saved (the state alone, at the top level)."""
+def load(run: RunStore, step: int, template) -> tuple[object, tuple[np.float32, int, np.float32] | None]:
+    """The state saved at `step` (with the structure of `template`) and its running training loss (sum, steps,
+    last finite loss); the loss is None in a checkpoint written before it was saved (the state alone, at the top
+    level), the last loss NaN in one written before that was."""
     path = _path(run, step)
     try:
         saved = serialization.msgpack_restore(path.read_bytes())
         if "state" not in saved:
             return _matching(template, serialization.from_state_dict(template, saved)), None
-        loss = (np.float32(saved["train_loss_sum"]), int(saved["train_loss_steps"]))
+        loss = (np.float32(saved["train_loss_sum"]), int(saved["train_loss_steps"]),
+                np.float32(saved.get("train_loss_last", np.nan)))
         return _matching(template, serialization.from_state_dict(template, saved["state"])), loss
     except Exception as e:  # msgpack, flax and numpy raise many kinds for damaged bytes
         size = path.stat().st_size if path.exists() else 0

@@ -111,7 +111,7 @@ def _member(tree, i: int):
 
 def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, int, tuple]:
     """The group's states at the newest usable common checkpoint, its step and the members' running training loss
-    (sum [E], steps) since the last evaluation; the initial states, 0 and (0.0, 0) if there is none.
+    (`_running_loss`); the initial states, 0 and (0.0, 0, NaN) if there is none.
 
     An unreadable checkpoint is set aside with a one-line warning and the next older common one is tried."""
     candidates = _resume_candidates(runs)
@@ -134,7 +134,7 @@ def _restore_states(runs, states, warn: Callable[[str], None]) -> tuple[object, 
         for _, error in bad:
             warn(f"warning: {error}; set aside as .corrupt, resuming from {fallback}")
     _drop_stale(runs, 0)
-    return states, 0, (0.0, 0)
+    return states, 0, (0.0, 0, np.full(len(runs), np.nan, np.float32))
 
 
 def _drop_stale(runs, step: int) -> None:
@@ -148,19 +148,20 @@ def _drop_stale(runs, step: int) -> None:
 
 
 def _running_loss(losses: Sequence[tuple | None]) -> tuple:
-    """The members' saved (loss sum, steps) as (sum [E] float32, steps). A checkpoint written before the running
-    loss was saved has None: then the sums restart at 0, as they did then (the next record's train loss averages
-    only the steps since that checkpoint)."""
+    """The members' saved (loss sum, steps, last finite loss) as (sum [E] float32, steps, last [E]). A checkpoint
+    written before the running loss was saved has None: then the sums restart at 0, as they did then (the next
+    record's train loss averages only the steps since that checkpoint), and the last losses are unknown (NaN)."""
     if any(loss is None for loss in losses):
-        return 0.0, 0
-    return np.array([loss_sum for loss_sum, _ in losses], np.float32), losses[0][1]
+        return 0.0, 0, np.full(len(losses), np.nan, np.float32)
+    return (np.array([loss[0] for loss in losses], np.float32), losses[0][1],
+            np.array([loss[2] for loss in losses], np.float32))
 
 
-def _save_states(runs, states, step: int, keep: int, loss_sum, loss_steps: int) -> None:
+def _save_states(runs, states, step: int, keep: int, loss_sum, loss_steps: int, last_loss) -> None:
     host = jax.device_get(states)
     sums = np.broadcast_to(np.asarray(loss_sum, np.float32), (len(runs),))
     for i, run in enumerate(runs):
-        checkpoint.save(run, step, _member(host, i), keep, (sums[i], loss_steps))
+        checkpoint.save(run, step, _member(host, i), keep, (sums[i], loss_steps, last_loss[i]))
 
 
 def _float(value) -> float:
@@ -212,7 +213,7 @@ class _Group:
     pools: jax.Array
     eval_arrays: tuple
     step: int
-    train_loss: tuple  # (sum [E], steps) of the training losses since the last evaluation, from the checkpoint
+    train_loss: tuple  # (sum [E], steps) of the training losses since the last evaluation, last finite loss [E]
     final_train_loss: np.ndarray | None = None  # when only the final evaluation is redone: its stored train loss
 
 
@@ -247,7 +248,7 @@ class GroupTrainer:
         self._chunks: dict[int, Callable] = {}
         self._evaluators: dict[bool, Callable] = {}
         self._divergence = [run.divergence() for run in self.runs]
-        self._last_loss = np.full(len(self.runs), np.nan)
+        self._last_loss = np.full(len(self.runs), np.nan, np.float32)  # each member's last finite training loss
         self.compile_seconds = 0.0
         self.checkpoint_every_s = checkpoint_every_s
 
@@ -374,7 +375,7 @@ class GroupTrainer:
     def _loop(self, group: _Group, progress, stop_after_step, stop) -> bool:
         cfg = self.cfg
         total, step, states = cfg.train.steps, group.step, group.states
-        (loss_sum, loss_steps), start_step = group.train_loss, step
+        (loss_sum, loss_steps, self._last_loss), start_step = group.train_loss, step
         started, compile_before, train_seconds = time.perf_counter(), self.compile_seconds, 0.0
         last_saved = started
         while step < total:
@@ -394,7 +395,7 @@ class GroupTrainer:
             stopping_now = not final and (step == stop_after_step or bool(stop))
             overdue = time.perf_counter() - last_saved >= self.checkpoint_every_s
             if step % cfg.checkpoint.interval == 0 or final or stopping_now or overdue:
-                _save_states(self.runs, states, step, cfg.checkpoint.keep, loss_sum, loss_steps)
+                _save_states(self.runs, states, step, cfg.checkpoint.keep, loss_sum, loss_steps, self._last_loss)
                 last_saved = time.perf_counter()
             steady = time.perf_counter() - started - (self.compile_seconds - compile_before)
             done = step - start_step

@@ -81,11 +81,6 @@ class TrainedRun:
         return out
 
 
-def default_scratch(workdir: Path) -> Path:
-    """Where the analysis scripts retrain runs by default: runs/retrained/<sweep folder name> (git-ignored)."""
-    return Path("runs") / "retrained" / Path(workdir).resolve().name
-
-
 def sweep_cells(workdir: Path) -> list[sweep.Cell]:
     """Every cell of a stored sweep, from its `sweep_config.json`, in grid order."""
     workdir = Path(workdir)

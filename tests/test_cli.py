@@ -172,7 +172,7 @@ READERS = [("figures/sweep.py", []), ("figures/dynamics.py", []), ("figures/per_
            ("figures/laplace_comparison.py", []), ("figures/training_experiments.py", []),
            ("analyze.py", ["--experiment=budgets"]), ("smoothing.py", []), ("interpolation.py", ["--noretrain"]),
            ("laplace_comparison.py", ["--noretrain"]),
-           ("landscape.py", ["--config=experiments/configs/landscape.py:cpu"])]
+           ("landscape.py", ["--config=experiments/configs/landscape.py:cpu", "--noretrain"])]
 
 
 @pytest.mark.parametrize("entry,extra", READERS, ids=[r[0] for r in READERS])

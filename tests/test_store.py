@@ -277,6 +277,18 @@ def test_divergence_is_recorded_with_step_reason_and_last_finite_loss(tmp_path):
     assert row[names.DIVERGENCE] == info and row[names.RUNAWAY] in (True, False)
 
 
+def test_a_divergence_on_the_first_step_after_a_resume_reports_the_loss_before_it(tmp_path):
+    """The last finite loss travels in the checkpoint: a run stopped just before it diverges and resumed reports
+    the same divergence as an uninterrupted one (not a null loss)."""
+    cfg = RUN.replace(train={"steps": 100, "learning_rate": 1e3, "schedule": "constant", "steps_per_call": 10},
+                      eval={"interval": 50}, checkpoint={"interval": 50})
+    whole = engine.train_run(cfg, tmp_path / "whole", print_fn=lambda *_: None)[names.DIVERGENCE]
+    assert whole["step"] >= 2 and whole["last_finite_loss"] is not None, whole  # this lr diverges after a few steps
+    assert engine.train_run(cfg, tmp_path / "split", stop_after_step=whole["step"] - 1) is None
+    resumed = engine.train_run(cfg, tmp_path / "split", print_fn=lambda *_: None)[names.DIVERGENCE]
+    assert resumed == whole
+
+
 def test_figures_never_draw_a_stale_summary(finished_sweep):
     import subprocess
     import sys
