@@ -30,7 +30,7 @@ def main():
     print(training_experiments.format_analysis(_EXPERIMENT.value, analysis))
     print(f"analysis: {training_experiments.analysis_path(_WORKDIR.value, _EXPERIMENT.value)}")
     if _FIGURE.value:
-        paths = plotting_experiments.write_experiment_figures(_EXPERIMENT.value, _WORKDIR.value, analysis=analysis)
+        paths = plotting_experiments.write_experiment_figures(_EXPERIMENT.value, _WORKDIR.value)
         print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
 
 

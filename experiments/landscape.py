@@ -32,7 +32,7 @@ def main(overrides, stop):
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run
         raise cli.UsageError(str(e))
     print(landscape.format_landscape(analysis))
-    paths = plotting_experiments.write_experiment_figures("landscape", _WORKDIR.value, analysis=analysis)
+    paths = plotting_experiments.write_experiment_figures("landscape", _WORKDIR.value)
     print("figures: " + ", ".join(str(p) for p in paths if p.suffix == ".png"))
 
 

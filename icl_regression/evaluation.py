@@ -13,7 +13,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from icl_regression import estimators, names, rng, tasks
 from icl_regression.config import INFINITE_TASKS, DataConfig, EvalConfig

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from icl_regression import dynamics as dynamics_lib  # noqa: E402
 from icl_regression import names, results, threshold  # noqa: E402
 from icl_regression.config import num_tasks_label, parse_num_tasks  # noqa: E402
-from icl_regression.store import StoreError, atomic_write_bytes  # noqa: E402
+from icl_regression.store import StoreError, atomic_write_bytes, results_folder  # noqa: E402
 
 COLORS = {names.PT: "#1f4e9c", names.RIDGE: "#d1495b", names.DMMSE: "#2e933c",
           "pt_ridge": "#d1495b", "pt_dmmse": "#2e933c", "dmmse_ridge": "#7f7f7f"}
@@ -649,12 +649,13 @@ def per_position_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequ
 
 def load_sweep(workdir: Path, setting: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
     """(sweep summary, {run name: metrics records}) of a results folder; StoreError naming the path if unusable.
+    When the runs changed since the summary was written, the sweep is re-summarised first, with a line saying so
+    (`results.refresh_summary`): no figure or notebook shows a stale summary.
 
     `setting`: one setting of a sweep whose runs differ in more than M, budget and seed (`results.setting_summary`);
     a sweep of one setting refuses it."""
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise StoreError(f"results folder {workdir} does not exist")
+    workdir = results_folder(workdir)
+    results.refresh_summary(workdir)
     summary = results.load_summary(workdir)
     if not summary.get("cells"):
         raise StoreError(f"{workdir / names.SWEEP_SUMMARY_FILE} lists no finished runs: nothing to plot")

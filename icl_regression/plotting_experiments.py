@@ -580,12 +580,12 @@ FIGURES = {
 }
 
 
-def write_experiment_figures(name: str, workdir: Path, out: Path | None = None,
-                             analysis: Mapping | None = None) -> list[Path]:
+def write_experiment_figures(name: str, workdir: Path, out: Path | None = None) -> list[Path]:
     """Draws the figures of experiment `name` from `<workdir>/analysis/<name>.json` into `out` (default
-    `<workdir>/figures`) as PNG and PDF."""
+    `<workdir>/figures`) as PNG and PDF: from the stored file, also right after the analysis wrote it, so that the
+    figures are the same bytes whichever script draws them."""
     if name not in FIGURES:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(FIGURES)}")
-    analysis = analysis if analysis is not None else read_analysis(workdir, name)
+    analysis = read_analysis(workdir, name)
     out = Path(out) if out else Path(workdir) / "figures"
     return [path for stem, fig in FIGURES[name](analysis).items() for path in save(fig, out / stem)]

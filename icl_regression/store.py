@@ -29,6 +29,15 @@ class StoreError(RuntimeError):
     """The results store is missing or inconsistent; the message names the path."""
 
 
+def results_folder(path: Path, what: str = "results folder") -> Path:
+    """`path` as a Path if it is a folder; a StoreError naming it if it does not exist or is something else."""
+    path = Path(path)
+    if not path.is_dir():
+        raise StoreError(f"{what} {path} is not a folder (a regular file)" if path.exists()
+                         else f"{what} {path} does not exist")
+    return path
+
+
 def metrics_bytes(run_dir: Path) -> bytes | None:
     """The content of a run's metrics: metrics.jsonl, else its compressed metrics.jsonl.gz (None if neither);
     StoreError if the compressed file is damaged."""
@@ -38,6 +47,8 @@ def metrics_bytes(run_dir: Path) -> bytes | None:
             return plain.read_bytes()
         except FileNotFoundError:
             pass
+        except NotADirectoryError:
+            results_folder(run_dir, "run folder")  # raises: the run folder is a file
         try:
             data = packed.read_bytes()
         except FileNotFoundError:
@@ -389,8 +400,6 @@ def _process_may_be_alive(mark: dict) -> bool:
 
 def iter_runs(root: Path) -> Iterator[RunStore]:
     """Every run folder (one with a config.json) under `root`, in name order."""
-    root = Path(root)
-    if not root.is_dir():
-        raise StoreError(f"results folder {root} does not exist")
+    root = results_folder(root)
     for path in sorted(root.rglob(names.CONFIG_FILE)):
         yield RunStore(path.parent)

@@ -318,16 +318,41 @@ def _location(value: float) -> str:
     return "below" if value == -math.inf else "above" if value == math.inf else "inside"
 
 
+def _estimates(curve: SignedCurve, reps, num_replicates: int) -> tuple[np.ndarray, float, np.ndarray]:
+    """(which M are used, the point estimate, each replicate's estimate) of a curve: log2 M*, ±inf outside the
+    grid, NaN without data. An M is used where its value is finite and its seed spread usable."""
+    ok = np.isfinite(reps.point) & reps.usable
+    xs, se = curve.xs[ok], reps.se[ok]
+    if not xs.size:
+        return ok, math.nan, np.full(num_replicates, np.nan)
+    return ok, float(split_estimates(xs, reps.point[ok], se)), split_estimates(xs, reps.replicates[:, ok], se)
+
+
+def replicate_estimates(curve: SignedCurve, num_replicates: int = NUM_REPLICATES,
+                        seed: int = INTERVAL_SEED) -> np.ndarray:
+    """log2 M* of each bootstrap replicate of `curve` (±inf outside the grid): the samples whose central 95% is
+    `analyse_curve`'s interval (the same replicates, the same M used)."""
+    return _estimates(curve, curve_replicates(curve, num_replicates, np.random.default_rng(seed)), num_replicates)[2]
+
+
+def threshold_curve(rows: Sequence[dict], method: str) -> SignedCurve:
+    """The curve a summary's M* is read from (its "method", `estimate_thresholds`' rule): the crossing of the
+    first budget pair (`budget_pairs`), or the midpoint of the smallest budget."""
+    if method == "crossing":
+        _, small, large = budget_pairs(budgets(rows))[0]
+        return crossing_curve(rows, small, large)
+    if method == "midpoint":
+        return midpoint_curve(rows, budgets(rows)[0])
+    raise ValueError(f"method={method!r} has no curve; allowed: 'crossing' or 'midpoint' (a summary's 'method')")
+
+
 def analyse_curve(curve: SignedCurve, num_replicates: int = NUM_REPLICATES, seed: int = INTERVAL_SEED,
                   level: float = LEVEL) -> dict:
     """M* with its interval, every sign change with its own interval, and the curve per M, as stored in the
     sweep summary."""
     reps = curve_replicates(curve, num_replicates, np.random.default_rng(seed))
-    ok = np.isfinite(reps.point) & reps.usable
-    xs, point, replicates, se = curve.xs[ok], reps.point[ok], reps.replicates[:, ok], reps.se[ok]
-    estimate = float(split_estimates(xs, point, se)) if xs.size else math.nan
-    samples = split_estimates(xs, replicates, se) if xs.size else np.full(num_replicates, np.nan)
-    changes = _sign_change_intervals(xs, point, replicates, level, estimate)
+    ok, estimate, samples = _estimates(curve, reps, num_replicates)
+    changes = _sign_change_intervals(curve.xs[ok], reps.point[ok], reps.replicates[:, ok], level, estimate)
     per_m = [{"num_tasks": round(2 ** x), "log2_num_tasks": float(x), "value": float(v), "se": float(s),
               "se_seed": float(ss), "se_eval": float(se_), "z": float(v / s) if s > 0 else math.nan,
               "num_seeds": int(n), "interval": percentile_interval(reps.replicates[:, j], level),
@@ -396,9 +421,7 @@ def crossing_estimate(rows: Sequence[dict], small: Budget, large: Budget) -> flo
 def midpoint_estimate(rows: Sequence[dict], budget: Budget) -> float:
     """The midpoint's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
     curve = midpoint_curve(rows, budget)
-    reps = curve_replicates(curve, 2)
-    ok = np.isfinite(reps.point) & reps.usable
-    return float(split_estimates(curve.xs[ok], reps.point[ok], reps.se[ok])) if ok.any() else math.nan
+    return _estimates(curve, curve_replicates(curve, 2), 2)[1]
 
 
 _OUTSIDE = {"below": "below the grid: more data moved the model towards ridge at every M, weighed together",

@@ -31,7 +31,7 @@ from icl_regression import checkpoint, evaluation, names, predictors, sweep, tas
 from icl_regression.config import INFINITE_TASKS, RunConfig, num_tasks_label, parse_num_tasks
 from icl_regression.engine import GroupTrainer, group_signature
 from icl_regression.model import Transformer, evaluation_model
-from icl_regression.store import RunStore, StoreError, read_json
+from icl_regression.store import RunStore, StoreError, read_json, results_folder
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,7 @@ class TrainedRun:
 
 def sweep_cells(workdir: Path) -> list[sweep.Cell]:
     """Every cell of a stored sweep, from its `sweep_config.json`, in grid order."""
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise StoreError(f"results folder {workdir} does not exist")
+    workdir = results_folder(workdir)
     path = workdir / names.SWEEP_CONFIG_FILE
     if not path.exists():
         raise StoreError(f"no {names.SWEEP_CONFIG_FILE} in {workdir}: not a sweep folder")

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from icl_regression import axes, dynamics, names, results
-from icl_regression.store import StoreError, read_json, write_json
+from icl_regression.store import StoreError, read_json, results_folder, write_json
 
 ANALYSIS_DIR = "analysis"
 
@@ -37,8 +37,7 @@ def write_analysis(workdir: Path, name: str, analysis: Mapping) -> Path:
 
 
 def read_analysis(workdir: Path, name: str) -> dict:
-    if not Path(workdir).is_dir():
-        raise StoreError(f"results folder {workdir} does not exist")
+    results_folder(workdir)
     path = analysis_path(workdir, name)
     if not path.exists():
         script = "landscape.py --config=…" if name == "landscape" else f"analyze.py --experiment={name}"
@@ -48,9 +47,10 @@ def read_analysis(workdir: Path, name: str) -> dict:
 
 def stored_analyses(workdir: Path) -> list[str]:
     """The names of the analyses stored in a results folder."""
-    if not Path(workdir).is_dir():
-        raise StoreError(f"results folder {workdir} does not exist")
-    return sorted(p.stem for p in (Path(workdir) / ANALYSIS_DIR).glob("*.json"))
+    folder = results_folder(workdir) / ANALYSIS_DIR
+    if folder.exists():
+        results_folder(folder, "analysis folder")  # a file there: say so, rather than find no analyses
+    return sorted(p.stem for p in folder.glob("*.json"))
 
 
 def _curves(rows: Sequence[Mapping], key: str, group: Sequence[str] = ()) -> list[dict]:

@@ -103,6 +103,31 @@ def test_script_on_a_missing_folder_names_it(script, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("where", ["workdir", "runs", "a run", "analysis"])
+def test_a_file_where_a_folder_belongs_is_one_line(tiny_sweep_dir, tmp_path, where):
+    """The results folder, its runs/ or analysis/ replaced by a file: all.py names it on one line (not a
+    NotADirectoryError traceback, nor analyses silently skipped); a run folder replaced by a file is a run that is
+    not there (the sweep is re-summarised without it, saying so)."""
+    import shutil
+
+    workdir = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep_dir, workdir, ignore=shutil.ignore_patterns("checkpoints", ".jax_cache"))
+    runs = workdir / names.RUNS_DIR
+    target = {"workdir": workdir, "runs": runs, "a run": sorted(runs.iterdir())[0],
+              "analysis": workdir / names.ANALYSIS_DIR}[where]
+    shutil.rmtree(target, ignore_errors=True)
+    target.write_text("not a folder\n")
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "experiments" / "figures" / "all.py"),
+                           f"--workdir={workdir}", f"--out={tmp_path / 'figures'}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    if where == "a run":
+        assert proc.returncode == 0 and "re-summarising" in proc.stdout, proc.stderr[-3000:]
+        assert target.name not in {row["name"] for row in results.load_summary(workdir)["cells"]}
+        return
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert f"{target} is not a folder (a regular file)" in proc.stderr
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=str(tmp_path)):
         plotting.write_all_figures(tmp_path)

@@ -33,10 +33,15 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("start", ["repository root", "notebooks/"])
-def test_explore_notebook_finds_the_demo_from_the_root_and_from_notebooks(start, monkeypatch):
-    """Without ICL_SWEEP_DIR the notebook finds results/cpu_demo whether the kernel starts at the repository root
-    (nbclient, `jupyter execute`) or in notebooks/ (Jupyter opened on the file). Only its path cell runs here."""
-    monkeypatch.delenv("ICL_SWEEP_DIR", raising=False)
+@pytest.mark.parametrize("env", [None, "results/cpu_demo"])
+def test_explore_notebook_finds_the_demo_from_the_root_and_from_notebooks(start, env, monkeypatch):
+    """Without ICL_SWEEP_DIR, or with a path relative to the repository root, the notebook finds results/cpu_demo
+    whether the kernel starts at the root (nbclient) or in notebooks/ (Jupyter opened on the file, `jupyter
+    execute`). Only its path cell runs here."""
+    if env is None:
+        monkeypatch.delenv("ICL_SWEEP_DIR", raising=False)
+    else:
+        monkeypatch.setenv("ICL_SWEEP_DIR", env)
     cwd = NOTEBOOK_DIR.parent if start == "repository root" else NOTEBOOK_DIR
     nb = nbformat.read(NOTEBOOK_DIR / "explore_sweep.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -47,10 +52,11 @@ def test_explore_notebook_finds_the_demo_from_the_root_and_from_notebooks(start,
     assert printed == str((NOTEBOOK_DIR.parent / "results" / "cpu_demo").resolve())
 
 
-@pytest.mark.parametrize("name", ["cpu_budgets", "cpu_dimension"])
+@pytest.mark.parametrize("name", ["cpu_budgets", "cpu_dimension", "cpu_reference"])
 def test_explore_notebook_runs_on_sweeps_of_several_grids_and_settings(name, monkeypatch):
     """cpu_budgets: budgets with different M grids; cpu_dimension: three settings (D) with different K, shown one
-    setting at a time, without a per-position figure."""
+    setting at a time, each with its per-position figure; cpu_reference: one seed, its replicates' M* labelled
+    evaluation noise only."""
     sweep = NOTEBOOK_DIR.parent / "results" / name
     monkeypatch.setenv("ICL_SWEEP_DIR", str(sweep))
     nb = nbformat.read(NOTEBOOK_DIR / "explore_sweep.ipynb", as_version=4)
@@ -60,6 +66,8 @@ def test_explore_notebook_runs_on_sweeps_of_several_grids_and_settings(name, mon
     assert "training dynamics on T_true" in text
     if name == "cpu_dimension":
         assert "this notebook shows 'D=1, K=4, noise_std=0.353553'" in text and "no common context axis" not in text
+    if name == "cpu_reference":
+        assert "curve; interval over evaluation noise only (1 seed)" in text
 
 
 def test_the_committed_notebook_is_what_its_generator_writes():

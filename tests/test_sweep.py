@@ -3,7 +3,6 @@ test_threshold.py)."""
 
 import copy
 import json
-import math
 import os
 import signal
 import subprocess

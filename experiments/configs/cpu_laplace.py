@@ -22,7 +22,7 @@ cross at log2 M* = 3.83 [3.76, 3.89] (the summary's M*); the midpoints are 2.51 
 on T_true against ridge's 0.45).
 On T_true the Laplace posterior mean beats ridge only by 1.2% (L/D 0.4492 against 0.4546; Δ_Laplace,Ridge = 0.006),
 while every model is 0.11 or more from both: at this scale the data cannot tell which of the two the transformer
-approaches (its point values are 0.01 closer to ridge at every M; one seed, no interval), as the paper's question
+approaches (its point values are 0.009–0.019 closer to ridge at every M; one seed, no interval), as the paper's question
 needs models trained much closer to the Bayes estimators (a GPU sweep).
 """
 

@@ -9,7 +9,7 @@ a budget in one compiled program. Measured on the quiet 2-core development machi
 clean clone (results/cpu_reference holds that run, its interpolation and smoothing analyses, figures and log).
 
 What one seed can and cannot say. At M = 1 the transformer is the dMMSE estimator on T_pretrain (Δ_PT,dMMSE = 1e-4);
-at M = ∞ with batch 128 it is within 0.04 of ridge on T_true (L/D 0.496 against ridge's 0.453); Δ_PT,Ridge falls
+at M = ∞ with batch 128 it is 0.042 from ridge on T_true (L/D 0.496 against ridge's 0.453); Δ_PT,Ridge falls
 from 0.85 (M = 4) to 0.21 (M = 6) at batch 64, 0.89 to 0.22 at batch 128. Its intervals cover evaluation noise only. Three seeds of the same cells
 (results/cpu_budgets, with the statistics over seeds) show that seed-to-seed (pool-to-pool) spread is as large as
 the differences the threshold is read from: no crossing of the two budgets is located, and the batch-128 midpoint

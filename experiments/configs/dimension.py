@@ -23,7 +23,7 @@ D = 1 and D = 4 cells, 6 min for D = 1's 12 extra cells (results/cpu_dimension/r
 What it shows (3 seeds; results/cpu_dimension; intervals over seeds and evaluation sequences): at this fixed
 budget the transition does not scale with D as in the paper. D = 4's midpoint is located: log2 M* = 2.64, 95%
 interval [2.39, 3.31] (M* ≈ 6.2, κ* = M*/D = 1.55 [1.31, 2.47]); its models leave dMMSE early (r = Δ_PT,Ridge/(Δ_PT,Ridge +
-Δ_PT,dMMSE) = 0.64 at M = D = 4, 0.39 at M = 8; 1 is dMMSE, 0 ridge). D = 2's r falls from 0.96 (M = 2)
+Δ_PT,dMMSE) = 0.63 at M = D = 4, 0.39 at M = 8; 1 is dMMSE, 0 ridge). D = 2's r falls from 0.96 (M = 2)
 to 0.48 (M = 16), midpoint 3.82 [2.23, above the grid]; D = 1's stays above 1/2 up to M = 24 (0.67: its models stay
 nearer dMMSE, which at M = 24 is within 0.031 of ridge). In short,
 2,500 steps are enough to memorise a one- or two-dimensional pool but not a four-dimensional one, so the CPU reading
@@ -34,7 +34,7 @@ M = 24).
 Variant `:paper`: D ∈ {8, 16, 32}, K = 2D, σ² = 0.25·D/8, the large model (12 layers, d = 256, 4 heads), Adam 1e-3,
 triangle, batch 256, 500k steps, M = D·2^j for j = 5 … 13 and the half powers j = 7.5 … 11.5 (14 values) and ∞,
 seed 0 (set PAPER_SEEDS = (0, 1, 2) for intervals over seeds: 3× the cost). 45 models, 22.5M model-steps,
-25,900 PFLOP of training (the large model at 4D tokens: 1.2 TFLOP per step at D = 8, 5.3 at D = 32). GPU time, from
+25,900 PFLOP of training (the large model at 4D tokens: 0.47 TFLOP per model-step at D = 8, 2.0 at D = 32). GPU time, from
 DEVICE.md's predicted H100 float32 rate for the base model (~590 model-steps/s at 81 GFLOP per step, i.e. ~48 TFLOP/s
 effective) scaled by FLOPs per step: about 150 GPU-hours (D = 8: 21 h, D = 16: 42 h, D = 32: 88 h; bfloat16 roughly
 halves it): a multi-lease job, best started at D = 8 (`--cells` or `--shard`). `--dry_run` prints the plan, its

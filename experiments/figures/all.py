@@ -12,15 +12,14 @@ model: every figure is drawn from stored files.
 
 from absl import flags
 
-from icl_regression import cli, estimator_plots, plotting, plotting_experiments, results, training_experiments
+from icl_regression import cli, estimator_plots, plotting, plotting_experiments, training_experiments
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNGs and PDFs (default: <workdir>/figures).")
 
 
 def main():
-    results.refresh_summary(_WORKDIR.value)  # runs changed since the summary was written: re-summarise first
-    paths = plotting.write_all_figures(_WORKDIR.value, _OUT.value)
+    paths = plotting.write_all_figures(_WORKDIR.value, _OUT.value)  # re-summarises first if the runs changed
     stored = set(training_experiments.stored_analyses(_WORKDIR.value))
     for name, (filename, _) in estimator_plots.ANALYSIS_FIGURES.items():
         if filename.removesuffix(".json") in stored:
