@@ -345,6 +345,38 @@ def describe_estimate(total_flops: float, flops_per_step: float, workdir: Path) 
             f"{flops_per_s / 1e9:,.1f} GFLOP/s ({source}), plus compilation and evaluation")
 
 
+ROOFLINE_DIR = BENCHMARKS_DIR.parent / "roofline"  # H100 predictions of experiments/roofline.py, in a source checkout
+# What a roofline record must share with a group for its predicted rate to stand for the group's (the ensemble
+# size may differ: a model-step's bytes, which bound these memory-bound steps, hardly depend on it).
+_ROOFLINE_MATCH = (("model", "num_layers"), ("model", "d_model"), ("model", "num_heads"), ("model", "compute_dtype"),
+                   ("model", "attention"), ("model", "mlp"), ("model", "layer_norm"), ("data", "dim"),
+                   ("data", "context_len"), ("train", "batch_size"))
+
+
+def predicted_h100_time(groups: Sequence[Sequence[Cell]]) -> str:
+    """A one-line H100 training time of a plan from the roofline predictions in results/roofline (a lower bound: a
+    roofline is the time of the bytes and FLOPs alone), for the groups a record matches (`_ROOFLINE_MATCH`)."""
+    records = [read_json(path) for path in sorted(ROOFLINE_DIR.glob("*.json"))] if ROOFLINE_DIR.is_dir() else []
+    seconds, matched, files = 0.0, 0, set()
+    for group in groups:
+        config = group[0].config.to_dict()
+        key = [config[section][field] for section, field in _ROOFLINE_MATCH]
+        found = [r for r in records if [r["config"][section].get(field) for section, field in _ROOFLINE_MATCH] == key]
+        if not found:
+            continue
+        matched += 1
+        record = min(found, key=lambda r: abs(r["ensemble_size"] - len(group)))
+        files.add(f"{record['config']['model']['num_layers']}L d={record['config']['model']['d_model']} "
+                  f"B{record['batch_size']} E{record['ensemble_size']} {record['path']}")
+        model_steps = sum(c.config.train.steps - checkpoint.resume_step(RunStore(c.run_dir)) for c in group)
+        seconds += model_steps / record["predicted_model_steps_per_s"]
+    if not matched:
+        return ("H100 time: no roofline prediction in results/roofline matches these models (layers, width, heads, "
+                "compute path, D, K, batch); experiments/roofline.py makes them for the study's sizes at D = 8, K = 16")
+    return (f"H100 time by roofline prediction (a lower bound, not a measurement; {', '.join(sorted(files))}): "
+            f"~{stopping.format_duration(seconds)} for {matched} of {len(groups)} group(s)")
+
+
 def repair_damaged(cells: Sequence[Cell], print_fn=print) -> list[str]:
     """Finished cells whose files are damaged (a torn or short metrics.jsonl, a summary for the wrong step) are
     made pending again, with a line saying why; the engine then re-evaluates or retrains them. Returns their
@@ -433,6 +465,7 @@ def run_sweep(config: Mapping[str, Any], workdir: Path, shard: tuple[int, int] |
             print_fn(f"  group of {len(group)}: " + ", ".join(c.name for c in group))
         if groups:
             print_fn("[sweep] " + describe_estimate(cost["train_flops"], train_flops_per_step(groups[0][0]), workdir))
+            print_fn("[sweep] " + predicted_h100_time(groups))
         return False
     workdir.mkdir(parents=True, exist_ok=True)
     record_sweep_config(workdir, config)

@@ -177,6 +177,26 @@ def test_dry_run_trains_nothing(tmp_path):
     assert not (tmp_path / names.RUNS_DIR).exists()
 
 
+def test_dry_run_of_a_paper_config_prints_its_h100_time_from_the_roofline_records(tmp_path):
+    """A GPU config's dry run also gives an H100 time: its model-steps at the committed roofline records' predicted
+    rates (paper_small: the small model at batch 256 and 512); a model no record matches says so."""
+    from icl_regression import cli
+
+    paper = cli.load_config(str(REPO / "experiments" / "configs" / "paper_small.py"))
+    lines = []
+    sweep.run_sweep(paper, tmp_path / "paper", dry_run=True, print_fn=lines.append)
+    rates = {b: json.loads((sweep.ROOFLINE_DIR / f"small_B{b}_E22_float32.json").read_text())
+             ["predicted_model_steps_per_s"] for b in (256, 512)}
+    cells = sweep.expand(paper, tmp_path / "paper")
+    seconds = sum(c.config.train.steps / rates[c.config.train.batch_size] for c in cells)
+    assert lines[-1] == (f"[sweep] H100 time by roofline prediction (a lower bound, not a measurement; 4L d=64 B256 "
+                         f"E22 float32, 4L d=64 B512 E22 float32): ~{stopping.format_duration(seconds)} for 2 of 2 "
+                         "group(s)")
+    lines.clear()
+    sweep.run_sweep(tiny_sweep_config(), tmp_path / "tiny", dry_run=True, print_fn=lines.append)
+    assert lines[-1].startswith("[sweep] H100 time: no roofline prediction in results/roofline matches these models")
+
+
 def _write_config_file(path: Path, cfg: dict) -> Path:
     path.write_text("from icl_regression.config import base_config\n\ndef get_config():\n"  # works with or without
                     f"    return base_config().__class__({cfg!r})\n")  # ml_collections, like the shipped config files
