@@ -15,7 +15,11 @@ from absl import flags
 from icl_regression import cli, estimator_plots, interpolation, trained
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder (runs/, sweep_config.json).", required=True)
-_RETRAINING = cli.define_retraining_flags()
+_SCRATCH = flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
+                               "(default: runs/retrained/<workdir name>).")
+_RETRAIN = flags.DEFINE_bool("retrain", True, "Retrain runs without a final checkpoint (else stop and say so).")
+_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
+                                   "relative tolerance of the stored ones (0: every record exactly equal).")
 _NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values to analyse (default: every finite M >= 2).")
 _BATCH_SIZE = flags.DEFINE_list("batch_size", None, "Batch sizes to analyse (default: the largest).")
 _NUM_PAIRS = flags.DEFINE_integer("num_pairs", 64, "Pairs of pool tasks per run.")
@@ -28,9 +32,9 @@ def main():
     try:
         options = interpolation.InterpolationOptions(_NUM_PAIRS.value, _NUM_ALPHAS.value, _SEQUENCES.value)
         batch_sizes = cli.int_list(_BATCH_SIZE, minimum=1)
-        scratch = _RETRAINING.scratch_folder(_WORKDIR.value)
+        scratch = cli.scratch_folder(_SCRATCH.value, _RETRAIN.value, _WORKDIR.value)
         interpolation.run_interpolation(Path(_WORKDIR.value), scratch, _NUM_TASKS.value, batch_sizes, options,
-                                        _RETRAINING.rtol.value)
+                                        _RETRAIN_RTOL.value)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("interpolation", _WORKDIR.value))))
     except trained.MissingCheckpoints as e:  # no scratch folder: --retrain=false

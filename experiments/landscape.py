@@ -14,7 +14,11 @@ from icl_regression import cli, landscape, plotting_experiments, trained
 _CONFIG = flags.DEFINE_string("config", None, "Landscape config file, path[:variant] (its `landscape` section); "
                               "override fields with --config.<section>.<field>=value.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep results folder (runs/).", required=True)
-_RETRAINING = cli.define_retraining_flags()
+_SCRATCH = flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
+                               "(default: runs/retrained/<workdir name>).")
+_RETRAIN = flags.DEFINE_bool("retrain", True, "Retrain runs without a final checkpoint (else stop and say so).")
+_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
+                                   "relative tolerance of the stored ones (0: every record exactly equal).")
 flags.mark_flags_as_required(["config"])
 
 
@@ -23,10 +27,10 @@ def main(overrides, stop):
     config = cli.load_config(_CONFIG.value, overrides)
     if "landscape" not in config:
         raise cli.UsageError("the config has no `landscape` section (use experiments/configs/landscape.py)")
-    scratch = _RETRAINING.scratch_folder(_WORKDIR.value)
+    scratch = cli.scratch_folder(_SCRATCH.value, _RETRAIN.value, _WORKDIR.value)
     try:
         analysis = landscape.run_landscape(_WORKDIR.value, config["landscape"], scratch,
-                                           retrain_rtol=_RETRAINING.rtol.value)
+                                           retrain_rtol=_RETRAIN_RTOL.value)
     except trained.MissingCheckpoints as e:  # no scratch folder: --retrain=false
         raise cli.UsageError(e.retraining_off())
     except ValueError as e:  # StoreError and ConfigError: reported by cli.run

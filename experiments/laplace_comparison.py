@@ -17,7 +17,11 @@ from icl_regression import cli, estimator_plots, laplace_comparison, trained
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder trained with data.task_prior='laplace'.",
                                required=True)
-_RETRAINING = cli.define_retraining_flags()
+_SCRATCH = flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
+                               "(default: runs/retrained/<workdir name>).")
+_RETRAIN = flags.DEFINE_bool("retrain", True, "Retrain runs without a final checkpoint (else stop and say so).")
+_RETRAIN_RTOL = flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
+                                   "relative tolerance of the stored ones (0: every record exactly equal).")
 _NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values to analyse (default: all).")
 _BATCH_SIZE = flags.DEFINE_list("batch_size", None, "Batch sizes to analyse (default: all).")
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", laplace_comparison.DEFAULT_NUM_SAMPLES,
@@ -29,11 +33,11 @@ _FIGURE = flags.DEFINE_bool("figure", True, "Also draw <workdir>/figures/laplace
 def main():
     cli.at_least(_NUM_SAMPLES, 1)
     cli.at_least(_BURN_IN, 0)
-    scratch = _RETRAINING.scratch_folder(_WORKDIR.value)
+    scratch = cli.scratch_folder(_SCRATCH.value, _RETRAIN.value, _WORKDIR.value)
     try:
         batch_sizes = cli.int_list(_BATCH_SIZE, minimum=1)
         laplace_comparison.run_laplace_comparison(Path(_WORKDIR.value), scratch, _NUM_TASKS.value, batch_sizes,
-                                                  _NUM_SAMPLES.value, _BURN_IN.value, _RETRAINING.rtol.value)
+                                                  _NUM_SAMPLES.value, _BURN_IN.value, _RETRAIN_RTOL.value)
         if _FIGURE.value:
             print("\n".join(map(str, estimator_plots.write_analysis_figure("laplace_comparison", _WORKDIR.value))))
     except trained.MissingCheckpoints as e:  # no scratch folder: --retrain=false

@@ -1,5 +1,4 @@
-"""What the command-line entry points share; no flag is defined at import (each program defines its own in
-experiments/, and the groups several programs share through `define_*_flags` below, when it calls them).
+"""What the command-line entry points share; no flag is defined here (flags live in experiments/).
 
 - Config files (`--config=path[:variant]`) and overrides (`--config.<section>.<field>=value`) are read here, not by
   ml_collections' flag machinery: the GPU machine has no ml_collections, and bad input must give one line, not a
@@ -23,7 +22,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from icl_regression import stopping
 from icl_regression.config import ConfigError, RunConfig, config_file, suggest
@@ -268,6 +267,15 @@ def check_workdir(text: str | None, create: bool = True, must_exist: bool = Fals
     return path
 
 
+def scratch_folder(scratch: str | None, retrain: bool, workdir: str) -> Path | None:
+    """Where an analysis retrains runs that have no final checkpoint: `scratch` (--scratch), or by default
+    runs/retrained/<name of the sweep folder> (git-ignored); None when retraining is off (--retrain=false)."""
+    if not retrain:
+        return None
+    return check_workdir(scratch or str(Path("runs") / "retrained" / Path(workdir).resolve().name), create=False,
+                         flag="--scratch")
+
+
 def check_output_file(text: str | None, flag: str = "--out") -> Path:
     """The path of a file to write, its folder created and checked writable (`check_workdir`); a one-line
     UsageError if it is a folder or lies under a regular file."""
@@ -313,45 +321,6 @@ def configure_compilation_cache(setting: str | None, workdir: Path) -> Path | No
 def quiet_backend_logs() -> None:
     """Hides jax's INFO lines about backends it probes and does not find ("Unable to initialize backend 'tpu'")."""
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Flags several programs share: defined by the program that calls these, at its import.
-
-class RetrainingFlags(NamedTuple):
-    """--scratch, --retrain and --retrain_rtol of the analyses that need the runs' final parameters."""
-    scratch: Any
-    retrain: Any
-    rtol: Any
-
-    def scratch_folder(self, workdir: str) -> Path | None:
-        """Where to retrain runs without a final checkpoint: --scratch, or by default runs/retrained/<name of
-        the sweep folder> (git-ignored); None with --retrain=false."""
-        if not self.retrain.value:
-            return None
-        text = self.scratch.value or str(Path("runs") / "retrained" / Path(workdir).resolve().name)
-        return check_workdir(text, create=False, flag="--scratch")
-
-
-def define_retraining_flags() -> RetrainingFlags:
-    """Defines --scratch, --retrain and --retrain_rtol (for analyses whose committed sweeps have no checkpoints)."""
-    from absl import flags
-
-    return RetrainingFlags(
-        flags.DEFINE_string("scratch", None, "Folder for retrained runs when checkpoints are missing "
-                            "(default: runs/retrained/<workdir name>)."),
-        flags.DEFINE_bool("retrain", True, "Retrain runs without a final checkpoint (else stop and say so)."),
-        flags.DEFINE_float("retrain_rtol", 0.0, "Accept retrained runs whose final metrics are within this "
-                           "relative tolerance of the stored ones (0: every record exactly equal)."))
-
-
-def define_setting_flag():
-    """Defines --setting, for figures of a sweep whose runs differ in more than M, budget and seed."""
-    from absl import flags
-
-    return flags.DEFINE_string("setting", None, "For a sweep whose runs differ in more than M, budget and seed (D, "
-                               "width, …): the setting to draw, as its label, e.g. 'D=2, K=8, noise_std=0.5' "
-                               "(the table and the error list them).")
 
 
 # ---------------------------------------------------------------------------------------------------------------

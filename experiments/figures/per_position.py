@@ -18,7 +18,9 @@ _NUM_TASKS = flags.DEFINE_list("num_tasks", None, "M values, one panel each (def
 _EVAL_SET = flags.DEFINE_enum("eval_set", None, list(names.EVAL_SETS), "Only this evaluation set (default: both).")
 _BUDGET = flags.DEFINE_string("budget", None, "Only this data budget, as 'batch,steps' (e.g. 128,2500; default: every "
                               "budget, each in its line style).")
-_SETTING = cli.define_setting_flag()
+_SETTING = flags.DEFINE_string("setting", None, "For a sweep whose runs differ in more than M, budget and seed (D, "
+                               "width, …): the setting to draw, as its label, e.g. 'D=2, K=8, noise_std=0.5' "
+                               "(the table and the error list them).")
 
 
 def main():

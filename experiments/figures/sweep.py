@@ -10,7 +10,9 @@ from icl_regression import cli, plotting
 
 _WORKDIR = flags.DEFINE_string("workdir", "results/cpu_demo", "Sweep results folder (runs/, sweep_summary.json).")
 _OUT = flags.DEFINE_string("out", None, "Folder for the PNG and PDF (default: <workdir>/figures).")
-_SETTING = cli.define_setting_flag()
+_SETTING = flags.DEFINE_string("setting", None, "For a sweep whose runs differ in more than M, budget and seed (D, "
+                               "width, …): the setting to draw, as its label, e.g. 'D=2, K=8, noise_std=0.5' "
+                               "(the table and the error list them).")
 
 
 def main():
