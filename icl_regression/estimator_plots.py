@@ -17,7 +17,7 @@ import numpy as np
 from icl_regression import names, plotting
 from icl_regression.config import num_tasks_label
 from icl_regression.plotting import plt
-from icl_regression.store import StoreError, read_json, results_folder
+from icl_regression.store import StoreError, analysis_folder, read_json
 
 COLORS = {**plotting.COLORS, names.SMOOTHED_DMMSE: "#e08e0b", names.LAPLACE_MMSE: "#7b3294",
           "pt_laplace_mmse": "#7b3294", "laplace_mmse_ridge": "#7f7f7f"}
@@ -27,8 +27,7 @@ SCRIPTS = {names.INTERPOLATION_FILE: "experiments/interpolation.py", names.SMOOT
 
 def load_analysis(workdir: Path, filename: str) -> dict:
     """A stored analysis of a sweep folder; StoreError naming the folder and the command that makes it."""
-    workdir = results_folder(workdir)
-    path = workdir / names.ANALYSIS_DIR / filename
+    path = analysis_folder(workdir) / filename
     if not path.exists():
         raise StoreError(f"no {names.ANALYSIS_DIR}/{filename} in {workdir}: run "
                          f"python {SCRIPTS[filename]} --workdir={workdir} first")

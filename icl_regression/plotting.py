@@ -207,7 +207,8 @@ def _finite_axis(ax, rows) -> None:
 
 
 def _crossing_panel(ax, summary: Mapping, rows, budgets) -> None:
-    """The paired difference of the two smallest budgets with its band; the crossing is where it meets zero."""
+    """The paired difference of the first budget pair (`threshold.budget_pairs`, the one M* is read from) with its
+    band; the crossing is where it meets zero."""
     if not summary.get("crossing"):
         ax.text(0.5, 0.5, "one data budget: no crossing\n(the midpoint below needs only one)", ha="center",
                 va="center", transform=ax.transAxes)
@@ -215,7 +216,7 @@ def _crossing_panel(ax, summary: Mapping, rows, budgets) -> None:
         ax.set_yticks([])
         return
     label, estimate = threshold.in_budget_order(summary["crossing"])[0]
-    small, large = budgets[0], budgets[1]
+    small, large = (threshold.parse_budget_key(key) for key in label.split("_vs_"))
     curve = threshold.crossing_curve(rows, small, large)
     finite = sorted({math.log2(r["num_tasks"]) for r in rows if r["num_tasks"] > 0})
     x_range = (min(finite) - 0.3, max(finite) + 0.3)
@@ -655,8 +656,7 @@ def load_sweep(workdir: Path, setting: str | None = None) -> tuple[dict, dict[st
     `setting`: one setting of a sweep whose runs differ in more than M, budget and seed (`results.setting_summary`);
     a sweep of one setting refuses it."""
     workdir = results_folder(workdir)
-    results.refresh_summary(workdir)
-    summary = results.load_summary(workdir)
+    summary = results.refresh_summary(workdir) or results.load_summary(workdir)
     if not summary.get("cells"):
         raise StoreError(f"{workdir / names.SWEEP_SUMMARY_FILE} lists no finished runs: nothing to plot")
     if setting is not None:

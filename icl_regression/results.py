@@ -6,6 +6,7 @@ Numpy and JSON only (no jax), so notebooks and figure scripts can use it on any 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -100,8 +101,15 @@ def _analyse(workdir: Path, rows: list[dict], metrics: Mapping, num_replicates: 
 
 
 def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None) -> dict:
-    """Writes `sweep_summary.json`: the threshold both ways with intervals, the training dynamics (t*, α), and
-    one row per finished run. `run_dirs` are the sweep's cells, finished or not; damaged cells are listed under
+    """Writes `sweep_summary.json` (`compute_summary`) and returns it."""
+    summary = compute_summary(workdir, run_dirs, num_replicates)
+    write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
+    return summary
+
+
+def compute_summary(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | None = None) -> dict:
+    """A sweep summary: the threshold both ways with intervals, the training dynamics (t*, α), and one row per
+    finished run. `run_dirs` are the sweep's cells, finished or not; damaged cells are listed under
     `damaged_cells`, never summarised.
 
     A sweep whose runs differ in more than M, batch, steps and seed (D, width, depth, weight decay, …) is never
@@ -131,7 +139,6 @@ def summarize(workdir: Path, run_dirs: Sequence[Path], num_replicates: int | Non
                     "threshold_metric": names.THRESHOLD_METRIC, "damaged_cells": damaged,
                     "run_dirs": sorted(str(Path(d).relative_to(workdir)) for d in run_dirs),
                     "fingerprint": fingerprint(run_dirs)})
-    write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     return summary
 
 
@@ -168,12 +175,18 @@ def stale_summary(workdir: Path) -> str | None:
 
 def refresh_summary(workdir: Path, print_fn=print) -> dict | None:
     """Re-summarises a sweep (with a line saying so) whose runs changed since its summary was written; returns
-    the new summary, or None when nothing had to be done."""
+    the new summary (as stored: JSON values), or None when nothing had to be done. A folder that cannot be written
+    (read-only) keeps its file: the summary is then computed in memory only, with a line saying so."""
     reason = stale_summary(workdir)
     if reason is None:
         return None
     print_fn(f"{reason}: re-summarising")
-    return summarize(workdir, [Path(workdir) / d for d in load_summary(workdir)["run_dirs"]])
+    summary = compute_summary(workdir, [Path(workdir) / d for d in load_summary(workdir)["run_dirs"]])
+    try:
+        write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
+    except StoreError as e:
+        print_fn(f"{e}: this summary is used in memory only")
+    return json.loads(json.dumps(summary, sort_keys=True))  # as load_summary would read it
 
 
 def run_metrics(workdir: Path) -> dict[str, list[dict]]:

@@ -38,6 +38,15 @@ def results_folder(path: Path, what: str = "results folder") -> Path:
     return path
 
 
+def analysis_folder(workdir: Path) -> Path:
+    """`<workdir>/analysis`, where analyses of a sweep are stored (it may not exist yet); a StoreError naming it if
+    the results folder is missing, or if a file stands where either folder belongs."""
+    folder = results_folder(workdir) / names.ANALYSIS_DIR
+    if folder.exists():
+        results_folder(folder, "analysis folder")
+    return folder
+
+
 def metrics_bytes(run_dir: Path) -> bytes | None:
     """The content of a run's metrics: metrics.jsonl, else its compressed metrics.jsonl.gz (None if neither);
     StoreError if the compressed file is damaged."""

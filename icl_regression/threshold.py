@@ -128,11 +128,17 @@ def parse_budget_key(key: str) -> Budget:
 
 
 def in_budget_order(estimates: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """A summary's "crossing" or "midpoint" entries, smallest budget first (JSON files store them sorted by name)."""
-    def order(label):
-        budget = parse_budget_key(label.split("_vs_")[0])
-        return budget[0] * budget[1], budget
-    return sorted(estimates.items(), key=lambda item: order(item[0]))
+    """A summary's "crossing" entries in `budget_pairs` order (the first is the pair M* is read from), or its
+    "midpoint" entries smallest budget first (JSON files store them sorted by name)."""
+    def order(item):
+        label, estimate = item
+        small = parse_budget_key(label.split("_vs_")[0])
+        if "_vs_" not in label:
+            return (0, small[0] * small[1], *small)
+        if estimate.get("kind", BATCH) == BATCH:  # batch pairs first, from the smallest steps, then batch, up
+            return (0, small[1], small[0])
+        return (1, small[0], small[1])
+    return sorted(estimates.items(), key=order)
 
 
 def _finite_runs(rows: Sequence[dict], budget: Budget) -> dict[tuple[int, float], dict]:

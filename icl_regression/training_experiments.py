@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from icl_regression import axes, dynamics, names, results
-from icl_regression.store import StoreError, read_json, results_folder, write_json
+from icl_regression.store import StoreError, analysis_folder, read_json, write_json
 
 ANALYSIS_DIR = "analysis"
 
@@ -37,7 +37,7 @@ def write_analysis(workdir: Path, name: str, analysis: Mapping) -> Path:
 
 
 def read_analysis(workdir: Path, name: str) -> dict:
-    results_folder(workdir)
+    analysis_folder(workdir)  # a missing results folder, or a file where a folder belongs: say so
     path = analysis_path(workdir, name)
     if not path.exists():
         script = "landscape.py --config=…" if name == "landscape" else f"analyze.py --experiment={name}"
@@ -47,10 +47,7 @@ def read_analysis(workdir: Path, name: str) -> dict:
 
 def stored_analyses(workdir: Path) -> list[str]:
     """The names of the analyses stored in a results folder."""
-    folder = results_folder(workdir) / ANALYSIS_DIR
-    if folder.exists():
-        results_folder(folder, "analysis folder")  # a file there: say so, rather than find no analyses
-    return sorted(p.stem for p in folder.glob("*.json"))
+    return sorted(p.stem for p in analysis_folder(workdir).glob("*.json"))  # a file there: an error, not none
 
 
 def _curves(rows: Sequence[Mapping], key: str, group: Sequence[str] = ()) -> list[dict]:

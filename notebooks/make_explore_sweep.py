@@ -31,10 +31,10 @@ CELLS = [
         "    whether the kernel starts there (nbclient) or in notebooks/ (Jupyter opened on this file, jupyter execute).\"\"\"\n"
         "    wanted = Path(os.environ.get(\"ICL_SWEEP_DIR\") or default)\n"
         "    for root in (Path.cwd(), Path.cwd().parent):\n"
-        "        if (root / wanted / \"sweep_summary.json\").exists():\n"
+        "        if (root / wanted).is_dir():\n"
         "            return root / wanted\n"
-        "    raise FileNotFoundError(f\"no {wanted}/sweep_summary.json under {Path.cwd()} or its parent; \"\n"
-        "                            \"set ICL_SWEEP_DIR to a sweep folder\")\n"
+        "    where = wanted if wanted.is_absolute() else f\"{wanted} under {Path.cwd()} or its parent\"\n"
+        "    raise FileNotFoundError(f\"no folder {where}; set ICL_SWEEP_DIR to a sweep folder\")\n"
         "\n"
         "\n"
         "SWEEP_DIR = find_sweep()"),

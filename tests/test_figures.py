@@ -126,6 +126,38 @@ def test_a_file_where_a_folder_belongs_is_one_line(tiny_sweep_dir, tmp_path, whe
         return
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
     assert f"{target} is not a folder (a regular file)" in proc.stderr
+    if where == "analysis":  # reading one analysis says so too, rather than "no analysis/<name>.json: run …"
+        from icl_regression import training_experiments
+
+        for read in (lambda: training_experiments.read_analysis(workdir, "budgets"),
+                     lambda: estimator_plots.load_analysis(workdir, names.INTERPOLATION_FILE)):
+            with pytest.raises(StoreError, match=f"analysis folder {target} is not a folder"):
+                read()
+
+
+def test_a_stale_summary_in_a_folder_that_cannot_be_written_is_used_in_memory(tiny_sweep_dir, tmp_path,
+                                                                            monkeypatch, capsys):
+    """A read-only results folder (a copy fetched from elsewhere) whose runs changed since its summary: figures and
+    the notebook still draw, from a summary computed in memory, with a line saying so; the file stays as it was."""
+    import shutil
+
+    workdir = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep_dir, workdir, ignore=shutil.ignore_patterns("checkpoints", ".jax_cache"))
+    gone = sorted((workdir / names.RUNS_DIR).iterdir())[0]
+    (gone / names.SUMMARY_FILE).unlink()
+    stored = (workdir / names.SWEEP_SUMMARY_FILE).read_bytes()
+
+    def read_only(path, obj):
+        raise StoreError(f"cannot write {path}: read-only file system")
+    monkeypatch.setattr(results, "write_json", read_only)
+    summary, _ = plotting.load_sweep(workdir)
+    lines = capsys.readouterr().out.splitlines()
+    assert gone.name not in {row["name"] for row in summary["cells"]} and not summary["complete"]
+    assert any("re-summarising" in line for line in lines)
+    assert any("read-only file system: this summary is used in memory only" in line for line in lines), lines
+    assert (workdir / names.SWEEP_SUMMARY_FILE).read_bytes() == stored
+    assert summary == json.loads(json.dumps(results.compute_summary(workdir, [workdir / d for d in summary[
+        "run_dirs"]]), sort_keys=True))
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):

@@ -52,6 +52,18 @@ def test_explore_notebook_finds_the_demo_from_the_root_and_from_notebooks(start,
     assert printed == str((NOTEBOOK_DIR.parent / "results" / "cpu_demo").resolve())
 
 
+def test_explore_notebook_on_a_folder_without_a_summary_says_what_to_run(tmp_path, monkeypatch):
+    """ICL_SWEEP_DIR set to a sweep folder not yet summarised: the store's message (run the sweep or --summarize),
+    not a complaint about where the folder was looked for."""
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setenv("ICL_SWEEP_DIR", str(tmp_path))
+    nb = nbformat.read(NOTEBOOK_DIR / "explore_sweep.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if c.cell_type == "code"][:2]
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match=r"no sweep_summary\.json in .*--summarize"):
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                resources={"metadata": {"path": str(NOTEBOOK_DIR)}}).execute()
+
+
 @pytest.mark.parametrize("name", ["cpu_budgets", "cpu_dimension", "cpu_reference"])
 def test_explore_notebook_runs_on_sweeps_of_several_grids_and_settings(name, monkeypatch):
     """cpu_budgets: budgets with different M grids; cpu_dimension: three settings (D) with different K, shown one

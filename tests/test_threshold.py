@@ -1,5 +1,6 @@
 """The threshold's statistics: seeds, pairing, no dead zone, every sign change, calibrated intervals, labels."""
 
+import json
 import math
 
 import numpy as np
@@ -241,6 +242,9 @@ def test_the_threshold_curve_and_its_replicates_are_the_summarys(method):
              for r in rows if r["batch_size"] == 128]  # N vs 2N: no crossing at all
     summary = threshold.estimate_thresholds(rows, 300)
     assert summary["method"] == "crossing" and sorted(summary["crossing"])[0] == "B=128_N=1000_vs_B=128_N=2000"
+    stored = json.loads(json.dumps(summary["crossing"], sort_keys=True))  # the order a summary file has
+    assert [label for label, _ in threshold.in_budget_order(stored)] == [  # the order figures and tables use
+        "B=128_N=1000_vs_B=256_N=1000", "B=128_N=1000_vs_B=128_N=2000"]
     if method == "midpoint":
         summary = dict(summary, **{"threshold_interval": summary["midpoint"]["B=128_N=1000"]["interval"]})
     samples = threshold.replicate_estimates(threshold.threshold_curve(rows, method), 300)
