@@ -357,6 +357,8 @@ def predicted_h100_time(groups: Sequence[Sequence[Cell]]) -> str:
     """A one-line H100 training time of a plan from the roofline predictions in results/roofline (a lower bound: a
     roofline is the time of the bytes and FLOPs alone), for the groups a record matches (`_ROOFLINE_MATCH`)."""
     records = [read_json(path) for path in sorted(ROOFLINE_DIR.glob("*.json"))] if ROOFLINE_DIR.is_dir() else []
+    records = [r for r in records if isinstance(r, dict) and {"config", "ensemble_size", "batch_size", "path",
+                                                              "predicted_model_steps_per_s"} <= r.keys()]
     seconds, matched, files = 0.0, 0, set()
     for group in groups:
         config = group[0].config.to_dict()
