@@ -8,9 +8,10 @@ abstract H100 (../shared/tools/h100_roofline) and reads the bytes and FLOPs of e
 Each path is a `ModelConfig.fast_path` label (float32 or bfloat16, then any of cudnn / pallas / fused_mlp /
 fused_ln); cuDNN does not compile without a GPU (it falls back to XLA attention), so `pallas` (JAX's Pallas
 flash attention, the same arrays in and out) stands in for it. One JSON record per path goes to
-results/roofline/<size>_B<batch>_E<ensemble>_<path>.json. Compiling the base model takes 1-3 minutes per path on
-2 cores. `--table` prints the markdown table of the records in --out (experiments/PERFORMANCE.md has it, and
-what these predictions can and cannot see).
+results/roofline/<size>[_D<dim>_K<context>]_B<batch>_E<ensemble>_<path>.json (D and K named when not 8 and 16).
+Compiling the base model takes 1-3 minutes per path on 2 cores. `--table` prints the markdown table of the records
+in --out (experiments/PERFORMANCE.md has it, and what these predictions can and cannot see). `sweep.py --dry_run`
+reads these records for an H100 time of the groups they match (model, path, D, K, batch).
 """
 
 import os
@@ -28,6 +29,9 @@ DEFAULT_TARGET = Path(__file__).resolve().parents[2] / "shared" / "tools" / "h10
 
 _SIZE = flags.DEFINE_enum("size", "base", list(MODEL_SIZES), "Model size of the study.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Sequences per model per step.")
+_DIM = flags.DEFINE_integer("dim", RunConfig().data.dim, "Task dimension D (the record's name says it when not 8).")
+_CONTEXT_LEN = flags.DEFINE_integer("context_len", RunConfig().data.context_len, "Context length K (named when "
+                                    "not 16; the dimension experiment uses K = 2D).")
 _ENSEMBLE_SIZE = flags.DEFINE_integer("ensemble_size", 20, "Models per compiled program (vmapped).")
 _STEPS_PER_CALL = flags.DEFINE_integer("steps_per_call", 10, "Steps per compiled call (>= 2: the scan's loop body "
                                        "is the step that is read).")
@@ -50,6 +54,8 @@ def main():
         return
     cli.at_least(_ENSEMBLE_SIZE, 1)
     cli.at_least(_STEPS_PER_CALL, 2)
+    cli.at_least(_DIM, 1)
+    cli.at_least(_CONTEXT_LEN, 2)
     out = cli.check_workdir(_OUT.value, flag="--out")
     hlo_dir = cli.check_workdir(_HLO_DIR.value, flag="--hlo_dir") if _HLO_DIR.value else None
     target = Path(_TARGET.value)
@@ -57,7 +63,8 @@ def main():
         raise cli.UsageError(f"--target={target}: {'no such file' if not target.exists() else 'not a file'}; "
                              f"allowed: an XLA GPU target description, e.g. {DEFAULT_TARGET}")
     cfgs = {path: RunConfig().replace(model={**model_size(_SIZE.value), **fast_path_overrides(path)},
-                                      train={"batch_size": _BATCH_SIZE.value})
+                                      train={"batch_size": _BATCH_SIZE.value},
+                                      data={"dim": _DIM.value, "context_len": _CONTEXT_LEN.value})
             for path in _PATHS.value}  # a bad label fails here, before anything compiles
     cudnn = [path for path, cfg in cfgs.items() if cfg.model.attention == "cudnn"]
     if cudnn:  # compiled here it falls back to XLA attention: the record would be mislabelled
@@ -69,7 +76,7 @@ def main():
     except RuntimeError as e:  # no CUDA plugin: the message says what to install
         raise cli.UsageError(str(e)) from None
     for path, cfg in cfgs.items():
-        name = f"{_SIZE.value}_B{_BATCH_SIZE.value}_E{_ENSEMBLE_SIZE.value}_{path}"
+        name = roofline.record_name(_SIZE.value, cfg, _ENSEMBLE_SIZE.value)
         hlo_out = hlo_dir / f"{name}.hlo" if hlo_dir else None
         record = roofline.roofline_record(cfg, _ENSEMBLE_SIZE.value, _STEPS_PER_CALL.value, target, hlo_out)
         store.write_json(out / f"{name}.json", record)

@@ -251,6 +251,14 @@ def roofline_record(cfg: RunConfig, ensemble_size: int, steps_per_call: int, tar
     }
 
 
+def record_name(size: str, cfg: RunConfig, ensemble_size: int) -> str:
+    """The file stem of a prediction: size, D and K where they are not the default (8, 16), batch, ensemble, path."""
+    default = RunConfig().data
+    task = ("" if (cfg.data.dim, cfg.data.context_len) == (default.dim, default.context_len)
+            else f"_D{cfg.data.dim}_K{cfg.data.context_len}")
+    return f"{size}{task}_B{cfg.train.batch_size}_E{ensemble_size}_{cfg.model.fast_path}"
+
+
 def format_line(name: str, record: dict) -> str:
     """One line per prediction: model-steps/s, bytes per model-step, kernels, and the three largest parts."""
     parts = ", ".join(f"{part} {p['share']:.0%}" for part, p in list(record["parts"].items())[:3])
@@ -260,17 +268,21 @@ def format_line(name: str, record: dict) -> str:
 
 
 def markdown_table(records: list[dict]) -> str:
-    """The predictions as a markdown table: one row per compute path, one column pair per (size, batch,
+    """The predictions as a markdown table: one row per compute path, one column pair per (size, D and K, batch,
     ensemble): GB moved per model-step and predicted model-steps/s (with the ratio to float32)."""
     def setting(r):
-        model = r["config"]["model"]
-        return (model["num_layers"], model["d_model"], r["batch_size"], r["ensemble_size"])
+        model, data = r["config"]["model"], r["config"].get("data", {})
+        return (model["num_layers"], model["d_model"], data.get("dim", 8), data.get("context_len", 16),
+                r["batch_size"], r["ensemble_size"])
 
-    settings = sorted({setting(r) for r in records}, key=lambda s: (-s[1], s[2]))
+    def title(s):
+        task = "" if s[2:4] == (8, 16) else f" D{s[2]} K{s[3]}"
+        return f"L{s[0]} d{s[1]}{task} B{s[4]} E{s[5]}: GB/model-step, model-steps/s"
+
+    settings = sorted({setting(r) for r in records}, key=lambda s: (-s[1], s[2], s[4]))
     paths = sorted({r["path"] for r in records}, key=lambda p: (p != "float32", len(p), p))
     by_key = {(setting(r), r["path"]): r for r in records}
-    header = "| path | " + " | ".join(f"L{s[0]} d{s[1]} B{s[2]} E{s[3]}: GB/model-step, model-steps/s"
-                                        for s in settings) + " |"
+    header = "| path | " + " | ".join(title(s) for s in settings) + " |"
     lines = [header, "|---" * (len(settings) + 1) + "|"]
     for path in paths:
         cells = []

@@ -88,11 +88,22 @@ def _roofline(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_record_names_say_the_task_shape_when_it_is_not_the_default():
+    from icl_regression.config import RunConfig
+
+    base = RunConfig().replace(model={"num_layers": 12, "d_model": 256, "num_heads": 4}, train={"batch_size": 256})
+    assert roofline.record_name("large", base, 15) == "large_B256_E15_float32"
+    wide = base.replace(data={"dim": 32, "context_len": 64})
+    assert roofline.record_name("large", wide, 15) == "large_D32_K64_B256_E15_float32"
+
+
 def test_roofline_refuses_bad_input_before_compiling(tmp_path):
     (tmp_path / "empty").mkdir()
     for args, said in (([f"--target={tmp_path / 'none.txtpb'}"], f"--target={tmp_path / 'none.txtpb'}: no such file"),
                        (["--ensemble_size=0"], "--ensemble_size=0; allowed: an integer >= 1"),
                        (["--steps_per_call=1"], "--steps_per_call=1; allowed: an integer >= 2"),
+                       (["--dim=0"], "--dim=0; allowed: an integer >= 1"),
+                       (["--context_len=1"], "--context_len=1; allowed: an integer >= 2"),
                        (["--table", f"--out={tmp_path / 'none'}"], f"--out={tmp_path / 'none'} does not exist"),
                        (["--table", f"--out={tmp_path / 'empty'}"], "holds no roofline records"),
                        (["--paths=bfloat16+cudnn"], "--paths: bfloat16+cudnn: cuDNN attention does not compile "
@@ -102,6 +113,8 @@ def test_roofline_refuses_bad_input_before_compiling(tmp_path):
         assert result.stderr.startswith("roofline.py: error: ") and said in result.stderr, result.stderr
     table = _roofline("--table", f"--out={PREDICTIONS}")
     assert table.returncode == 0 and table.stdout.startswith("| path |"), table.stderr[-2000:]
+    header = table.stdout.splitlines()[0]  # one column per task shape: D = 8, 16, 32 of the large model apart
+    assert all(f"L12 d256{shape} B256 E15:" in header for shape in ("", " D16 K32", " D32 K64")), header
 
 
 def test_roofline_without_the_cuda_plugin_says_what_to_install(tmp_path):

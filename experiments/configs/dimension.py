@@ -34,11 +34,15 @@ M = 24).
 Variant `:paper`: D ∈ {8, 16, 32}, K = 2D, σ² = 0.25·D/8, the large model (12 layers, d = 256, 4 heads), Adam 1e-3,
 triangle, batch 256, 500k steps, M = D·2^j for j = 5 … 13 and the half powers j = 7.5 … 11.5 (14 values) and ∞,
 seed 0 (set PAPER_SEEDS = (0, 1, 2) for intervals over seeds: 3× the cost). 45 models, 22.5M model-steps,
-25,900 PFLOP of training (the large model at 4D tokens: 0.47 TFLOP per model-step at D = 8, 2.0 at D = 32). GPU time, from
-DEVICE.md's predicted H100 float32 rate for the base model (~590 model-steps/s at 81 GFLOP per step, i.e. ~48 TFLOP/s
-effective) scaled by FLOPs per step: about 150 GPU-hours (D = 8: 21 h, D = 16: 42 h, D = 32: 88 h; bfloat16 roughly
-halves it): a multi-lease job, best started at D = 8 (`--cells` or `--shard`). `--dry_run` prints the plan, its
-model-steps and TFLOP.
+25,900 PFLOP of training (the large model at 4D tokens: 0.47 TFLOP per model-step at D = 8, 2.0 at D = 32). GPU
+time, from DEVICE.md's predicted H100 float32 rate for the base model (~590 model-steps/s at 81 GFLOP per step, i.e.
+~48 TFLOP/s effective) scaled by FLOPs per step: about 150 GPU-hours (D = 8: 21 h, D = 16: 42 h, D = 32: 88 h;
+bfloat16 roughly halves it). The roofline predictions of the large model itself in groups of 15
+(results/roofline/large_*B256_E15_float32.json; a lower bound on time) give 199, 96 and 38 model-steps/s: 10.5, 21.6
+and 54.8 h, ~87 h in all. At D = 32 a group of 15 is over the memory budget XLA sets itself for an H100:
+compiling for one, rematerialisation brought the program from 116.8 to 64.7 GiB, not under its 60.2 GiB target
+(the 139 GiB H200 has room; on an H100, a smaller `--max_group_size`). A multi-lease job, best started at D = 8
+(`--cells` or `--shard`). `--dry_run` prints the plan, its model-steps and TFLOP, and the roofline H100 time.
 """
 
 import math
