@@ -172,7 +172,7 @@ def sweep_figure(summary: Mapping, title: str | None = None):
                                     finite_range)
                 _log2_axis(ax, finite, inf_x, has_inf)
                 ax.set_xlim(*x_range)
-        _crossing_panel(axes[0, 3], summary, rows, budgets)
+        _crossing_panel(axes[0, 3], summary, rows)
         _midpoint_panel(axes[1, 3], summary, rows, budgets)
         _sweep_legend(fig, axes, budgets)
         fig.suptitle(title or sweep_title(summary))
@@ -206,7 +206,7 @@ def _finite_axis(ax, rows) -> None:
     ax.set_xlim(min(finite, default=0.0) - 0.3, max(finite, default=1.0) + 0.3)
 
 
-def _crossing_panel(ax, summary: Mapping, rows, budgets) -> None:
+def _crossing_panel(ax, summary: Mapping, rows) -> None:
     """The paired difference of the first budget pair (`threshold.budget_pairs`, the one M* is read from) with its
     band; the crossing is where it meets zero."""
     if not summary.get("crossing"):

@@ -251,12 +251,16 @@ def roofline_record(cfg: RunConfig, ensemble_size: int, steps_per_call: int, tar
     }
 
 
+def _task_shape(dim: int, context_len: int) -> list[str]:
+    """["D<dim>", "K<K>"], or [] for the study's default task shape (D = 8, K = 16), which names leave out."""
+    default = RunConfig().data
+    return [] if (dim, context_len) == (default.dim, default.context_len) else [f"D{dim}", f"K{context_len}"]
+
+
 def record_name(size: str, cfg: RunConfig, ensemble_size: int) -> str:
     """The file stem of a prediction: size, D and K where they are not the default (8, 16), batch, ensemble, path."""
-    default = RunConfig().data
-    task = ("" if (cfg.data.dim, cfg.data.context_len) == (default.dim, default.context_len)
-            else f"_D{cfg.data.dim}_K{cfg.data.context_len}")
-    return f"{size}{task}_B{cfg.train.batch_size}_E{ensemble_size}_{cfg.model.fast_path}"
+    return "_".join([size, *_task_shape(cfg.data.dim, cfg.data.context_len), f"B{cfg.train.batch_size}",
+                     f"E{ensemble_size}", cfg.model.fast_path])
 
 
 def format_line(name: str, record: dict) -> str:
@@ -271,13 +275,13 @@ def markdown_table(records: list[dict]) -> str:
     """The predictions as a markdown table: one row per compute path, one column pair per (size, D and K, batch,
     ensemble): GB moved per model-step and predicted model-steps/s (with the ratio to float32)."""
     def setting(r):
-        model, data = r["config"]["model"], r["config"].get("data", {})
-        return (model["num_layers"], model["d_model"], data.get("dim", 8), data.get("context_len", 16),
-                r["batch_size"], r["ensemble_size"])
+        model, data = r["config"]["model"], r["config"]["data"]
+        return (model["num_layers"], model["d_model"], data["dim"], data["context_len"], r["batch_size"],
+                r["ensemble_size"])
 
     def title(s):
-        task = "" if s[2:4] == (8, 16) else f" D{s[2]} K{s[3]}"
-        return f"L{s[0]} d{s[1]}{task} B{s[4]} E{s[5]}: GB/model-step, model-steps/s"
+        return " ".join([f"L{s[0]}", f"d{s[1]}", *_task_shape(s[2], s[3]), f"B{s[4]}", f"E{s[5]}:"]) + (
+            " GB/model-step, model-steps/s")
 
     settings = sorted({setting(r) for r in records}, key=lambda s: (-s[1], s[2], s[4]))
     paths = sorted({r["path"] for r in records}, key=lambda p: (p != "float32", len(p), p))

@@ -418,15 +418,16 @@ def _sign_change_intervals(xs, point, replicates, level, estimate) -> list[dict]
 
 def crossing_estimate(rows: Sequence[dict], small: Budget, large: Budget) -> float:
     """The crossing's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
-    curve = crossing_curve(rows, small, large)
-    reps = curve_replicates(curve, 2)
-    ok = np.isfinite(reps.point) & reps.usable
-    return float(split_estimates(curve.xs[ok], reps.point[ok], reps.se[ok])) if ok.any() else math.nan
+    return _point_estimate(crossing_curve(rows, small, large))
 
 
 def midpoint_estimate(rows: Sequence[dict], budget: Budget) -> float:
     """The midpoint's point estimate (log2 M*; ±inf outside the grid, NaN without data)."""
-    curve = midpoint_curve(rows, budget)
+    return _point_estimate(midpoint_curve(rows, budget))
+
+
+def _point_estimate(curve: SignedCurve) -> float:
+    """A curve's point estimate alone (two replicates drawn: the standard errors weigh the M, not an interval)."""
     return _estimates(curve, curve_replicates(curve, 2), 2)[1]
 
 

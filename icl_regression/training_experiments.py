@@ -23,11 +23,8 @@ import numpy as np
 from icl_regression import axes, dynamics, names, results
 from icl_regression.store import StoreError, analysis_folder, read_json, write_json
 
-ANALYSIS_DIR = "analysis"
-
-
 def analysis_path(workdir: Path, name: str) -> Path:
-    return Path(workdir) / ANALYSIS_DIR / f"{name}.json"
+    return Path(workdir) / names.ANALYSIS_DIR / f"{name}.json"
 
 
 def write_analysis(workdir: Path, name: str, analysis: Mapping) -> Path:
