@@ -651,12 +651,12 @@ def per_position_figure(metrics_by_run: Mapping[str, Sequence[dict]], rows: Sequ
 def load_sweep(workdir: Path, setting: str | None = None) -> tuple[dict, dict[str, list[dict]]]:
     """(sweep summary, {run name: metrics records}) of a results folder; StoreError naming the path if unusable.
     When the runs changed since the summary was written, the sweep is re-summarised first, with a line saying so
-    (`results.refresh_summary`): no figure or notebook shows a stale summary.
+    (`results.current_summary`): no figure or notebook shows a stale summary.
 
     `setting`: one setting of a sweep whose runs differ in more than M, budget and seed (`results.setting_summary`);
     a sweep of one setting refuses it."""
     workdir = results_folder(workdir)
-    summary = results.refresh_summary(workdir) or results.load_summary(workdir)
+    summary = results.current_summary(workdir)
     if not summary.get("cells"):
         raise StoreError(f"{workdir / names.SWEEP_SUMMARY_FILE} lists no finished runs: nothing to plot")
     if setting is not None:

@@ -159,12 +159,13 @@ def setting_summary(summary: Mapping, label: str) -> dict:
             "complete": summary["complete"], "threshold_metric": summary["threshold_metric"]}
 
 
-def stale_summary(workdir: Path) -> str | None:
-    """Why the stored sweep summary no longer describes its runs (None when it does, or cannot tell: no summary,
-    or one written before fingerprints existed)."""
-    if not (Path(workdir) / names.SWEEP_SUMMARY_FILE).exists():
-        return None
-    summary = load_summary(workdir)
+def stale_summary(workdir: Path, summary: Mapping | None = None) -> str | None:
+    """Why the stored sweep summary (`summary`, if already read) no longer describes its runs (None when it does,
+    or cannot tell: no summary, or one written before fingerprints existed)."""
+    if summary is None:
+        if not (Path(workdir) / names.SWEEP_SUMMARY_FILE).exists():
+            return None
+        summary = load_summary(workdir)
     if "fingerprint" not in summary or "run_dirs" not in summary:
         return None
     run_dirs = [Path(workdir) / d for d in summary["run_dirs"]]
@@ -173,15 +174,16 @@ def stale_summary(workdir: Path) -> str | None:
     return None
 
 
-def refresh_summary(workdir: Path, print_fn=print) -> dict | None:
-    """Re-summarises a sweep (with a line saying so) whose runs changed since its summary was written; returns
-    the new summary (as stored: JSON values), or None when nothing had to be done. A folder that cannot be written
-    (read-only) keeps its file: the summary is then computed in memory only, with a line saying so."""
-    reason = stale_summary(workdir)
+def current_summary(workdir: Path, print_fn=print) -> dict:
+    """The stored sweep summary, re-summarised first (with a line saying so) when its runs changed since it was
+    written; StoreError when there is none. A folder that cannot be written (read-only) keeps its file: the new
+    summary is then used in memory only, with a line saying so."""
+    summary = load_summary(workdir)
+    reason = stale_summary(workdir, summary)
     if reason is None:
-        return None
+        return summary
     print_fn(f"{reason}: re-summarising")
-    summary = compute_summary(workdir, [Path(workdir) / d for d in load_summary(workdir)["run_dirs"]])
+    summary = compute_summary(workdir, [Path(workdir) / d for d in summary["run_dirs"]])
     try:
         write_json(Path(workdir) / names.SWEEP_SUMMARY_FILE, summary)
     except StoreError as e:
