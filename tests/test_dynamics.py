@@ -163,6 +163,28 @@ def test_a_small_dip_is_transient_when_the_noise_is_smaller_still():
     assert analyse({5: (dip, switch(500))}, jitter=0.03)[5]["kind"] == dynamics.UNRESOLVED
 
 
+def test_the_rise_interval_is_t_times_the_standard_error_over_seeds():
+    """Four seeds whose curves differ only after t* by their own offset: their rises differ by exactly those
+    offsets, so the interval's half-width is t(3 dof) · sd(offsets) / √4 (no evaluation replicates, no jitter)."""
+    offsets = (0.0, 0.01, 0.03, 0.02)
+    metrics, rows = {}, []
+    for seed, offset in enumerate(offsets):
+        shifted = lambda step, c=offset: valley(3_000)(step) + (c if step >= 5_000 else 0.0)  # noqa: E731
+        metrics[f"seed={seed}"] = records(shifted, switch(6_000))
+        rows.append(row(f"seed={seed}", 6, seed))
+    (point,) = dynamics.summarize_dynamics(metrics, rows)["dynamics"]["per_num_tasks"]
+    lo, hi = point["rise_interval"]
+    assert (hi - lo) / 2 == pytest.approx(dynamics.student_t_quantile(3) * np.std(offsets, ddof=1) / 2, rel=1e-6)
+
+
+def test_student_t_quantiles_are_two_sided():
+    """The 95% two-sided quantiles (tables: 12.706, 4.303, 3.182, 2.776, 2.228; normal 1.960), within the stated
+    accuracy of the approximation beyond 2 degrees of freedom."""
+    for dof, table, rel in ((1, 12.706, 1e-4), (2, 4.303, 1e-4), (3, 3.182, 0.01), (4, 2.776, 0.004),
+                            (10, 2.228, 0.001), (math.inf, 1.960, 1e-3)):
+        assert dynamics.student_t_quantile(dof) == pytest.approx(table, rel=rel), dof
+
+
 def test_monotone_kinds_say_why():
     points = analyse({8: (valley(10 * TOTAL_STEPS), switch(20_000)), 4: (valley(10), switch(300))}, jitter=0.001)
     assert points[8]["kind"] == points[4]["kind"] == dynamics.MONOTONE

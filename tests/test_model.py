@@ -1,6 +1,7 @@
 """The transformer: causal reads (by gradients), shapes and dtypes, jit = no-jit, initialisation, token layout."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -134,3 +135,12 @@ def test_tokens_interleave_x_and_y_tokens():
         np.testing.assert_array_equal(seq[:, 2 * k, 1:], xs[:, k])
         np.testing.assert_array_equal(seq[:, 2 * k + 1, 0], ys[:, k])  # y-token (y_k, 0, …, 0)
         np.testing.assert_array_equal(seq[:, 2 * k + 1, 1:], 0.0)
+
+
+def test_the_mlp_uses_the_tanh_approximation_of_gelu(model_and_params):
+    """SPEC: tanh-approximated GELU (as the paper's GPT-2), not the exact erf form; the two differ by ~1e-3 at
+    |x| ≈ 2, too little for the other tests to see. Nothing else in the model uses tanh or erf."""
+    model, params = model_and_params
+    program = str(jax.make_jaxpr(model.apply)(params, *_inputs()))  # nested calls printed inside
+    primitives = set(re.findall(r"= ([a-z_]+)", program))
+    assert "tanh" in primitives and not primitives & {"erf", "erfc"}, sorted(primitives)

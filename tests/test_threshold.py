@@ -163,6 +163,18 @@ def test_seed_pairs_stay_together():
     assert paired["num_seeds"] == 4 and "4 seeds" in paired["interval_source"]
 
 
+def test_a_seeds_deviation_moves_its_whole_curve_in_each_replicate():
+    """The seed part of a replicate is one draw per seed applied at every M (a seed above the mean at one M is
+    above it at all M, as its shared init and pool make it), not a fresh draw per M: with curves that differ only by
+    a constant per seed, every replicate is the mean curve shifted, so its slope is the true one everywhere."""
+    xs = np.arange(6.0)
+    per_seed = (2.5 - xs)[None] + np.array([[-0.4], [0.1], [0.3]])
+    curve = threshold.SignedCurve(xs, (0, 1, 2), per_seed, per_seed[..., None].repeat(4, axis=-1))
+    replicates = threshold.curve_replicates(curve, 200).replicates
+    assert np.ptp(replicates[:, 0]) > 0.3  # the seed part is there
+    np.testing.assert_allclose(np.diff(replicates, axis=1), -1.0, atol=1e-9)
+
+
 def test_diverged_runs_are_left_out_with_their_pair():
     rows = curve_rows([+0.03, +0.02, +0.01, -0.01, -0.02, -0.03], seeds=(0, 1, 2), spread=0.01, eval_sd=0.001)
     broken = next(r for r in rows if r["seed"] == 2 and r["num_tasks"] == 4 and r["batch_size"] == LARGE[0])
