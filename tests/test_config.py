@@ -40,6 +40,8 @@ from icl_regression.config import ConfigError, run_config_from_dict
     ("train", "adam_eps", -1.0),
     ("train", "adam_eps", 0.0),
     ("data", "num_tasks", 2**31),  # M is an int32 on device
+    ("train", "seed", 2**31),  # so are the seeds
+    ("train", "seed", -1),
     ("eval", "num_sequences", 300),  # not a multiple of the batch size 256 below
     ("eval", "interval", 0),
     ("checkpoint", "keep", 0),

@@ -263,3 +263,41 @@ def test_a_member_alone_matches_the_same_member_in_a_group(tmp_path, strategy):
             assert a["train_loss"] is None or a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
             for key in a["mean"]:
                 assert a["mean"][key] == pytest.approx(b["mean"][key], rel=1e-5, abs=1e-7), (a["step"], key)
+
+
+# The tiny sweep's model and data (conftest.TINY_SWEEP: D = 2, K = 4, one layer of width 16), one run of 60 steps.
+SMALL_RUN = config.run_config_from_dict({k: v for k, v in TINY_SWEEP.items() if k != "sweep"})
+
+
+def test_a_checkpoint_interval_off_the_call_boundaries_is_honoured(tmp_path):
+    """Calls of 20 steps, evaluations every 60, checkpoints every 30: the call ends at 30 for its checkpoint (else
+    a kill loses up to a whole evaluation interval, whatever checkpoint.interval says)."""
+    cfg = SMALL_RUN.replace(train={"steps_per_call": 20}, eval={"interval": 60},
+                            checkpoint={"interval": 30, "keep": 5})
+    engine.train_run(cfg, tmp_path / "run")
+    assert checkpoint.available_steps(store.RunStore(tmp_path / "run")) == [30, 60]
+
+
+def test_each_records_train_loss_averages_the_steps_since_the_previous_record(tmp_path):
+    """The training loss at step 40 of a run evaluated every 40 steps is the mean of the two that a run evaluated
+    every 20 steps records at 20 and 40 (the same training: batches depend on seed and step only)."""
+    def losses(interval):
+        cfg = SMALL_RUN.replace(train={"steps": 40}, eval={"interval": interval}, checkpoint={"interval": 40})
+        engine.train_run(cfg, tmp_path / str(interval))
+        return {r["step"]: r["train_loss"] for r in store.RunStore(tmp_path / str(interval)).metrics()}
+
+    every20, every40 = losses(20), losses(40)
+    assert every20[20] != pytest.approx(every20[40], rel=1e-3)  # the halves differ, so the check below can fail
+    assert every40[40] == pytest.approx((every20[20] + every20[40]) / 2, rel=1e-5)
+
+
+def test_the_seeds_of_a_group_get_their_own_initial_parameters_and_pool(tmp_path):
+    """Two seeds of one cell trained in one group differ at step 0 in the model (its L/D on the T_true sequences
+    every model shares: the initial parameters) and in the pool (dMMSE's L/D on each seed's T_pretrain set): else
+    the seed spread, and the threshold intervals resampling seeds, measure nothing."""
+    cfgs = [SMALL_RUN.replace(data={"num_tasks": 2}, train={"steps": 20, "seed": seed}) for seed in (0, 1)]
+    engine.GroupTrainer(cfgs, [tmp_path / str(c.train.seed) for c in cfgs], print_fn=lambda *_: None).run()
+    first = [store.RunStore(tmp_path / str(c.train.seed)).metrics()[0]["mean"] for c in cfgs]
+    for key in (names.loss_key(names.TRUE, names.PT), names.loss_key(names.PRETRAIN, names.DMMSE)):
+        assert first[0][key] != pytest.approx(first[1][key], rel=1e-4), key
+

@@ -289,6 +289,18 @@ def test_a_divergence_on_the_first_step_after_a_resume_reports_the_loss_before_i
     assert resumed == whole
 
 
+def test_the_divergence_step_is_the_step_whose_update_was_refused(tmp_path):
+    """A run stopped one step before the reported divergence step has not diverged; one stopped at it has."""
+    cfg = RUN.replace(train={"steps": 100, "learning_rate": 1e3, "schedule": "constant", "steps_per_call": 10},
+                      eval={"interval": 50}, checkpoint={"interval": 50})
+    step = engine.train_run(cfg, tmp_path / "whole", print_fn=lambda *_: None)[names.DIVERGENCE]["step"]
+    assert step >= 2
+    for stop_at, diverged in ((step - 1, False), (step, True)):
+        run_dir = tmp_path / f"stopped_at_{stop_at}"
+        assert engine.train_run(cfg, run_dir, stop_after_step=stop_at, print_fn=lambda *_: None) is None
+        assert (RunStore(run_dir).divergence() is not None) == diverged, stop_at
+
+
 def test_figures_never_draw_a_stale_summary(finished_sweep):
     import subprocess
     import sys
@@ -324,3 +336,76 @@ def test_a_runaway_loss_is_flagged_in_the_summary(tiny_config):
     assert engine._summary(tiny_config, record, {}, None)[names.RUNAWAY] is True
     record["mean"][names.loss_key(names.TRUE, names.PT)] = 99 * zero
     assert engine._summary(tiny_config, record, {}, None)[names.RUNAWAY] is False
+
+
+def test_a_resume_from_a_checkpoint_sets_aside_only_the_checkpoints_past_it(tmp_path):
+    """The same as a resume from step 0 (above), for a resume that restores a checkpoint: a finished run whose record
+    at step 200 is torn resumes from its checkpoint at 100, and the ones at 200 and 300 are set aside at once (a
+    stop right after the restore already finds them so)."""
+    run_dir = tmp_path / RUN.run_name
+    finished = engine.train_run(RUN, run_dir)
+    run = RunStore(run_dir)
+    assert checkpoint.available_steps(run) == [100, 200, 300]
+    lines = (run_dir / names.METRICS_FILE).read_text().splitlines(keepends=True)
+    (run_dir / names.METRICS_FILE).write_text("".join([*lines[:2], lines[2][:50], *lines[3:]]))  # step 200 torn
+    run.invalidate()
+    stop = stopping.Stop()
+    stop.request("test")
+    assert engine.train_run(RUN, run_dir, stop=stop) is None
+    assert checkpoint.available_steps(run) == [100] and checkpoint.resume_step(run) == 100
+    assert sorted(p.name for p in run.checkpoint_dir.glob("*.stale")) == ["step_200.msgpack.stale",
+                                                                         "step_300.msgpack.stale"]
+    assert engine.train_run(RUN, run_dir)["final"] == finished["final"]
+
+
+def _run_with_records(run_dir, steps, checkpoints=()):
+    """A run folder (RUN's config: evaluations every 100 of 300 steps) with records at `steps` and placeholder
+    checkpoint files at `checkpoints` (nothing reads their content here)."""
+    run = RunStore(run_dir)
+    run.init(RUN.to_dict())
+    for step in steps:
+        run.append_metrics({"step": step, "mean": {}})
+    run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    for step in checkpoints:
+        (run.checkpoint_dir / f"step_{step}.msgpack").write_bytes(b"x")
+    return run
+
+
+def test_the_covered_step_stops_before_the_first_missing_evaluation(tmp_path):
+    """Records at 0 and 100, none at 200: a checkpoint at 200 is not covered (resuming from it would leave the
+    evaluation at 200 missing for good), the one at 100 is."""
+    run = _run_with_records(tmp_path / "run", (0, 100), checkpoints=(100, 200))
+    assert run.covered_step() == 199 and checkpoint.resume_step(run) == 100
+    assert _run_with_records(tmp_path / "all", (0, 100, 200, 300)).covered_step() == 300
+    assert _run_with_records(tmp_path / "none", ()).covered_step() == -1
+
+
+def test_a_group_resumes_from_the_newest_checkpoint_every_members_records_cover(tmp_path):
+    """Member a's records cover step 200, member b's only 100: the group resumes from 100, not 200."""
+    a = _run_with_records(tmp_path / "a", (0, 100, 200), checkpoints=(100, 200))
+    b = _run_with_records(tmp_path / "b", (0, 100), checkpoints=(100, 200))
+    assert engine._resume_candidates([a, b]) == [100]
+
+
+def test_a_file_is_replaced_never_overwritten_in_place(tmp_path):
+    """A crash mid-write must leave the old file whole: the new bytes go to a temporary file renamed over the old
+    one. A hard link to the old file keeps the old bytes only if the write was not in place."""
+    import os
+
+    path = tmp_path / "summary.json"
+    write_json(path, {"old": 1})
+    os.link(path, tmp_path / "old_link.json")
+    write_json(path, {"new": 2})
+    assert read_json(path) == {"new": 2} and read_json(tmp_path / "old_link.json") == {"old": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old_link.json", "summary.json"]  # no temporary left
+
+
+def test_the_fingerprint_covers_each_runs_metrics_and_summary(tmp_path):
+    """A sweep summary is stale when a run's metrics change, not only its summary (`results.stale_summary`)."""
+    run = _run_with_records(tmp_path / "run", (0, 100))
+    write_json(run.dir / names.SUMMARY_FILE, {"status": names.DONE})
+    before = results.fingerprint([run.dir])
+    run.append_metrics({"step": 200, "mean": {}})
+    after_metrics = results.fingerprint([run.dir])
+    write_json(run.dir / names.SUMMARY_FILE, {"status": names.DIVERGED})
+    assert len({before, after_metrics, results.fingerprint([run.dir])}) == 3

@@ -183,6 +183,9 @@ def test_diverged_runs_are_left_out_with_their_pair():
     per_m = {p["num_tasks"]: p for p in est["per_num_tasks"]}
     assert per_m[4]["num_seeds"] == 2 and per_m[8]["num_seeds"] == 3
     assert abs(per_m[4]["value"]) < 1  # the diverged run's value never enters the mean
+    text = results.format_threshold({**threshold.estimate_thresholds(rows, 50), "cells": rows})
+    line = next(line for line in text.splitlines() if line.split()[:1] == ["4"])  # M, Δ smaller, Δ larger, …
+    assert float(line.split()[2]) < 1, line  # nor the printed table's mean at its budget
 
 
 def test_fewer_seeds_at_one_m_keep_the_interval_calibrated():
