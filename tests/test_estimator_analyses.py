@@ -254,3 +254,61 @@ def test_committed_analyses_redraw(name, tmp_path):
         pytest.skip(f"no committed sweep holds {names.ANALYSIS_DIR}/{filename}")
     for folder in folders:
         assert_png_and_pdf(estimator_plots.write_analysis_figure(name, folder, tmp_path / folder.name), name)
+
+
+def test_interpolation_standard_error_is_over_pairs(monkeypatch):
+    """the reported `se` is the standard error over pairs of each pair's mean loss (its docstring), not a
+    spread over context positions (the mean is the same either way, the error bar is not)."""
+    from types import SimpleNamespace
+    from icl_regression import interpolation, names
+    from icl_regression.config import run_config_from_dict
+    cfg = run_config_from_dict({"data": {"dim": 2, "context_len": 4, "noise_std": 0.5, "num_tasks": 4},
+                                "model": {"num_layers": 1, "d_model": 16, "num_heads": 1},
+                                "eval": {"batch_size": 64}})
+    seen = []
+
+    def zero_preds(run, xs, ys, batch_size=None):  # the "model" predicts 0: its loss is ys²/D
+        seen.append(np.asarray(ys, np.float64))
+        return jnp.zeros_like(ys)
+
+    monkeypatch.setattr(interpolation.trained, "model_preds", zero_preds)
+    options = interpolation.InterpolationOptions(num_pairs=5, num_alphas=2, sequences_per_pair=3)
+    curves = interpolation.interpolation_curves(SimpleNamespace(config=cfg), options)
+    for a, ys in enumerate(seen):
+        per_pair = (ys ** 2 / 2).reshape(5, 3, 4).mean(axis=(1, 2))
+        assert curves["loss"][names.PT]["mean"][a] == pytest.approx(per_pair.mean(), rel=1e-9)
+        assert curves["loss"][names.PT]["se"][a] == pytest.approx(per_pair.std(ddof=1) / np.sqrt(5), rel=1e-9)
+
+
+def test_laplace_comparison_scores_each_estimator_by_its_own_predictions(monkeypatch):
+    """ridge's L/D and Δ_PT,Ridge must come from ridge's predictions, dMMSE's from dMMSE's."""
+    from types import SimpleNamespace
+    from icl_regression import laplace_comparison, names
+    rng = np.random.default_rng(0)
+    n, k, dim = 6, 4, 2
+    sets = {s: SimpleNamespace(xs=np.zeros((n, k, dim)), ys=rng.normal(size=(n, k)), ridge=rng.normal(size=(n, k)),
+                               dmmse=rng.normal(size=(n, k)) + 3.0) for s in names.EVAL_SETS}
+    cfg = SimpleNamespace(data=SimpleNamespace(dim=dim))
+    monkeypatch.setattr(laplace_comparison.trained, "eval_sets", lambda c: sets)
+    monkeypatch.setattr(laplace_comparison.trained, "model_preds", lambda run, xs, ys: np.zeros((n, k)))
+    monkeypatch.setattr(laplace_comparison, "_laplace", lambda *a: np.zeros((n, k)))
+    out = laplace_comparison.compare_run(SimpleNamespace(config=cfg), 10, 1, {})
+    for s, data in sets.items():
+        np.testing.assert_allclose(out[s]["loss"][names.RIDGE]["per_position"],
+                                   ((data.ridge - data.ys) ** 2).mean(0) / dim)
+        np.testing.assert_allclose(out[s]["loss"][names.DMMSE]["per_position"],
+                                   ((data.dmmse - data.ys) ** 2).mean(0) / dim)
+        np.testing.assert_allclose(out[s]["delta"]["pt_ridge"]["per_position"], (data.ridge ** 2).mean(0) / dim)
+
+
+def test_smoothing_pretrain_tradeoff_is_measured_on_the_pretrain_set(tiny_sweep_dir, tmp_path):
+    """at s = 0 smoothed dMMSE is dMMSE, so the first point of `loss_pretrain` must be the stored dMMSE L/D on
+    T_pretrain (measuring it on T_true gives the T_true number instead)."""
+    from icl_regression import names, smoothing
+    result = smoothing.run_smoothing(tiny_sweep_dir, options=smoothing.SmoothingOptions(
+        grid_points=3, refinements=0, search_sequences=32), out=tmp_path / "smoothing.json",
+        print_fn=lambda *a: None)
+    for pool in result["pools"]:
+        assert pool["search_curve"]["smoothing_std"][0] == 0.0
+        assert pool["search_curve"]["loss_pretrain"][0] == pytest.approx(
+            pool[names.PRETRAIN][names.DMMSE]["mean"], rel=1e-4)

@@ -202,3 +202,27 @@ def test_compose_shard_splits_a_shard_between_processes(shard):
         parts.append([j for j in cells if j % n == i])
     assert sorted(sum(parts, [])) == mine
     assert parts == [parallel.process_shard(mine, p, 4) for p in range(4)]
+
+
+def test_a_split_layout_puts_the_most_devices_on_members():
+    """with 8 devices, 4 members and batch 4 neither pure layout divides; (4, 2) and (2, 4) both fit and the
+    documented choice is the one with the most devices on 'members' (no communication between them)."""
+    from icl_regression import parallel
+    assert parallel.choose_layout(4, 4, 8) == (4, 2)
+    assert parallel.choose_layout(4, 4, 8, prefer="data") == (4, 2)
+
+
+def test_members_are_checked_against_the_members_axis_not_every_device():
+    """on a data-only mesh (1 × 2) any number of members fits; checking against all devices refuses 3."""
+    script = textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        from icl_regression import parallel
+        placement = parallel.Placement(parallel.mesh_of(jax.devices()[:2], 1, 2))
+        placed = placement.place_members({"w": jnp.zeros((3, 2))})
+        print(placed["w"].shape)
+    """)
+    env = {**os.environ, **CACHE_ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(3, 2)" in proc.stdout

@@ -152,3 +152,34 @@ def test_paper_seeds_variant_extends_the_paper_sweep(tmp_path):
     added = [c for c in seeds if c.name not in default]
     assert {c.config.train.seed for c in added} == {1, 2} and {c.config.train.batch_size for c in added} == {256, 512}
     assert all(c.config.data.nested_pools is False and c.config.train.steps == 500_000 for c in seeds)
+
+
+def test_steps_ladder_reports_disjoint_intervals_as_not_overlapping():
+    """M* at N and at 4N with disjoint intervals is a shift; the ladder must say the intervals do not overlap."""
+    from icl_regression import axes, training_experiments
+    budgets = [(16, 100), (16, 200), (16, 400)]
+    mids = {axes.budget_label((16, 100)): {"log2_num_tasks": 3.0, "interval": [2.5, 3.5]},
+            axes.budget_label((16, 200)): {"log2_num_tasks": 4.0, "interval": [3.2, 4.5]},
+            axes.budget_label((16, 400)): {"log2_num_tasks": 5.0, "interval": [4.5, 5.5]}}
+    [ladder] = training_experiments.steps_ladder(mids, budgets)
+    assert ladder["intervals_overlap"] is False and ladder["shift_log2"] == 2.0
+    mids[axes.budget_label((16, 400))]["interval"] = [3.4, 5.5]
+    assert training_experiments.steps_ladder(mids, budgets)[0]["intervals_overlap"] is True
+
+
+def test_t_star_table_counts_both_kinds_of_censored_seeds(monkeypatch, tmp_path):
+    """seeds whose t* lies at or past the end (+inf) and at or before the first evaluation (0) are both
+    censored; a located one is not."""
+    from icl_regression import dynamics, training_experiments
+    per_run = [{"name": f"r{i}", "kind": dynamics.MONOTONE, "t_star": {dynamics.RIDGE: {"value": v, "status": st}}}
+               for i, (v, st) in enumerate([(500.0, dynamics.LOCATED), (1000.0, dynamics.AT_END),
+                                            (20.0, dynamics.AT_START)])]
+    dyn = {"dynamics": {"per_run": per_run, "per_num_tasks": [{
+        "num_tasks": 4, "batch_size": 16, "steps": 1000, "num_seeds": 3, "kind": dynamics.MONOTONE,
+        "runs": ["r0", "r1", "r2"],
+        "t_star": {dynamics.RIDGE: {"value": 500.0, "interval": [0.0, 1e9], "status": dynamics.LOCATED}}}]}}
+    monkeypatch.setattr(training_experiments.results, "run_metrics", lambda workdir: {})
+    monkeypatch.setattr(training_experiments.dynamics, "summarize_dynamics", lambda metrics, rows: dyn)
+    [row] = training_experiments.t_star_table(tmp_path, [])
+    assert row["t_star_seeds"] == [500.0, float("inf"), 0.0]
+    assert row["t_star_censored"] == 2 and row["t_star_median"] == 500.0
