@@ -23,6 +23,7 @@ import numpy as np
 from icl_regression import axes, dynamics, names, results
 from icl_regression.store import StoreError, analysis_folder, read_json, write_json
 
+
 def analysis_path(workdir: Path, name: str) -> Path:
     return Path(workdir) / names.ANALYSIS_DIR / f"{name}.json"
 

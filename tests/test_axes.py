@@ -192,7 +192,6 @@ def test_above_threshold_falls_back_to_a_crossing_where_the_midpoint_is_not_loca
 
 def test_ratio_curve_is_the_position_between_ridge_and_dmmse():
     """r = Δ_PT,Ridge / (Δ_PT,Ridge + Δ_PT,dMMSE) ∈ [0, 1] (1/2 where the midpoint curve crosses 0)."""
-    from icl_regression import axes, names
     rows = [{"status": names.DONE, "num_tasks": 4, "batch_size": 16, "steps": 100, "seed": s, "axes": {},
              "final": {names.THRESHOLD_METRIC: d_ridge, names.MIDPOINT_METRIC: d_dmmse}}
             for s, (d_ridge, d_dmmse) in enumerate([(1.0, 3.0), (3.0, 1.0)])]
@@ -201,8 +200,7 @@ def test_ratio_curve_is_the_position_between_ridge_and_dmmse():
 
 
 def test_primary_estimate_falls_back_to_the_largest_budgets_midpoint():
-    """without a located crossing an axis figure plots the midpoint of the largest budget (the last one)."""
-    from icl_regression import axes
+    """Without a located crossing an axis figure plots the midpoint of the largest budget (the last one)."""
     est = lambda x: {"log2_num_tasks": x, "interval": [x - 1, x + 1]}  # noqa: E731
     entry = {"crossing": None, "midpoint": {axes.budget_label((16, 100)): est(3.0),
                                             axes.budget_label((32, 100)): est(4.0)}}
@@ -211,8 +209,7 @@ def test_primary_estimate_falls_back_to_the_largest_budgets_midpoint():
 
 
 def test_final_values_leave_out_runs_that_did_not_finish():
-    """a diverged run's last finite numbers must not enter the seed statistics of the figures."""
-    from icl_regression import axes, names
+    """A diverged run's last finite numbers must not enter the seed statistics of the figures."""
     key = names.THRESHOLD_METRIC
     rows = [{"status": status, "num_tasks": 4, "batch_size": 16, "steps": 100, "seed": s, "axes": {},
              "final": {key: value}}

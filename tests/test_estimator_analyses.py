@@ -257,11 +257,12 @@ def test_committed_analyses_redraw(name, tmp_path):
 
 
 def test_interpolation_standard_error_is_over_pairs(monkeypatch):
-    """the reported `se` is the standard error over pairs of each pair's mean loss (its docstring), not a
+    """The reported `se` is the standard error over pairs of each pair's mean loss (its docstring), not a
     spread over context positions (the mean is the same either way, the error bar is not)."""
     from types import SimpleNamespace
-    from icl_regression import interpolation, names
+
     from icl_regression.config import run_config_from_dict
+
     cfg = run_config_from_dict({"data": {"dim": 2, "context_len": 4, "noise_std": 0.5, "num_tasks": 4},
                                 "model": {"num_layers": 1, "d_model": 16, "num_heads": 1},
                                 "eval": {"batch_size": 64}})
@@ -281,9 +282,9 @@ def test_interpolation_standard_error_is_over_pairs(monkeypatch):
 
 
 def test_laplace_comparison_scores_each_estimator_by_its_own_predictions(monkeypatch):
-    """ridge's L/D and Δ_PT,Ridge must come from ridge's predictions, dMMSE's from dMMSE's."""
+    """Ridge's L/D and Δ_PT,Ridge must come from ridge's predictions, dMMSE's from dMMSE's."""
     from types import SimpleNamespace
-    from icl_regression import laplace_comparison, names
+
     rng = np.random.default_rng(0)
     n, k, dim = 6, 4, 2
     sets = {s: SimpleNamespace(xs=np.zeros((n, k, dim)), ys=rng.normal(size=(n, k)), ridge=rng.normal(size=(n, k)),
@@ -302,9 +303,8 @@ def test_laplace_comparison_scores_each_estimator_by_its_own_predictions(monkeyp
 
 
 def test_smoothing_pretrain_tradeoff_is_measured_on_the_pretrain_set(tiny_sweep_dir, tmp_path):
-    """at s = 0 smoothed dMMSE is dMMSE, so the first point of `loss_pretrain` must be the stored dMMSE L/D on
+    """At s = 0 smoothed dMMSE is dMMSE, so the first point of `loss_pretrain` must be the stored dMMSE L/D on
     T_pretrain (measuring it on T_true gives the T_true number instead)."""
-    from icl_regression import names, smoothing
     result = smoothing.run_smoothing(tiny_sweep_dir, options=smoothing.SmoothingOptions(
         grid_points=3, refinements=0, search_sequences=32), out=tmp_path / "smoothing.json",
         print_fn=lambda *a: None)

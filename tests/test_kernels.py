@@ -54,6 +54,12 @@ def _fused_mlp(dtype):
     return apply
 
 
+def _layer_norm_inputs(mlp_inputs):
+    """The LayerNorm's share of `_mlp_inputs`: x, its scale and bias, and the cotangent."""
+    return {"x": mlp_inputs["x"], "scale": mlp_inputs["ln_scale"], "bias": mlp_inputs["ln_bias"],
+            "cotangent": mlp_inputs["cotangent"]}
+
+
 def _plain_layer_norm(dtype):
     def apply(x, scale, bias):
         return nn.LayerNorm(epsilon=1e-5, dtype=dtype).apply({"params": {"scale": scale, "bias": bias}}, x)
@@ -108,8 +114,7 @@ def test_fused_mlp_in_bfloat16_is_as_close_to_float32_as_the_plain_bfloat16_path
 @pytest.mark.parametrize("rows, width", SHAPES)
 @pytest.mark.parametrize("dtype, tolerance", DTYPES)
 def test_fused_layer_norm_matches_the_plain_path(rows, width, dtype, tolerance):
-    full = _mlp_inputs(rows, width, seed=2)
-    inputs = {"x": full["x"], "scale": full["ln_scale"], "bias": full["ln_bias"], "cotangent": full["cotangent"]}
+    inputs = _layer_norm_inputs(_mlp_inputs(rows, width, seed=2))
     exact = _value_and_grads(_plain_layer_norm(jnp.float32), inputs, jnp.float32)
     fused = _value_and_grads(kernels_layer_norm.layer_norm, inputs, dtype)
     plain = _value_and_grads(_plain_layer_norm(dtype), inputs, dtype)
@@ -290,37 +295,22 @@ def test_fast_path_fields_at_their_defaults_keep_stored_run_names():
     assert fast.model.for_evaluation() == plain.model and fast.model.fast_path == "float32+fused_mlp"
 
 
-def _numpy_layer_norm(x, scale, bias, eps=1e-5):
-    x = np.asarray(x, np.float64)
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * np.asarray(scale) + np.asarray(bias)
-
-
 def test_fused_layer_norm_uses_the_models_epsilon_on_small_variance_rows():
-    """at unit variance ε = 1e-5 vs 1e-6 moves the output by ~5e-6 (inside every tolerance); rows of variance
+    """At unit variance ε = 1e-5 vs 1e-6 moves the output by ~5e-6 (inside every tolerance); rows of variance
     ~1e-6 (a residual stream that is nearly constant) show it at once."""
     x = 1e-3 * jax.random.normal(jax.random.key(0), (8, 16))
     scale, bias = jnp.ones(16), jnp.zeros(16)
-    out = np.asarray(kernels_layer_norm.layer_norm(x, scale, bias))
-    np.testing.assert_allclose(out, _numpy_layer_norm(x, scale, bias, 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(kernels_layer_norm.layer_norm(x, scale, bias)),
+                               np.asarray(_plain_layer_norm(jnp.float32)(x, scale, bias)), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("rows", [70, 17])  # 70 = 64 + 6, 17 = 16 + 1: fewer padding rows than half a tile
 def test_fused_kernels_cover_every_row_when_the_remainder_is_small(rows):
-    """rows that leave a small remainder past a whole tile must still be computed (forward and ∂x)."""
-    width = 16
-    keys = jax.random.split(jax.random.key(1), 8)
-    x = jax.random.normal(keys[0], (rows, width))
-    scale, bias = 1 + 0.2 * jax.random.normal(keys[1], (width,)), 0.2 * jax.random.normal(keys[2], (width,))
-    np.testing.assert_allclose(np.asarray(kernels_layer_norm.layer_norm(x, scale, bias)),
-                               _numpy_layer_norm(x, scale, bias), rtol=1e-4, atol=1e-4)
-    w1, b1 = 0.2 * jax.random.normal(keys[3], (width, 4 * width)), 0.2 * jax.random.normal(keys[4], (4 * width,))
-    w2, b2 = 0.2 * jax.random.normal(keys[5], (4 * width, width)), 0.2 * jax.random.normal(keys[6], (width,))
-    args = (x, scale, bias, w1, b1, w2, b2)
-    np.testing.assert_allclose(np.asarray(kernels_mlp.mlp_block(*args)),
-                               np.asarray(kernels_mlp.mlp_block_reference(*args)), rtol=1e-4, atol=1e-4)
-    cot = jax.random.normal(keys[7], (rows, width))
-    grad = jax.grad(lambda x_: jnp.sum(kernels_mlp.mlp_block(x_, *args[1:]) * cot))(x)
-    ref = jax.grad(lambda x_: jnp.sum(kernels_mlp.mlp_block_reference(x_, *args[1:]) * cot))(x)
-    np.testing.assert_allclose(np.asarray(grad), np.asarray(ref), rtol=1e-4, atol=1e-4)
+    """Rows past the last whole tile are computed too, forward and backward (SHAPES' remainders hid a wrong
+    padding sign)."""
+    inputs = _mlp_inputs(rows, 16, seed=3)
+    plain = _value_and_grads(_plain_mlp(jnp.float32), inputs, jnp.float32)
+    _assert_close(_value_and_grads(_fused_mlp(jnp.float32), inputs, jnp.float32), plain, plain, 2e-5)
+    inputs = _layer_norm_inputs(inputs)
+    plain = _value_and_grads(_plain_layer_norm(jnp.float32), inputs, jnp.float32)
+    _assert_close(_value_and_grads(kernels_layer_norm.layer_norm, inputs, jnp.float32), plain, plain, 2e-5)

@@ -115,9 +115,9 @@ def test_sweep_pairs_include_the_baseline_and_mark_shared_initialisation():
 
 
 def test_landscape_loss_is_per_task_dimension_not_per_position():
-    """the path's loss is L/D (D = xs.shape[-1]) as every other metric; with K != D dividing by K is wrong."""
+    """The path's loss is L/D (D = xs.shape[-1]) as every other metric; with K != D dividing by K is wrong."""
     from types import SimpleNamespace
-    from icl_regression import landscape
+
     model = SimpleNamespace(apply=lambda params, xs, ys: jnp.zeros_like(ys) + params["b"])
     path_loss = landscape.make_path_loss(model, batch_size=4)
     xs, ys = jnp.ones((8, 6, 3)), jnp.arange(48.0).reshape(8, 6) / 10   # N=8, K=6, D=3
@@ -127,7 +127,6 @@ def test_landscape_loss_is_per_task_dimension_not_per_position():
 
 def test_relative_parameter_distance_is_over_the_mean_norm():
     """relative = ‖θ_a − θ_b‖ / mean(‖θ_a‖, ‖θ_b‖), symmetric in the two models."""
-    from icl_regression import landscape
-    a, b = {"w": jnp.array([3.0, 4.0])}, {"w": jnp.array([0.0, 0.0]), }
+    a, b = {"w": jnp.array([3.0, 4.0])}, {"w": jnp.array([0.0, 0.0])}
     assert landscape.parameter_distance(a, b)["relative"] == pytest.approx(2.0)
     assert landscape.parameter_distance(b, a)["relative"] == pytest.approx(2.0)

@@ -205,15 +205,14 @@ def test_compose_shard_splits_a_shard_between_processes(shard):
 
 
 def test_a_split_layout_puts_the_most_devices_on_members():
-    """with 8 devices, 4 members and batch 4 neither pure layout divides; (4, 2) and (2, 4) both fit and the
+    """With 8 devices, 4 members and batch 4 neither pure layout divides; (4, 2) and (2, 4) both fit and the
     documented choice is the one with the most devices on 'members' (no communication between them)."""
-    from icl_regression import parallel
     assert parallel.choose_layout(4, 4, 8) == (4, 2)
     assert parallel.choose_layout(4, 4, 8, prefer="data") == (4, 2)
 
 
 def test_members_are_checked_against_the_members_axis_not_every_device():
-    """on a data-only mesh (1 × 2) any number of members fits; checking against all devices refuses 3."""
+    """On a data-only mesh (1 × 2) any number of members fits; checking against all devices refuses 3."""
     script = textwrap.dedent("""
         import jax, jax.numpy as jnp
         from icl_regression import parallel

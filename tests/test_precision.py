@@ -100,45 +100,26 @@ def test_a_zero_model_size_is_refused_not_replaced_by_the_default(tmp_path, flag
     assert not (tmp_path / "w").exists()
 
 
-def test_precision_standard_error_of_the_mean_paired_difference():
-    """se of the mean paired difference is std(d, ddof=1)/√S; without the √S a fast path that moves the
-    numbers by a fraction of the spread (consistently over 9 seeds) reads 'unclear' instead of 'within'."""
-    from icl_regression import names, precision
-    from icl_regression.config import run_config_from_dict
-    base = run_config_from_dict({"data": {"dim": 2, "context_len": 4}, "model": {"num_layers": 1, "d_model": 16,
-                                                                                 "num_heads": 1}})
-    seeds = tuple(range(9))
-    spec = precision.PrecisionSpec(base, num_tasks=(2, 0), seeds=seeds, fast_path="bfloat16")
+def test_the_standard_error_is_that_of_the_mean_paired_difference():
+    """std(d, ddof=1)/√S; without the √S a fast path that moves the numbers by a fraction of the spread (the same
+    way over 9 seeds) would read 'unclear' instead of 'within'."""
+    spec = precision.PrecisionSpec(BASE, num_tasks=(2, 0), seeds=tuple(range(9)), fast_path="bfloat16")
     rng = np.random.default_rng(0)
-    ref = {(m, s): 1.0 + 0.1 * s for m in spec.num_tasks for s in seeds}   # spread ≈ 0.27
-    fast = {key: v + 0.1 + 0.2 * rng.standard_normal() for key, v in ref.items()}
-
-    def sums(values):
-        return [{"num_tasks": m, "seed": s, "status": names.DONE, "final": dict.fromkeys(precision.METRICS,
-                                                                                        values[(m, s)])}
-                for m in spec.num_tasks for s in seeds]
-    record = precision.compare(spec, {"float32": sums(ref), "bfloat16": sums(fast)})
-    for row in record["rows"]:
+    float32 = {(m, s): 1.0 + 0.1 * s for m in spec.num_tasks for s in spec.seeds}  # seed spread ≈ 0.27
+    fast = {k: v + 0.1 + 0.2 * rng.standard_normal() for k, v in float32.items()}
+    for row in precision.compare(spec, _summaries(spec, float32, fast))["rows"]:
         paired = np.array(row["fast"]) - np.array(row["float32"])
         assert row["difference_standard_error"] == pytest.approx(paired.std(ddof=1) / 3.0)
 
 
 def test_a_diverged_run_on_either_path_changes_the_science():
-    """a run that diverged (its status is not done) makes the verdict 'changes the science', even if the
-    final numbers it left happen to sit within the seed spread."""
-    from icl_regression import names, precision
-    from icl_regression.config import run_config_from_dict
-    base = run_config_from_dict({"data": {"dim": 2, "context_len": 4}, "model": {"num_layers": 1, "d_model": 16,
-                                                                                 "num_heads": 1}})
-    seeds = (0, 1, 2, 3)
-    spec = precision.PrecisionSpec(base, num_tasks=(2, 0), seeds=seeds, fast_path="bfloat16")
+    """A run that diverged (its status is not done) makes the verdict 'changes the science', even if the final
+    numbers it left happen to sit within the seed spread."""
+    spec = precision.PrecisionSpec(BASE, num_tasks=(2, 0), seeds=(0, 1, 2, 3), fast_path="bfloat16")
     rng = np.random.default_rng(0)
-
-    def sums(noise, diverged):
-        return [{"num_tasks": m, "seed": s, "status": names.DIVERGED if diverged and (m, s) == (2, 0) else names.DONE,
-                 "final": dict.fromkeys(precision.METRICS, 1.0 + 0.1 * s + noise * rng.standard_normal())}
-                for m in spec.num_tasks for s in seeds]
-    assert precision.compare(spec, {"float32": sums(0.0, False), "bfloat16": sums(1e-4, False)})["verdict"] == \
-        "within the seed spread"
-    record = precision.compare(spec, {"float32": sums(0.0, False), "bfloat16": sums(1e-4, True)})
+    float32 = {(m, s): 1.0 + 0.1 * s for m in spec.num_tasks for s in spec.seeds}
+    summaries = _summaries(spec, float32, {k: v + 1e-4 * rng.standard_normal() for k, v in float32.items()})
+    assert precision.compare(spec, summaries)["verdict"] == "within the seed spread"
+    summaries[spec.fast_path][0]["status"] = names.DIVERGED  # M = 2, seed 0: its last finite numbers stay
+    record = precision.compare(spec, summaries)
     assert record["verdict"] == "changes the science" and not record["within_seed_spread"]

@@ -358,11 +358,11 @@ def test_a_resume_from_a_checkpoint_sets_aside_only_the_checkpoints_past_it(tmp_
     assert engine.train_run(RUN, run_dir)["final"] == finished["final"]
 
 
-def _run_with_records(run_dir, steps, checkpoints=()):
-    """A run folder (RUN's config: evaluations every 100 of 300 steps) with records at `steps` and placeholder
-    checkpoint files at `checkpoints` (nothing reads their content here)."""
+def run_with_records(run_dir, steps, checkpoints=(), cfg=RUN):
+    """A run folder of `cfg` (by default RUN: evaluations every 100 of 300 steps) with records at `steps` and
+    placeholder checkpoint files at `checkpoints` (what resuming and planning read is which steps exist)."""
     run = RunStore(run_dir)
-    run.init(RUN.to_dict())
+    run.init(cfg.to_dict())
     for step in steps:
         run.append_metrics({"step": step, "mean": {}})
     run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -374,16 +374,16 @@ def _run_with_records(run_dir, steps, checkpoints=()):
 def test_the_covered_step_stops_before_the_first_missing_evaluation(tmp_path):
     """Records at 0 and 100, none at 200: a checkpoint at 200 is not covered (resuming from it would leave the
     evaluation at 200 missing for good), the one at 100 is."""
-    run = _run_with_records(tmp_path / "run", (0, 100), checkpoints=(100, 200))
+    run = run_with_records(tmp_path / "run", (0, 100), checkpoints=(100, 200))
     assert run.covered_step() == 199 and checkpoint.resume_step(run) == 100
-    assert _run_with_records(tmp_path / "all", (0, 100, 200, 300)).covered_step() == 300
-    assert _run_with_records(tmp_path / "none", ()).covered_step() == -1
+    assert run_with_records(tmp_path / "all", (0, 100, 200, 300)).covered_step() == 300
+    assert run_with_records(tmp_path / "none", ()).covered_step() == -1
 
 
 def test_a_group_resumes_from_the_newest_checkpoint_every_members_records_cover(tmp_path):
     """Member a's records cover step 200, member b's only 100: the group resumes from 100, not 200."""
-    a = _run_with_records(tmp_path / "a", (0, 100, 200), checkpoints=(100, 200))
-    b = _run_with_records(tmp_path / "b", (0, 100), checkpoints=(100, 200))
+    a = run_with_records(tmp_path / "a", (0, 100, 200), checkpoints=(100, 200))
+    b = run_with_records(tmp_path / "b", (0, 100), checkpoints=(100, 200))
     assert engine._resume_candidates([a, b]) == [100]
 
 
@@ -402,7 +402,7 @@ def test_a_file_is_replaced_never_overwritten_in_place(tmp_path):
 
 def test_the_fingerprint_covers_each_runs_metrics_and_summary(tmp_path):
     """A sweep summary is stale when a run's metrics change, not only its summary (`results.stale_summary`)."""
-    run = _run_with_records(tmp_path / "run", (0, 100))
+    run = run_with_records(tmp_path / "run", (0, 100))
     write_json(run.dir / names.SUMMARY_FILE, {"status": names.DONE})
     before = results.fingerprint([run.dir])
     run.append_metrics({"step": 200, "mean": {}})

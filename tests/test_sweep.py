@@ -15,6 +15,7 @@ import pytest
 
 from icl_regression import config, engine, names, results, stopping, sweep, threshold
 from icl_regression.store import RunStore, StoreError
+from test_store import run_with_records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,22 +53,11 @@ def test_bad_shard_is_a_clear_error(text):
         sweep.parse_shard(text)
 
 
-def _checkpointed(cell, step):
-    """Puts a cell where a kill at `step` leaves it: records up to `step` and a checkpoint there (a placeholder
-    file: planning reads only which steps exist)."""
-    run = RunStore(cell.run_dir)
-    run.init(cell.config.to_dict())
-    for s in range(0, step + 1, cell.config.eval.interval):
-        run.append_metrics({"step": s, "mean": {}})
-    run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    (run.checkpoint_dir / f"step_{step}.msgpack").write_bytes(b"x")
-
-
 def test_cells_at_different_resume_steps_are_planned_in_different_groups(tmp_path):
     """A group resumes from the newest checkpoint all its members share: a cell checkpointed at step 40 among cells
     at step 0 would be retrained from 0 (and its checkpoints set aside). Its own group trains its last 20 steps."""
     cells = sweep.expand(tiny_sweep_config(), tmp_path)
-    _checkpointed(cells[0], 40)
+    run_with_records(cells[0].run_dir, (0, 20, 40), (40,), cells[0].config)  # where a kill at step 40 leaves it
     groups = sweep.plan_groups(cells)
     assert sorted(sorted(c.name for c in g) for g in groups) == sorted(
         [[cells[0].name], sorted(c.name for c in cells[1:])])

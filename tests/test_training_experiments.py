@@ -156,7 +156,6 @@ def test_paper_seeds_variant_extends_the_paper_sweep(tmp_path):
 
 def test_steps_ladder_reports_disjoint_intervals_as_not_overlapping():
     """M* at N and at 4N with disjoint intervals is a shift; the ladder must say the intervals do not overlap."""
-    from icl_regression import axes, training_experiments
     budgets = [(16, 100), (16, 200), (16, 400)]
     mids = {axes.budget_label((16, 100)): {"log2_num_tasks": 3.0, "interval": [2.5, 3.5]},
             axes.budget_label((16, 200)): {"log2_num_tasks": 4.0, "interval": [3.2, 4.5]},
@@ -168,9 +167,10 @@ def test_steps_ladder_reports_disjoint_intervals_as_not_overlapping():
 
 
 def test_t_star_table_counts_both_kinds_of_censored_seeds(monkeypatch, tmp_path):
-    """seeds whose t* lies at or past the end (+inf) and at or before the first evaluation (0) are both
+    """Seeds whose t* lies at or past the end (+inf) and at or before the first evaluation (0) are both
     censored; a located one is not."""
-    from icl_regression import dynamics, training_experiments
+    from icl_regression import dynamics
+
     per_run = [{"name": f"r{i}", "kind": dynamics.MONOTONE, "t_star": {dynamics.RIDGE: {"value": v, "status": st}}}
                for i, (v, st) in enumerate([(500.0, dynamics.LOCATED), (1000.0, dynamics.AT_END),
                                             (20.0, dynamics.AT_START)])]

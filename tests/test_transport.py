@@ -246,9 +246,8 @@ def test_unpacked_metrics_replace_the_other_form_of_an_older_file(half_done_swee
 
 
 def test_the_newest_checkpoint_of_an_unfinished_run_is_the_one_that_travels(tmp_path):
-    """with several checkpoints kept (step 9 and step 40), the carried one must be the newest, else the run
+    """With several checkpoints kept (step 9 and step 40), the carried one must be the newest, else the run
     resumes from step 9 elsewhere and silently redoes (or loses) the work."""
-    from icl_regression import names, transport
     run_dir = tmp_path / names.RUNS_DIR / "M=2_B=16_seed=0"
     (run_dir / names.CHECKPOINT_DIR).mkdir(parents=True)
     (run_dir / names.CONFIG_FILE).write_text("{}")
